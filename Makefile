@@ -1,0 +1,58 @@
+# hotshot: `make demo` renders the example shot, `make test` runs the tests.
+# Both set everything up first: a virtual environment in .venv (torch's CPU
+# build is installed first, pinned, so pip never pulls a CUDA build), ffmpeg
+# (installed with apt when missing and run as root), the tiny local model.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+TORCH  ?= torch==2.13.0
+DEMO   := hotfolders/demo
+
+.PHONY: setup ffmpeg tiny demo test test-slow lint bench clean
+
+setup: $(STAMP) ffmpeg
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+ffmpeg:
+	@if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing ffmpeg with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	else \
+		echo "ffmpeg and ffprobe are needed: install them (e.g. 'sudo apt-get install ffmpeg' or 'brew install ffmpeg') and run make again" >&2; \
+		exit 1; \
+	fi
+
+tiny: setup
+	$(BIN)/hotshot models make-tiny
+
+demo: tiny
+	@test -f $(DEMO)/plate.mp4 || cp tests/data/chaplin.mp4 $(DEMO)/plate.mp4
+	$(BIN)/hotshot run --drain --root $(DEMO)
+	@echo
+	$(BIN)/hotshot status
+
+test: tiny
+	$(BIN)/pytest
+
+test-slow: tiny
+	$(BIN)/pytest -m slow
+
+lint: setup
+	$(BIN)/ruff check daemon engine tests bench
+
+bench: tiny
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/overhead.py
+
+clean:
+	rm -rf var $(DEMO)/*.mp4 $(DEMO)/*.render-info.json $(DEMO)/*.status.json

@@ -1,0 +1,187 @@
+"""The `hotshot` command line.
+
+Commands that do not render (status, models list, info) never import torch or
+diffusers, so they answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from daemon.config import Settings, load_settings
+from daemon.errors import HotshotError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except HotshotError as exc:
+        print(f"hotshot: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="settings file (default config/hotshot.toml)")
+    common.add_argument("--state", type=Path, dest="state_dir", help="folder for the database and work files")
+
+    parser = argparse.ArgumentParser(prog="hotshot", description="AI video-to-video render daemon for shot folders")
+    commands = parser.add_subparsers(metavar="command")
+
+    run = commands.add_parser("run", parents=[common], help="watch the roots and render requests")
+    run.add_argument("--root", type=Path, action="append", dest="roots", help="watch root (repeatable)")
+    run.add_argument("--drain", action="store_true",
+                     help="process everything present, wait for files still being written, then exit")
+    run.set_defaults(handler=cmd_run)
+
+    status = commands.add_parser("status", parents=[common], help="shots, renders and jobs")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
+
+    info = commands.add_parser("info", help="print the Render Info of a render")
+    info.add_argument("render", type=Path, help="a render's MP4 or its .render-info.json")
+    info.set_defaults(handler=cmd_info)
+
+    models = commands.add_parser("models", help="the model catalog")
+    model_commands = models.add_subparsers(metavar="action")
+    listing = model_commands.add_parser("list", parents=[common], help="catalog entries and whether weights are present")
+    listing.set_defaults(handler=cmd_models_list)
+    tiny = model_commands.add_parser("make-tiny", parents=[common], help="build the tiny test models offline")
+    tiny.add_argument("ids", nargs="*", help="tiny model ids (default: every tiny model in the catalog)")
+    tiny.add_argument("--force", action="store_true", help="rebuild even if present")
+    tiny.set_defaults(handler=cmd_models_make_tiny)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, state_dir=args.state_dir, roots=getattr(args, "roots", None))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    from daemon import logs
+    from daemon.service import Daemon
+
+    logs.configure(settings.log_format, settings.log_level)
+    daemon = Daemon(settings)
+    code = daemon.run(drain=args.drain)
+    if args.drain:
+        print(drain_summary(settings, daemon.finished))
+    return code
+
+
+def drain_summary(settings: Settings, finished: list[int]) -> str:
+    from daemon.store import Store
+
+    store = Store.open(settings.database, read_only=True)
+    try:
+        lines = []
+        for job_id in dict.fromkeys(finished):
+            job = store.job(job_id)
+            request = Path(job["request_path"])
+            if job["state"] == "done":
+                folder = request.parent
+                lines.append(f"done    {request}\n        output:      {folder / job['outputs']['video']}"
+                             f"\n        Render Info: {folder / job['outputs']['render_info']}")
+            else:
+                lines.append(f"{job['state']:<7} {request}\n        {job['error']}")
+        return "\n".join(lines) if lines else "nothing new to render"
+    finally:
+        store.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.store import Store
+    from daemon.views import status_data, status_text
+
+    settings = settings_from(args)
+    if not settings.database.exists():
+        print(f"no state yet: {settings.database} does not exist (start the daemon with `hotshot run`)")
+        return 0
+    store = Store.open(settings.database, read_only=True)
+    try:
+        data = status_data(store)
+    finally:
+        store.close()
+    print(json.dumps(data, indent=2, default=str) if args.json else status_text(data, settings.roots))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    path = args.render
+    if path.suffix != ".json":
+        path = path.with_name(path.stem + ".render-info.json")
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HotshotError(f"no Render Info at {path}") from None
+    except json.JSONDecodeError as exc:
+        raise HotshotError(f"{path} is not valid JSON: {exc}") from None
+    out = manifest.get("output", {})
+    lineage = manifest.get("lineage", {})
+    model = manifest.get("model", {})
+    print(f"{manifest.get('render_id')}  ({out.get('video')}, {out.get('width')}x{out.get('height')}, "
+          f"{out.get('frames')} frames at {out.get('fps')} fps)")
+    print(f"  from     {' → '.join(lineage.get('chain', []))}  frames {manifest.get('frame_range')}")
+    print(f"  model    {model.get('id')} ({model.get('backend')}, {model.get('dtype')} on {model.get('device')})")
+    for name, entry in (manifest.get("settings") or {}).items():
+        print(f"  {name:<16} {json.dumps(entry.get('value'))}  ({entry.get('from')})")
+    plan = manifest.get("chunk_plan", {})
+    print(f"  chunks   {len(plan.get('chunks', []))} of {plan.get('context_size', {}).get('used')} frames, "
+          f"overlap {plan.get('context_overlap', {}).get('used')}")
+    timing = manifest.get("timing", {})
+    print(f"  time     {timing.get('seconds')} s (estimate {timing.get('estimate_seconds')} s)")
+    for warning in manifest.get("warnings", []):
+        print(f"  warning  {warning}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from engine.catalog import CatalogError, load_catalog
+
+    settings = settings_from(args)
+    try:
+        catalog = load_catalog(settings.catalogs, settings.models_dir)
+    except CatalogError as exc:
+        raise HotshotError(str(exc)) from exc
+    for spec in catalog.values():
+        if spec.weights_present():
+            present = "present"
+        elif spec.tiny:
+            present = "missing: built on first use, or now with `hotshot models make-tiny`"
+        elif spec.hub:
+            present = "not downloaded: fetched from the hub on first use (needs internet)"
+        else:
+            present = "missing"
+        print(f"{spec.id:<24} {spec.backend:<10} {spec.name}\n{'':<24} weights: {spec.weights} [{present}]")
+    return 0
+
+
+def cmd_models_make_tiny(args: argparse.Namespace) -> int:
+    from engine.catalog import CatalogError, load_catalog
+    from engine.models import make_tiny
+
+    settings = settings_from(args)
+    try:
+        catalog = load_catalog(settings.catalogs, settings.models_dir)
+    except CatalogError as exc:
+        raise HotshotError(str(exc)) from exc
+    ids = args.ids or [spec.id for spec in catalog.values() if spec.tiny]
+    for model_id in ids:
+        spec = catalog.get(model_id)
+        if spec is None or not spec.tiny:
+            raise HotshotError(f"{model_id!r} is not a tiny model in the catalog; only tiny-* models can be built")
+        print(f"{model_id}: {make_tiny(spec, force=args.force)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The daemon's settings: one typed object, validated at start-up.
+
+Sources, strongest first: `hotshot run` flags, environment variables
+(`HOTSHOT_<NAME>`, lists as JSON), the TOML config file (default
+`config/hotshot.toml`), the defaults below. Relative paths are taken from the
+directory hotshot is started in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from daemon.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/hotshot.toml")
+
+
+class Settings(BaseSettings):
+    """Every setting of the daemon, with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="HOTSHOT_", extra="forbid", validate_default=True)
+
+    roots: list[Path] = Field(default=[Path("hotfolders")], min_length=1, description="watch roots")
+    state_dir: Path = Field(default=Path("var"), description="database, work files, built models")
+    database: Path | None = Field(default=None, description="SQLite file; default <state_dir>/hotshot.db")
+    models_dir: Path | None = Field(default=None, description="relative model paths; default <state_dir>/models")
+    catalogs: list[Path] = Field(default=[Path("config/models.toml")], min_length=1,
+                                 description="model catalog files; later entries replace earlier ones")
+    default_model: str = "tiny-wan-vace"
+    observer: Literal["native", "polling"] = "native"
+    poll_seconds: float = Field(default=1.0, gt=0)
+    stable_seconds: float = Field(default=2.0, ge=0)
+    reconcile_seconds: float = Field(default=30.0, gt=0)
+    source_wait_seconds: float = Field(default=600.0, ge=0)
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff_seconds: float = Field(default=30.0, ge=0)
+    devices: list[str] = Field(default=["auto"], min_length=1)
+    status_every_seconds: float = Field(default=2.0, gt=0)
+    ffprobe_timeout_seconds: float = Field(default=30.0, gt=0)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    @model_validator(mode="after")
+    def _absolute_and_apart(self) -> Settings:
+        self.roots = [root.expanduser().resolve() for root in self.roots]
+        self.state_dir = self.state_dir.expanduser().resolve()
+        self.database = (self.database or self.state_dir / "hotshot.db").expanduser().resolve()
+        self.models_dir = (self.models_dir or self.state_dir / "models").expanduser().resolve()
+        self.catalogs = [catalog.expanduser().resolve() for catalog in self.catalogs]
+        for root in self.roots:
+            for name, path in (("state_dir", self.state_dir), ("database", self.database)):
+                if path == root or root in path.parents:
+                    raise ValueError(f"{name} {path} lies inside the watch root {root}; keep it on local disk outside")
+        return self
+
+    @property
+    def work_dir(self) -> Path:
+        return self.state_dir / "work"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the config file (if any), the environment and `overrides`.
+
+    An explicitly named config file must exist; the default one may be absent.
+    """
+    path = config_file or DEFAULT_CONFIG
+    if config_file is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path if path.is_file() else None)
+
+    try:
+        return FromFile(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"invalid settings (from {path}, HOTSHOT_* variables or flags): {problems}") from exc

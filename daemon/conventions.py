@@ -1,0 +1,82 @@
+"""The hot folder conventions: what is a video, a request, a render, and what is ignored.
+
+See hotfolders/README.md for the user-facing description.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from daemon.errors import PathEscapeError
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".mxf"})
+REQUEST_SUFFIX = ".render.json"
+STATUS_SUFFIX = ".render.status.json"
+MANIFEST_SUFFIX = ".render-info.json"
+TEMPORARY_SUFFIXES = (".part", ".tmp", "~", ".crdownload")
+RENDER_STEM = re.compile(r"^(?P<stem>.+)_r(?P<number>\d{3,})$")
+
+
+def is_ignored(path: Path, root: Path) -> bool:
+    """Hidden and temporary names, at any level below the root, are never looked at."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return True
+    return any(part.startswith(".") for part in parts) or path.name.endswith(TEMPORARY_SUFFIXES)
+
+
+def kind_of(path: Path) -> str | None:
+    """'video', 'request' or None for anything hotshot does not read."""
+    name = path.name.lower()
+    if name.endswith(REQUEST_SUFFIX):
+        return "request"
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return "video"
+    return None
+
+
+def status_path(request: Path) -> Path:
+    """`restyle.render.json` → `restyle.render.status.json`, beside it."""
+    return request.with_name(request.name[: -len(REQUEST_SUFFIX)] + STATUS_SUFFIX)
+
+
+def manifest_path(video: Path) -> Path:
+    return video.with_name(video.stem + MANIFEST_SUFFIX)
+
+
+def render_stem(original_stem: str, number: int) -> str:
+    """The name of render `number` of a source: `plate` → `plate_r003`."""
+    return f"{original_stem}_r{number:03d}"
+
+
+def root_of(path: Path, roots: list[Path]) -> Path | None:
+    for root in roots:
+        if path == root or root in path.parents:
+            return root
+    return None
+
+
+def resolve_in_shot(shot: Path, root: Path, value: str, field: str) -> Path:
+    """The file a request names, checked to stay inside its shot and its watch root.
+
+    Refused: absolute paths, any `..`, and names whose real location (after
+    following symlinks) is outside the watch root.
+    """
+    if not value or value.strip() != value:
+        raise PathEscapeError(field, value, "is empty or has leading or trailing spaces")
+    candidate = Path(value)
+    if candidate.is_absolute() or value.startswith("~"):
+        raise PathEscapeError(field, value, "is an absolute path")
+    if ".." in candidate.parts:
+        raise PathEscapeError(field, value, "climbs out of the shot with '..'")
+    if any(part.startswith(".") for part in candidate.parts):
+        raise PathEscapeError(field, value, "names a hidden file, which hotshot ignores")
+    path = shot / candidate
+    real = Path(os.path.realpath(path))
+    real_root = Path(os.path.realpath(root))
+    if real != real_root and real_root not in real.parents:
+        raise PathEscapeError(field, value, f"leads outside the watch root (to {real})")
+    return path

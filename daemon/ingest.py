@@ -1,0 +1,171 @@
+"""Registering stable files: videos become media, requests become jobs.
+
+A video is probed and recorded as an original source or, if hotshot wrote it,
+as a render. A request is read, hashed and, if this content is new at this
+path, recorded with a job: queued, waiting for its source, or failed with the
+reason. Nothing here renders or blocks for long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from daemon.config import Settings
+from daemon.conventions import kind_of, manifest_path, root_of
+from daemon.errors import RequestError
+from daemon.request import RenderRequest, parse_request
+from daemon.resolve import ShotFacts, resolve
+from daemon.stability import StableFile
+from daemon.store import Store, utc_now
+from engine.catalog import ModelSpec
+from engine.errors import MediaError
+from engine.probe import probe
+
+log = structlog.get_logger("hotshot.ingest")
+
+
+class Ingest:
+    def __init__(self, store: Store, settings: Settings, catalog: dict[str, ModelSpec],
+                 clock: Callable[[], float], device_kind: str, publish: Callable[[int], None]) -> None:
+        self.store = store
+        self.settings = settings
+        self.catalog = catalog
+        self.clock = clock
+        self.device_kind = device_kind
+        self.publish = publish
+
+    # -- stable files ---------------------------------------------------------
+
+    def file_stable(self, stable: StableFile) -> int | None:
+        """Register a file that stopped changing; return the id of its shot."""
+        root = root_of(stable.path, self.settings.roots)
+        if root is None:
+            return None
+        kind = kind_of(stable.path)
+        with structlog.contextvars.bound_contextvars(path=str(stable.path)):
+            if kind == "video":
+                return self.video(stable, root)
+            if kind == "request":
+                return self.request(stable, root)
+        return None
+
+    def file_gone(self, path: Path) -> None:
+        media = self.store.media_at(path)
+        if media is not None and media["state"] != "missing":
+            self.store.save_media(path, media["shot_id"], state="missing", error="the file was removed")
+            log.info("media removed", path=str(path))
+
+    def video(self, stable: StableFile, root: Path) -> int:
+        path = stable.path
+        shot_id = self.store.shot_id(path.parent, root)
+        existing = self.store.media_at(path)
+        if existing and (existing["size"], existing["mtime_ns"]) == (stable.size, stable.mtime_ns) \
+                and existing["state"] != "missing":
+            return shot_id
+        kind = "render" if self._is_render(path, existing) else "original"
+        values = {"kind": kind, "size": stable.size, "mtime_ns": stable.mtime_ns}
+        real = Path(os.path.realpath(path))
+        real_root = Path(os.path.realpath(root))
+        if real_root not in real.parents:
+            values.update(state="unreadable", probe=None, error=f"it is a link to {real}, outside the watch root")
+        else:
+            try:
+                info = probe(path, self.settings.ffprobe_timeout_seconds)
+                values.update(state="ready", probe=info.to_dict(), error=None)
+            except MediaError as exc:
+                values.update(state="unreadable", probe=None, error=exc.reason)
+        self.store.save_media(path, shot_id, **values)
+        log.info("media registered", kind=kind, state=values["state"], error=values.get("error"))
+        return shot_id
+
+    def _is_render(self, path: Path, existing: dict | None) -> bool:
+        if existing and existing["kind"] == "render":
+            return True
+        if self.store.db.execute("SELECT 1 FROM jobs WHERE output_path = ?", (str(path),)).fetchone():
+            return True
+        return manifest_path(path).exists()
+
+    # -- requests -------------------------------------------------------------
+
+    def request(self, stable: StableFile, root: Path) -> int:
+        path = stable.path
+        shot_id = self.store.shot_id(path.parent, root)
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(self.settings.max_request_bytes + 1)
+        except OSError as exc:
+            log.warning("request unreadable", error=str(exc))
+            return shot_id
+        digest = hashlib.sha256(raw).hexdigest()
+        known = self.store.request_version(path, digest)
+        if known:
+            self.store.touch_request(known["id"], stable.size, stable.mtime_ns)
+            return shot_id
+
+        job = {"shot_id": shot_id, "request_path": str(path), "created_ts": self.clock()}
+        text = raw.decode("utf-8", "replace") if len(raw) <= self.settings.max_request_bytes else ""
+        try:
+            request = parse_request(raw, self.settings.max_request_bytes)
+            job.update(self._resolution(request, path, root, shot_id))
+            if job["state"] == "waiting":
+                job["wait_deadline"] = job["created_ts"] + self.settings.source_wait_seconds
+        except RequestError as exc:
+            job.update(state="failed", error=str(exc), error_kind="request", finished_at=utc_now())
+        request_row = {"shot_id": shot_id, "path": str(path), "content_hash": digest,
+                       "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
+        job_id = self.store.add_request_and_job(request_row, job)
+        self.store.supersede(str(path), keep_job=job_id)
+        log.info("request registered", job=job_id, state=job["state"], error=job.get("error"))
+        self.publish(job_id)
+        return shot_id
+
+    def _resolution(self, request: RenderRequest, path: Path, root: Path, shot_id: int,
+                    seed: int | None = None) -> dict:
+        resolution = resolve(request, self._shot_facts(path.parent, root, shot_id), self.catalog,
+                             self.settings.default_model, self.device_kind, seed)
+        values = {
+            "state": resolution.state,
+            "priority": request.priority,
+            "full_clip": int(resolution.full_clip),
+            "wait_reason": resolution.wait_reason,
+        }
+        if resolution.state == "queued":
+            values.update(settings=resolution.settings, source_media_id=resolution.source_media_id,
+                          estimate=resolution.estimate, wait_deadline=None)
+        return values
+
+    def _shot_facts(self, folder: Path, root: Path, shot_id: int) -> ShotFacts:
+        try:
+            files = [folder / name for name in os.listdir(folder) if not name.startswith(".")]
+        except OSError:
+            files = []
+        outputs = {row[0] for row in self.store.db.execute(
+            "SELECT output_path FROM jobs WHERE shot_id = ? AND output_path IS NOT NULL", (shot_id,))}
+        return ShotFacts(folder, root, self.store.media_in_shot(shot_id), files, outputs)
+
+    # -- waiting jobs ---------------------------------------------------------
+
+    def revisit(self, job: dict) -> None:
+        """Try a waiting job again: its source may have arrived, or its time may be up."""
+        request_row = self.store.request(job["request_id"])
+        path = Path(job["request_path"])
+        root = root_of(path, self.settings.roots)
+        deadline = job["created_ts"] + self.settings.source_wait_seconds
+        try:
+            request = parse_request(request_row["raw"].encode(), self.settings.max_request_bytes)
+            values = self._resolution(request, path, root, job["shot_id"])
+        except RequestError as exc:
+            values = {"state": "failed", "error": str(exc), "error_kind": "request", "finished_at": utc_now()}
+        if values["state"] == "waiting" and self.clock() >= deadline:
+            values = {"state": "failed", "error_kind": "source", "finished_at": utc_now(),
+                      "error": f"gave up after {self.settings.source_wait_seconds:g} s: {values['wait_reason']}"}
+        elif values["state"] == "waiting":
+            values["wait_deadline"] = deadline
+        if values["state"] != job["state"] or values.get("wait_reason") != job.get("wait_reason"):
+            self.store.update_job(job["id"], "revisited" if values["state"] != job["state"] else None, **values)
+            self.publish(job["id"])

@@ -1,0 +1,75 @@
+"""The status file beside each request: what a user sees without opening anything else."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from daemon.conventions import status_path
+from daemon.store import utc_now
+from engine.files import write_json_atomic
+
+MESSAGES = {
+    "waiting": "waiting",
+    "queued": "queued",
+    "running": "rendering",
+    "done": "done",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def status_document(job: dict) -> dict:
+    """The JSON a user reads to learn where their request stands."""
+    state = job["state"]
+    settings = job.get("settings") or {}
+    doc: dict = {
+        "request": Path(job["request_path"]).name,
+        "job": job["id"],
+        "state": state,
+        "message": MESSAGES.get(state, state),
+        "updated": utc_now(),
+        "attempts": job.get("attempts") or 0,
+    }
+    for name in ("source", "model", "frame_range"):
+        if name in settings:
+            doc[name] = settings[name]["value"]
+    if job.get("estimate"):
+        doc["estimate"] = job["estimate"]
+    if state == "waiting":
+        doc["message"] = job.get("wait_reason") or "waiting"
+        if job.get("wait_deadline"):
+            doc["gives_up_at"] = _iso(job["wait_deadline"])
+    if state in ("queued", "running") and job.get("error"):
+        doc["last_error"] = job["error"]
+    if state == "queued" and job.get("not_before"):
+        doc["retry_at"] = _iso(job["not_before"])
+    if state == "running" and job.get("progress"):
+        doc["progress"] = job["progress"]
+        doc["message"] = _running_message(job["progress"])
+    if state == "done":
+        doc["outputs"] = job.get("outputs") or {}
+        doc["message"] = f"done: {doc['outputs'].get('video', '')}"
+    if state in ("failed", "cancelled"):
+        doc["error"] = job.get("error") or state
+        doc["message"] = f"{state}: {doc['error']}"
+    return doc
+
+
+def write_status(job: dict) -> Path:
+    path = status_path(Path(job["request_path"]))
+    write_json_atomic(path, status_document(job))
+    return path
+
+
+def _running_message(progress: dict) -> str:
+    text = f"rendering chunk {progress.get('chunk', 0)}/{progress.get('chunks', 0)}"
+    if progress.get("percent") is not None:
+        text += f", {progress['percent']:.0f}%"
+    if progress.get("eta_seconds") is not None:
+        text += f", about {progress['eta_seconds']:.0f} s left"
+    return text
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")

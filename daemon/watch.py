@@ -1,0 +1,45 @@
+"""Watch the roots for file system events; events are only hints.
+
+Each event puts the affected path on a queue for the daemon's loop. A lost
+event costs nothing but time: the reconcile scan finds the file anyway.
+"""
+
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+
+class _Forward(FileSystemEventHandler):
+    def __init__(self, hints: queue.Queue) -> None:
+        self.hints = hints
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        kind = "folder" if event.is_directory else "file"
+        for path in (event.src_path, getattr(event, "dest_path", "")):
+            if path:
+                self.hints.put((kind, Path(path.decode() if isinstance(path, bytes) else path)))
+
+
+class Watcher:
+    """A watchdog observer over every root, native (inotify) or polling."""
+
+    def __init__(self, roots: list[Path], hints: queue.Queue, polling: bool = False,
+                 poll_seconds: float = 1.0) -> None:
+        self.observer = PollingObserver(timeout=poll_seconds) if polling else Observer()
+        handler = _Forward(hints)
+        for root in roots:
+            self.observer.schedule(handler, str(root), recursive=True)
+
+    def start(self) -> None:
+        self.observer.start()
+
+    def stop(self) -> None:
+        self.observer.stop()
+        self.observer.join(timeout=10)

@@ -1,0 +1,95 @@
+"""The daemon's side of the worker processes: start, feed, watch, restart."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import structlog
+
+from daemon import worker
+
+log = structlog.get_logger("hotshot.workers")
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@dataclass
+class WorkerHandle:
+    """One worker process bound to one device."""
+
+    name: str
+    device: str
+    inbox: queue.Queue
+    log_format: str
+    log_level: str
+    job_id: int | None = None
+    pid: int | None = None
+    process: multiprocessing.process.BaseProcess | None = field(default=None, repr=False)
+    conn: object = field(default=None, repr=False)
+
+    def start(self) -> None:
+        parent_end, child_end = SPAWN.Pipe(duplex=True)
+        self.process = SPAWN.Process(
+            target=worker.main, name=f"hotshot-{self.name}", daemon=True,
+            args=(child_end, self.name, self.device, self.log_format, self.log_level, os.getpid()),
+        )
+        self.process.start()
+        child_end.close()
+        self.conn = parent_end
+        self.pid = self.process.pid
+        self.job_id = None
+        threading.Thread(target=self._forward, args=(parent_end, self.process), daemon=True,
+                         name=f"{self.name}-reader").start()
+        log.info("worker started", worker=self.name, device=self.device, pid=self.pid)
+
+    def _forward(self, conn, process) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                process.join()
+                self.inbox.put(("worker-exit", self.name, {"pid": process.pid, "code": process.exitcode}))
+                return
+            self.inbox.put(("worker", self.name, message))
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    @property
+    def idle(self) -> bool:
+        return self.alive and self.job_id is None
+
+    def send(self, message: dict) -> bool:
+        try:
+            self.conn.send(message)
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def assign(self, job_id: int, job: dict) -> bool:
+        self.job_id = job_id
+        return self.send({"type": "render", "job": job})
+
+    def stop_after_chunk(self, reason: str) -> None:
+        self.send({"type": "stop", "reason": reason})
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        if self.process is None:
+            return
+        self.send({"type": "exit"})
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        if self.conn is not None:
+            self.conn.close()
+
+
+def make_pool(devices: list[str], inbox: queue.Queue, log_format: str, log_level: str) -> list[WorkerHandle]:
+    """One worker per configured device ("auto" lets the worker pick CUDA or the CPU)."""
+    return [WorkerHandle(f"worker-{index}", device, inbox, log_format, log_level)
+            for index, device in enumerate(devices)]

@@ -1,0 +1,60 @@
+"""Render backends, one self-contained module per model family.
+
+`load_backend` imports the family's module only when a model of that family is
+first loaded, so nothing here pulls in torch until a render needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from engine.catalog import ModelSpec
+
+FAMILIES = {"wan-vace": "engine.backends.wan_vace"}
+
+
+@dataclass
+class ChunkRequest:
+    """One window to diffuse.
+
+    `frames` are the conditioning frames (HxWx3 uint8), as many as the model
+    renders; the first `known` of them are output frames of the previous chunk
+    that the model must keep.
+    """
+
+    frames: list[np.ndarray]
+    known: int
+    width: int
+    height: int
+    prompt: str
+    negative_prompt: str
+    steps: int
+    cfg: float
+    shift: float
+    seed: int
+    on_step: Callable[[int, int], None] = field(default=lambda step, steps: None)
+
+
+class Backend(Protocol):
+    spec: ModelSpec
+    device: str
+
+    def render_chunk(self, request: ChunkRequest) -> np.ndarray:
+        """Diffuse one window; return its frames as (N, H, W, 3) uint8."""
+        ...
+
+
+def load_backend(spec: ModelSpec, device: str) -> Backend:
+    module = importlib.import_module(FAMILIES[spec.backend])
+    return module.load(spec, device)
+
+
+def build_tiny(spec: ModelSpec) -> None:
+    """Write a random-initialised tiny model for `spec` to its local folder."""
+    module = importlib.import_module(FAMILIES[spec.backend])
+    module.build_tiny(spec)

@@ -1,0 +1,115 @@
+"""Wan 2.1 VACE through diffusers' `WanVACEPipeline`.
+
+The source frames are VACE's conditioning video. Frames the model must keep
+(the previous chunk's output over the overlap) are given in the video with the
+mask black; every other frame has the mask white, meaning "generate, guided by
+this frame".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.backends import ChunkRequest
+from engine.catalog import ModelSpec
+from engine.devices import device_kind, dtype_named
+from engine.errors import WeightsMissingError
+
+KEEP, GENERATE = 0, 255
+
+
+class WanVaceBackend:
+    def __init__(self, spec: ModelSpec, device: str, pipeline) -> None:
+        self.spec = spec
+        self.device = device
+        self.pipeline = pipeline
+
+    def render_chunk(self, request: ChunkRequest) -> np.ndarray:
+        pipe = self.pipeline
+        _set_shift(pipe, request.shift)
+        count = len(request.frames)
+        video = [Image.fromarray(frame) for frame in request.frames]
+        mask = [Image.new("L", (request.width, request.height), KEEP if i < request.known else GENERATE)
+                for i in range(count)]
+
+        def step_end(pipeline, step, timestep, tensors):
+            request.on_step(step + 1, request.steps)
+            return {}
+
+        generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        with torch.inference_mode():
+            result = pipe(
+                video=video,
+                mask=mask,
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                height=request.height,
+                width=request.width,
+                num_frames=count,
+                num_inference_steps=request.steps,
+                guidance_scale=request.cfg,
+                generator=generator,
+                output_type="np",
+                max_sequence_length=self.spec.max_sequence_length,
+                callback_on_step_end=step_end,
+            )
+        frames = np.asarray(result.frames[0], dtype=np.float32)
+        return (frames * 255.0).round().clip(0, 255).astype(np.uint8)
+
+
+def load(spec: ModelSpec, device: str) -> WanVaceBackend:
+    from diffusers import AutoencoderKLWan, WanVACEPipeline
+
+    kind = device_kind(device)
+    dtype = dtype_named(spec.dtype.get(kind, "float32"))
+    vae_dtype = dtype_named(spec.vae_dtype.get(kind, "float32"))
+    if spec.path is not None:
+        if not spec.weights_present():
+            raise WeightsMissingError(spec.id, spec.path, "no model_index.json there; point `path` at a diffusers folder")
+        location, options = spec.path, {"local_files_only": True}
+    else:
+        location, options = spec.hub, {"revision": spec.revision}
+    vae = AutoencoderKLWan.from_pretrained(location, subfolder="vae", dtype=vae_dtype, **options)
+    pipe = WanVACEPipeline.from_pretrained(location, vae=vae, dtype=dtype, **options)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return WanVaceBackend(spec, device, pipe)
+
+
+def build_tiny(spec: ModelSpec) -> None:
+    """Random-initialised tiny Wan VACE, saved like real weights (diffusers' test recipe)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from engine.tiny_text import tiny_t5_tokenizer
+
+    tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=32,
+    ))
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    torch.manual_seed(0)
+    transformer = WanVACETransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=3, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=1024, vace_layers=[0, 2], vace_in_channels=96,
+    )
+    pipe = WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                           scheduler=FlowMatchEulerDiscreteScheduler(shift=spec.shift))
+    pipe.save_pretrained(Path(spec.path))
+
+
+def _set_shift(pipe, shift: float) -> None:
+    """Give the flow-matching scheduler this shift (UniPC calls it `flow_shift`)."""
+    config = pipe.scheduler.config
+    key = "flow_shift" if "flow_shift" in config else "shift"
+    if config.get(key) != shift:
+        pipe.scheduler = type(pipe.scheduler).from_config(config, **{key: shift})

@@ -1,0 +1,116 @@
+"""The model catalog: which models exist, where their weights are, what they accept.
+
+Entries come from TOML files (`config/models.toml` ships with hotshot; users
+add their own files after it, and a later entry with the same id replaces an
+earlier one). Reading the catalog never imports torch.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.plan import FrameConstraint
+
+BACKENDS = ("wan-vace",)
+DEFAULT_NEGATIVE_PROMPT = (
+    "blurry, low quality, worst quality, jpeg artifacts, static, overexposed, washed out colours, "
+    "deformed, disfigured, extra fingers, extra limbs, extra faces, watermark, subtitles"
+)
+
+
+class CatalogError(ValueError):
+    """A catalog file is missing, unreadable or has an invalid entry."""
+
+
+class ModelSpec(BaseModel):
+    """One catalog entry, with its weights location made absolute."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    backend: Literal["wan-vace"]
+    path: str | None = Field(default=None, description="local folder of diffusers weights")
+    hub: str | None = Field(default=None, description="hub repository id, fetched on first use")
+    revision: str | None = None
+    frame_constraint: str = "4k+1"
+    resolution_multiple: int = Field(default=16, ge=8)
+    context_default: int = Field(default=150, ge=1)
+    context_max: int = Field(default=257, ge=1)
+    steps: int = Field(default=30, ge=1)
+    cfg: float = Field(default=5.0, ge=0)
+    shift: float = Field(default=3.0, gt=0)
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    max_sequence_length: int = Field(default=512, ge=8)
+    dtype: dict[str, str] = Field(default_factory=lambda: {"cpu": "float32", "cuda": "bfloat16"})
+    vae_dtype: dict[str, str] = Field(default_factory=lambda: {"cpu": "float32", "cuda": "float32"})
+    calibration: dict[str, float] = Field(
+        default_factory=lambda: {"cpu": 2.0, "cuda": 0.05},
+        description="seconds per megapixel-frame-step, per device kind",
+    )
+    tiny: bool = Field(default=False, description="a random-initialised test model hotshot may build itself")
+
+    @field_validator("frame_constraint")
+    @classmethod
+    def _constraint_parses(cls, value: str) -> str:
+        FrameConstraint.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_weights_location(self) -> ModelSpec:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of `path` (a local folder) or `hub` (a hub repository id)")
+        if self.tiny and not self.id.startswith("tiny-"):
+            raise ValueError("only models whose id starts with 'tiny-' may be marked tiny")
+        return self
+
+    @property
+    def constraint(self) -> FrameConstraint:
+        return FrameConstraint.parse(self.frame_constraint)
+
+    @property
+    def weights(self) -> str:
+        """Where the weights are: a local folder or a hub id (with @revision)."""
+        if self.path is not None:
+            return self.path
+        return f"{self.hub}@{self.revision}" if self.revision else str(self.hub)
+
+    def weights_present(self) -> bool:
+        """Local weights exist, or hub weights are already in the local hub cache."""
+        if self.path is not None:
+            return (Path(self.path) / "model_index.json").is_file()
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(self.hub, "model_index.json", revision=self.revision), str)
+
+    def calibration_for(self, device: str) -> float:
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        return self.calibration.get(kind, self.calibration.get("cpu", 2.0))
+
+
+def load_catalog(files: list[Path], models_dir: Path) -> dict[str, ModelSpec]:
+    """Read catalog files in order; relative `path` values resolve against `models_dir`."""
+    catalog: dict[str, ModelSpec] = {}
+    for file in files:
+        try:
+            data = tomllib.loads(Path(file).read_text())
+        except FileNotFoundError as exc:
+            raise CatalogError(f"model catalog {file} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise CatalogError(f"model catalog {file} is not valid TOML: {exc}") from exc
+        for model_id, entry in (data.get("models") or {}).items():
+            if not isinstance(entry, dict):
+                raise CatalogError(f"{file}: [models.{model_id}] must be a table")
+            entry = {"id": model_id, "name": model_id, **entry}
+            if entry.get("path") is not None and not Path(entry["path"]).is_absolute():
+                entry["path"] = str((models_dir / entry["path"]).resolve())
+            try:
+                catalog[model_id] = ModelSpec(**entry)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
+                raise CatalogError(f"{file}: model {model_id!r} is invalid: {problems}") from exc
+    return catalog

@@ -1,0 +1,112 @@
+"""Stream decoded frames of a frame range through a pipe, one at a time.
+
+Frames are selected by number with ffmpeg's `trim` filter (frame-accurate,
+unlike a timestamp seek), scaled to cover the output size and centre-cropped,
+and read as raw RGB. Only one frame is held here at a time.
+"""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import MediaError
+from engine.media_safety import compile_command, fenced_input
+
+STALL_SECONDS = 120.0
+
+
+class FrameReader:
+    """Iterate the frames `first..last` (inclusive) of a video as HxWx3 uint8 arrays."""
+
+    def __init__(self, path: str | Path, first: int, last: int, width: int, height: int,
+                 stall_seconds: float = STALL_SECONDS) -> None:
+        self.path = str(path)
+        self.first, self.last = first, last
+        self.width, self.height = width, height
+        self.stall_seconds = stall_seconds
+        self._process: subprocess.Popen | None = None
+        self._stderr: deque[str] = deque(maxlen=20)
+        self._stderr_thread: threading.Thread | None = None
+
+    def command(self) -> list[str]:
+        stream = (
+            fenced_input(self.path)
+            .video.filter("trim", start_frame=self.first, end_frame=self.last + 1)
+            .filter("setpts", "N/FRAME_RATE/TB")
+            .filter("scale", self.width, self.height, force_original_aspect_ratio="increase", flags="bicubic")
+            .filter("crop", self.width, self.height)
+            .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+        )
+        return compile_command(stream)
+
+    def __enter__(self) -> FrameReader:
+        self._process = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._stderr_thread = threading.Thread(target=self._collect_stderr, daemon=True)
+        self._stderr_thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        if self._process.stdout:
+            self._process.stdout.close()
+        if self._stderr_thread:
+            self._stderr_thread.join(timeout=5)
+        self._process = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        assert self._process is not None, "use FrameReader as a context manager"
+        expected = self.last - self.first + 1
+        frame_bytes = self.width * self.height * 3
+        for number in range(expected):
+            data = self._read_exactly(frame_bytes)
+            if data is None:
+                self._process.wait()
+                detail = self._stderr[-1] if self._stderr else "the stream ended early"
+                raise MediaError(
+                    self.path,
+                    f"decoding stopped at frame {self.first + number} of the range "
+                    f"{self.first}-{self.last} ({detail}); the file may be truncated or damaged",
+                )
+            yield np.frombuffer(data, dtype=np.uint8).reshape(self.height, self.width, 3)
+
+    def _read_exactly(self, size: int) -> bytes | None:
+        stdout = self._process.stdout
+        chunks, remaining = [], size
+        while remaining:
+            ready, _, _ = select.select([stdout], [], [], self.stall_seconds)
+            if not ready:
+                raise MediaError(self.path, f"ffmpeg produced no frame for {self.stall_seconds:g} s")
+            data = stdout.read1(remaining)
+            if not data:
+                return None
+            chunks.append(data)
+            remaining -= len(data)
+        return b"".join(chunks)
+
+    def _collect_stderr(self) -> None:
+        for raw in self._process.stderr:
+            line = raw.decode("utf-8", "replace").strip()
+            if line:
+                self._stderr.append(line)
+
+
+def read_frames(path: str | Path, first: int, last: int, width: int, height: int) -> Iterator[np.ndarray]:
+    """Convenience generator over `FrameReader` that closes ffmpeg when done."""
+    with FrameReader(path, first, last, width, height) as reader:
+        yield from reader

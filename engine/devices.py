@@ -1,0 +1,25 @@
+"""Which device and dtypes a model runs with."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` means the first CUDA device when there is one, else the CPU."""
+    if requested == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {requested!r} was asked for, but torch sees no CUDA device")
+    return requested
+
+
+def device_kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def dtype_named(name: str) -> torch.dtype:
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"{name!r} is not a torch dtype (use float32, bfloat16 or float16)")
+    return value

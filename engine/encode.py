@@ -1,0 +1,99 @@
+"""Encode final frames to H.264 segments, then mux them with the source audio.
+
+Each chunk's segment of final frames is encoded on its own (H.264 in a small
+MP4). The output MP4 is the concatenation of the segments (ffmpeg's concat
+demuxer, which keeps the timing exact), remuxed without re-encoding, at exactly the source frame rate, with the
+source's audio for the rendered range. Because a resumed render and an
+uninterrupted one encode the same segments, their outputs are identical.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from engine import files
+from engine.errors import EncodeError
+from engine.media_safety import compile_command, fenced_input, last_line
+
+X264_PRESET = "medium"
+X264_CRF = 16
+AUDIO_BITRATE = "192k"
+COLOUR_TAGS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709"}
+
+
+def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: str, final: Path,
+                   timeout: float = 3600.0) -> int:
+    """Encode RGB frames to H.264 in an MP4 at `final` (atomically); return the frame count."""
+    with files.writing(final) as tmp:
+        stream = (
+            ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+            .filter("scale", out_color_matrix="bt709", out_range="tv")
+            .output(str(tmp), format="mp4", vcodec="libx264", preset=X264_PRESET, crf=X264_CRF,
+                    pix_fmt="yuv420p", **COLOUR_TAGS)
+        )
+        process = subprocess.Popen(compile_command(stream), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+        errors: list[bytes] = []
+        reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+        reader.start()
+        count = 0
+        try:
+            for frame in frames:
+                process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+                count += 1
+            process.stdin.close()
+            process.wait(timeout=timeout)
+        except (BrokenPipeError, subprocess.TimeoutExpired) as exc:
+            process.kill()
+            process.wait()
+            reader.join(timeout=5)
+            raise EncodeError(f"encoding {final.name} failed: {last_line(b''.join(errors))}") from exc
+        reader.join(timeout=5)
+        if process.returncode != 0:
+            raise EncodeError(f"encoding {final.name} failed: {last_line(b''.join(errors))}")
+    return count
+
+
+def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, source: str | None,
+               audio_start_frame: int = 0, work_dir: Path | None = None, timeout: float = 3600.0) -> None:
+    """Join the segments into `final` (MP4, atomically), adding the source audio when given."""
+    joined = (work_dir or final.parent) / "segments.txt"
+    joined.write_text("".join(f"file '{_quote(segment)}'\n" for segment in segments))
+    try:
+        with files.writing(final) as tmp:
+            video = ffmpeg.input(str(joined), format="concat", safe=0, protocol_whitelist="file").video
+            streams = [video]
+            if source is not None:
+                rate = Fraction(fps)
+                start = float(audio_start_frame / rate)
+                duration = float(frame_count / rate)
+                audio = (
+                    fenced_input(source)
+                    .audio.filter("atrim", start=f"{start:.6f}", duration=f"{duration:.6f}")
+                    .filter("asetpts", "PTS-STARTPTS")
+                )
+                streams.append(audio)
+            options = {"vcodec": "copy", "format": "mp4", "movflags": "+faststart", "map_metadata": -1}
+            if source is not None:
+                options.update(acodec="aac", audio_bitrate=AUDIO_BITRATE)
+            command = compile_command(ffmpeg.output(*streams, str(tmp), **options))
+            try:
+                subprocess.run(command, capture_output=True, timeout=timeout, check=True, stdin=subprocess.DEVNULL)
+            except subprocess.CalledProcessError as exc:
+                raise EncodeError(f"writing {final.name} failed: {last_line(exc.stderr)}") from exc
+            except subprocess.TimeoutExpired as exc:
+                raise EncodeError(f"writing {final.name} took longer than {timeout:g} s") from exc
+    finally:
+        joined.unlink(missing_ok=True)
+
+
+def _quote(path: Path) -> str:
+    """A path quoted for a concat list file."""
+    return str(path.resolve()).replace("'", "'\\''")

@@ -1,0 +1,72 @@
+"""Outputs appear atomically: written under a temporary hidden name, then renamed.
+
+Temporary names start with a dot and end in `.part`, the names the watcher
+ignores. A rename replaces whatever directory entry holds the final name, so a
+symlink planted there is replaced, never followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+OUTPUT_MODE = 0o644
+
+
+def temp_path(final: Path) -> Path:
+    """A hidden temporary name beside `final`, unique to this process."""
+    return final.with_name(f".{final.name}.{os.getpid()}.part")
+
+
+def publish(tmp: Path, final: Path, mode: int = OUTPUT_MODE) -> None:
+    """Give a finished temporary file its defined mode and rename it into place."""
+    os.chmod(tmp, mode)
+    _fsync_file(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def writing(final: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; publish it on success, remove it on failure."""
+    tmp = temp_path(final)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        yield tmp
+        publish(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> None:
+    with writing(final) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, OUTPUT_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+
+
+def write_json_atomic(final: Path, data: object) -> None:
+    write_bytes_atomic(final, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,127 @@
+"""The contract between whoever schedules renders and the engine.
+
+The caller hands `render()` one fully resolved `RenderJob` and a `RenderEvents`
+sink; the engine reports progress and finished chunks through it and returns a
+`RenderResult`. Everything here crosses a process boundary as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.catalog import ModelSpec
+
+
+class RenderJob(BaseModel):
+    """Everything one render needs, resolved: no defaults are looked up later."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: int
+    render_id: str
+    source: Path
+    source_size: int = Field(description="size in bytes when the job was resolved; a change fails the render")
+    source_mtime_ns: int
+    frame_range: tuple[int, int]
+    output_size: int
+    model: ModelSpec
+    prompt: str
+    negative_prompt: str
+    steps: int
+    cfg: float
+    seed: int
+    shift: float
+    context_size: int
+    context_overlap: int
+    output: Path
+    manifest: Path
+    work_dir: Path
+    device: str = "auto"
+    done_chunks: dict[int, float] = Field(
+        default_factory=dict, description="chunks recorded as finished earlier, with their render seconds"
+    )
+    manifest_context: dict[str, Any] = Field(
+        default_factory=dict, description="facts the caller wants in the Render Info (request, lineage, settings)"
+    )
+
+    @property
+    def frame_count(self) -> int:
+        return self.frame_range[1] - self.frame_range[0] + 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a render stands; `chunk` counts from 1."""
+
+    chunk: int
+    chunks: int
+    step: int
+    steps: int
+    frames_done: int
+    frames_total: int
+    chunks_resumed: int = 0
+    phase: str = "diffusing"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """A finished, checkpointed chunk."""
+
+    index: int
+    start: int
+    end: int
+    seed: int
+    seconds: float
+    raw_path: str
+    segment_path: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RenderResult:
+    output: str
+    manifest: str
+    frames: int
+    width: int
+    height: int
+    chunks_rendered: int
+    chunks_resumed: int
+    seconds: float
+    manifest_data: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RenderEvents(Protocol):
+    """What the engine tells its caller while it works, and asks of it."""
+
+    def progress(self, progress: Progress) -> None: ...
+
+    def chunk_done(self, record: ChunkRecord) -> None: ...
+
+    def stop_requested(self) -> str | None:
+        """A reason to stop after the current chunk, or None to go on."""
+        ...
+
+
+class SilentEvents:
+    """Events sink for callers that only want the result."""
+
+    def progress(self, progress: Progress) -> None:
+        pass
+
+    def chunk_done(self, record: ChunkRecord) -> None:
+        pass
+
+    def stop_requested(self) -> str | None:
+        return None

@@ -1,0 +1,108 @@
+"""The Render Info manifest written beside every render."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+
+from engine.job import RenderJob
+from engine.plan import ChunkPlan
+from engine.probe import VideoInfo
+
+FORMAT_VERSION = 1
+
+
+def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: ChunkPlan, device: str,
+                   chunk_seconds: dict[int, float], resumed: set[int], seconds: float,
+                   warnings: list[str]) -> dict:
+    first = job.frame_range[0]
+    context = job.manifest_context
+    return {
+        "render_info_version": FORMAT_VERSION,
+        "render_id": job.render_id,
+        "job": job.job_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "output": {
+            "video": job.output.name,
+            "width": output.width,
+            "height": output.height,
+            "frames": output.frame_count,
+            "fps": output.fps,
+            "audio": output.has_audio,
+            "size_bytes": output.size_bytes,
+        },
+        "source": {
+            "path": job.source.name,
+            "size_bytes": source.size_bytes,
+            "format": source.format_name,
+            "codec": source.codec,
+            "width": source.width,
+            "height": source.height,
+            "fps": source.fps,
+            "frames": source.frame_count,
+            "duration": source.duration,
+            "audio": source.audio_codec,
+        },
+        "frame_range": list(job.frame_range),
+        "lineage": context.get("lineage", {}),
+        "request": context.get("request", {}),
+        "settings": context.get("settings", {}),
+        "model": {
+            "id": job.model.id,
+            "name": job.model.name,
+            "backend": job.model.backend,
+            "weights": job.model.weights,
+            "dtype": job.model.dtype.get("cuda" if device.startswith("cuda") else "cpu"),
+            "device": device,
+        },
+        "chunk_plan": {
+            "context_size": {"requested": plan.size_requested, "used": plan.size},
+            "context_overlap": {"requested": plan.overlap_requested, "used": plan.overlap},
+            "frame_constraint": plan.constraint,
+            "chunks": [
+                {
+                    "index": chunk.index,
+                    "source_frames": [first + chunk.start, first + chunk.end - 1],
+                    "diffused_frames": chunk.render_frames,
+                    "known_frames": chunk.known,
+                    "crossfade_frames": chunk.blend,
+                    "output_frames": [first + chunk.emit_start, first + chunk.emit_end - 1],
+                    "seed": chunk.seed,
+                    "seconds": round(chunk_seconds.get(chunk.index, 0.0), 3),
+                    "resumed": chunk.index in resumed,
+                }
+                for chunk in plan.chunks
+            ],
+        },
+        "frames_rendered": plan.frame_count,
+        "frames_diffused": plan.frames_to_diffuse,
+        "timing": {
+            "seconds": round(seconds, 3),
+            "estimate_seconds": context.get("estimate_seconds"),
+        },
+        "versions": versions(),
+        "warnings": warnings,
+    }
+
+
+@functools.cache
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "ffmpeg": _ffmpeg_version()}
+    for package in ("hotshot", "torch", "diffusers", "transformers"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _ffmpeg_version() -> str:
+    try:
+        first = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    words = first.split()
+    return words[2] if len(words) > 2 else "unknown"

@@ -1,0 +1,140 @@
+"""Probe a video file: size, frame rate, frame count, audio."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from engine.errors import MediaError
+from engine.media_safety import ffprobe_command, last_line, run_checked
+
+MAX_SIDE = 8192
+MAX_FRAMES = 2_000_000
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What hotshot needs to know about a video before rendering it."""
+
+    path: str
+    size_bytes: int
+    format_name: str
+    codec: str
+    width: int
+    height: int
+    fps: str
+    frame_count: int
+    duration: float
+    has_audio: bool
+    audio_codec: str | None = None
+
+    @property
+    def fps_fraction(self) -> Fraction:
+        return Fraction(self.fps)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> VideoInfo:
+        return cls(**data)
+
+
+def probe(path: str | Path, timeout: float = 30.0) -> VideoInfo:
+    """Read a video's properties with ffprobe; raise `MediaError` if it is not a usable video."""
+    path = str(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise MediaError(path, f"cannot be opened ({exc.strerror})") from exc
+    if size == 0:
+        raise MediaError(path, "the file is empty (0 bytes)")
+
+    data = _ffprobe_json(path, timeout, "-show_format", "-show_streams")
+    streams = data.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)), None)
+    if video is None:
+        raise MediaError(path, "it has no video stream")
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+
+    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+    if _rotation(video) in (90, 270):
+        width, height = height, width
+    if not (16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE):
+        raise MediaError(path, f"its frame size {width}x{height} is outside 16x16 to {MAX_SIDE}x{MAX_SIDE}")
+
+    fps = _frame_rate(video)
+    if fps is None:
+        raise MediaError(path, "its frame rate cannot be determined")
+
+    frame_count = _frame_count(path, video, timeout)
+    if frame_count <= 0:
+        raise MediaError(path, "it contains no video frames")
+    if frame_count > MAX_FRAMES:
+        raise MediaError(path, f"it declares {frame_count} frames, more than the {MAX_FRAMES} hotshot accepts")
+
+    fmt = data.get("format", {})
+    duration = float(fmt.get("duration") or video.get("duration") or frame_count / fps)
+    return VideoInfo(
+        path=path,
+        size_bytes=size,
+        format_name=str(fmt.get("format_name", "")),
+        codec=str(video.get("codec_name", "")),
+        width=width,
+        height=height,
+        fps=f"{fps.numerator}/{fps.denominator}",
+        frame_count=frame_count,
+        duration=duration,
+        has_audio=audio is not None,
+        audio_codec=audio.get("codec_name") if audio else None,
+    )
+
+
+def _ffprobe_json(path: str, timeout: float, *args: str) -> dict:
+    try:
+        done = run_checked(ffprobe_command(path, *args), timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise MediaError(path, f"ffprobe did not finish within {timeout:g} s") from exc
+    except subprocess.CalledProcessError as exc:
+        raise MediaError(path, f"ffprobe failed: {last_line(exc.stderr)}") from exc
+    try:
+        return json.loads(done.stdout or b"{}")
+    except json.JSONDecodeError as exc:
+        raise MediaError(path, "ffprobe returned unreadable output") from exc
+
+
+def _is_cover_art(stream: dict) -> bool:
+    return bool(stream.get("disposition", {}).get("attached_pic"))
+
+
+def _rotation(stream: dict) -> int:
+    for side in stream.get("side_data_list", []) or []:
+        if "rotation" in side:
+            return int(round(float(side["rotation"]))) % 360
+    rotate = stream.get("tags", {}).get("rotate")
+    return int(rotate) % 360 if rotate else 0
+
+
+def _frame_rate(stream: dict) -> Fraction | None:
+    for key in ("r_frame_rate", "avg_frame_rate"):
+        text = stream.get(key) or "0/0"
+        try:
+            value = Fraction(text)
+        except (ValueError, ZeroDivisionError):
+            continue
+        if 0 < value <= 1000:
+            return value
+    return None
+
+
+def _frame_count(path: str, stream: dict, timeout: float) -> int:
+    declared = stream.get("nb_frames")
+    if declared and str(declared).isdigit() and int(declared) > 0:
+        return int(declared)
+    counted = _ffprobe_json(path, timeout, "-count_packets", "-select_streams", "v:0", "-show_entries", "stream=nb_read_packets")
+    streams = counted.get("streams") or [{}]
+    return int(streams[0].get("nb_read_packets") or 0)
