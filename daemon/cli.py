@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="the model catalog")
     model_commands = models.add_subparsers(metavar="action")
-    listing = model_commands.add_parser("list", parents=[common], help="catalog entries and whether weights are present")
+    listing = model_commands.add_parser("list", parents=[common],
+                                        help="catalog entries and whether weights are present")
     listing.set_defaults(handler=cmd_models_list)
     tiny = model_commands.add_parser("make-tiny", parents=[common], help="build the tiny test models offline")
     tiny.add_argument("ids", nargs="*", help="tiny model ids (default: every tiny model in the catalog)")

@@ -168,4 +168,7 @@ class Ingest:
             values["wait_deadline"] = deadline
         if values["state"] != job["state"] or values.get("wait_reason") != job.get("wait_reason"):
             self.store.update_job(job["id"], "revisited" if values["state"] != job["state"] else None, **values)
+            logger = log.warning if values["state"] == "failed" else log.info
+            logger("request revisited", job=job["id"], path=str(path), state=values["state"],
+                   error=values.get("error"), waiting_for=values.get("wait_reason"))
             self.publish(job["id"])

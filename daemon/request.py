@@ -131,7 +131,8 @@ def reject_unsupported(request: RenderRequest) -> None:
     for name in RenderRequest.model_fields:
         if name == "context":
             for sub in Context.model_fields:
-                if f"context.{sub}" not in SUPPORTED and getattr(request.context, sub) != getattr(defaults.context, sub):
+                changed = getattr(request.context, sub) != getattr(defaults.context, sub)
+                if f"context.{sub}" not in SUPPORTED and changed:
                     raise UnsupportedSettingError(f"context.{sub}")
         elif name not in SUPPORTED and getattr(request, name) != getattr(defaults, name):
             raise UnsupportedSettingError(name)

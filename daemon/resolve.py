@@ -191,14 +191,14 @@ def render_job(job: dict, store: Store, catalog: dict[str, ModelSpec], work_root
             "shot": shot["rel"],
             "request": {"path": Path(job["request_path"]).name, "as_written": json.loads(request_row["raw"])},
             "settings": job["settings"],
-            "lineage": lineage(source, store),
+            "lineage": lineage(source, output.name, store),
             "estimate_seconds": (job.get("estimate") or {}).get("seconds"),
         },
     )
 
 
-def lineage(source: dict, store: Store) -> dict:
-    """The chain of media from the original source to this render's source."""
+def lineage(source: dict, output_name: str, store: Store) -> dict:
+    """The chain of media from the original source to this render, inclusive."""
     chain = [source]
     while chain[-1]["parent_id"]:
         parent = store.media(chain[-1]["parent_id"])
@@ -209,5 +209,5 @@ def lineage(source: dict, store: Store) -> dict:
     return {
         "root_source": chain[0]["name"],
         "parent_render": source["name"] if source["kind"] == "render" else None,
-        "chain": [media["name"] for media in chain],
+        "chain": [media["name"] for media in chain] + [output_name],
     }

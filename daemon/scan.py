@@ -9,10 +9,13 @@ found. It only stats files; reading them is the ingest step's job.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from daemon.conventions import kind_of
+
+OWN_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)\.part$")
 
 
 def candidate_files(root: Path, listdir: Callable[[Path], Iterator[os.DirEntry]] = os.scandir) -> Iterator[Path]:
@@ -43,3 +46,23 @@ def changed_files(roots: list[Path], known: dict[str, tuple[int, int]]) -> Itera
                 continue
             if known.get(str(path)) != (st.st_size, st.st_mtime_ns):
                 yield path
+
+
+def stale_temporaries(folders: list[Path]) -> Iterator[Path]:
+    """hotshot's own temporary files (`.<name>.<pid>.part`) whose writing process is gone."""
+    for folder in folders:
+        for dirpath, _dirnames, filenames in os.walk(folder):
+            for name in filenames:
+                match = OWN_TEMPORARY.match(name)
+                if match and not _alive(int(match["pid"])):
+                    yield Path(dirpath) / name
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -29,7 +29,7 @@ from daemon.conventions import is_ignored, kind_of, root_of
 from daemon.errors import ConfigError
 from daemon.ingest import Ingest
 from daemon.resolve import render_job
-from daemon.scan import candidate_files, changed_files
+from daemon.scan import candidate_files, changed_files, stale_temporaries
 from daemon.stability import StabilityTracker
 from daemon.status_file import write_status
 from daemon.store import ACTIVE_STATES, Store, utc_now
@@ -100,6 +100,7 @@ class Daemon:
         log.info("daemon started", roots=[str(root) for root in self.settings.roots], drain=drain,
                  database=str(self.settings.database))
         try:
+            self._remove_stale_temporaries()
             self.reconcile()
             while True:
                 self.tick()
@@ -195,6 +196,13 @@ class Daemon:
                 self.ingest.file_gone(path)
                 self._dirty_folders.add(path.parent)
         self._reconciled = True
+
+    def _remove_stale_temporaries(self) -> None:
+        """Half-written files of a daemon or worker that crashed are deleted, never published."""
+        for path in stale_temporaries([*self.settings.roots, self.settings.work_dir]):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                log.info("removed a stale temporary file", path=str(path))
 
     def _revisit_waiting(self) -> None:
         now = self.clock()

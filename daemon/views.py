@@ -18,7 +18,7 @@ def status_data(store: Store) -> dict:
         for item in media:
             children.setdefault(item["parent_id"] if item["kind"] == "render" else None, []).append(item)
 
-        def node(item: dict) -> dict:
+        def node(item: dict, children: dict = children) -> dict:
             probe = item.get("probe") or {}
             return {
                 "name": item["name"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import platform
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 
 from engine.job import RenderJob
@@ -24,7 +24,7 @@ def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: C
         "render_info_version": FORMAT_VERSION,
         "render_id": job.render_id,
         "job": job.job_id,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "output": {
             "video": job.output.name,
             "width": output.width,

@@ -132,5 +132,6 @@ def plan_chunks(frame_count: int, size: int, overlap: int, constraint: FrameCons
         blend = 0 if index == 0 else snapped_overlap
         emit_start = 0 if index == 0 else chunks[-1].end - blend
         emit_end = frame_count if index == len(starts) - 1 else end - snapped_overlap
-        chunks.append(Chunk(index, start, end, snapped_size, known, blend, emit_start, emit_end, chunk_seed(seed, index)))
+        chunks.append(Chunk(index, start, end, snapped_size, known, blend, emit_start, emit_end,
+                            chunk_seed(seed, index)))
     return ChunkPlan(frame_count, size, snapped_size, overlap, snapped_overlap, str(constraint), tuple(chunks))

@@ -135,6 +135,7 @@ def _frame_count(path: str, stream: dict, timeout: float) -> int:
     declared = stream.get("nb_frames")
     if declared and str(declared).isdigit() and int(declared) > 0:
         return int(declared)
-    counted = _ffprobe_json(path, timeout, "-count_packets", "-select_streams", "v:0", "-show_entries", "stream=nb_read_packets")
+    counted = _ffprobe_json(path, timeout, "-count_packets", "-select_streams", "v:0",
+                            "-show_entries", "stream=nb_read_packets")
     streams = counted.get("streams") or [{}]
     return int(streams[0].get("nb_read_packets") or 0)

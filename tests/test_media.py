@@ -83,7 +83,7 @@ def test_encoding_keeps_ntsc_rate_and_adds_the_ranges_audio(tmp_path):
     mux_output([work / "a.mp4", work / "b.mp4"], info.fps, 30, out, str(source), 10, work)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == first
     back = list(read_frames(out, 0, 29, 64, 48))
-    assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(back, frames)]) < 10
+    assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(back, frames, strict=True)]) < 10
     assert not list(tmp_path.glob(".*.part")) and not list(work.glob("*.txt"))
 
 

@@ -31,7 +31,7 @@ def test_windows_are_full_length_and_overlap_as_configured(frames):
     """No short tail: every window has the full size; neighbours share at least the overlap."""
     plan = plan_chunks(frames, 150, 17, WAN, seed=3)
     assert plan.chunks[0].start == 0 and plan.chunks[-1].end == frames
-    for previous, chunk in zip(plan.chunks, plan.chunks[1:]):
+    for previous, chunk in zip(plan.chunks, plan.chunks[1:], strict=False):
         assert chunk.end - chunk.start == plan.size
         assert chunk.known == previous.end - chunk.start >= plan.overlap
         assert chunk.blend == plan.overlap

@@ -69,7 +69,8 @@ def load(spec: ModelSpec, device: str) -> WanVaceBackend:
     vae_dtype = dtype_named(spec.vae_dtype.get(kind, "float32"))
     if spec.path is not None:
         if not spec.weights_present():
-            raise WeightsMissingError(spec.id, spec.path, "no model_index.json there; point `path` at a diffusers folder")
+            raise WeightsMissingError(spec.id, spec.path,
+                                      "no model_index.json there; point `path` at a diffusers folder")
         location, options = spec.path, {"local_files_only": True}
     else:
         location, options = spec.hub, {"revision": spec.revision}

@@ -1,0 +1,88 @@
+"""Running the real daemon in tests: temporary roots and state, real workers, real events."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.config import load_settings
+from daemon.service import Daemon
+from tests.conftest import CATALOG
+
+
+def settings_for(tmp_path: Path, models_dir: Path, **overrides):
+    """Settings for a daemon over `tmp_path/root`, quick to notice files, with the session's tiny model."""
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    values = dict(
+        roots=[root], state_dir=tmp_path / "state", models_dir=models_dir, catalogs=[CATALOG],
+        stable_seconds=0.3, reconcile_seconds=2.0, source_wait_seconds=30.0, retry_backoff_seconds=0.0,
+        devices=["cpu"], status_every_seconds=0.2, log_format="json", log_level="warning",
+    )
+    values.update(overrides)
+    return load_settings(None, **values)
+
+
+def drain(settings) -> Daemon:
+    """Run the daemon until nothing is left to do; return it for inspection."""
+    daemon = Daemon(settings)
+    assert daemon.run(drain=True) == 0
+    return daemon
+
+
+class RunningDaemon:
+    """The daemon in a background thread, stopped (cleanly) on exit."""
+
+    def __init__(self, settings) -> None:
+        self.daemon = Daemon(settings)
+        self.thread = threading.Thread(target=self._run, name="test-daemon", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def __enter__(self) -> Daemon:
+        self.thread.start()
+        return self.daemon
+
+    def __exit__(self, *exc_info) -> None:
+        self.daemon.stop("test finished")
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the daemon did not stop"
+        if self.error:
+            raise self.error
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def status_of(request: Path) -> dict | None:
+    path = request.with_name(request.name.replace(".render.json", ".render.status.json"))
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def wait_for_state(request: Path, states: tuple[str, ...], timeout: float = 90.0) -> dict:
+    return wait_for(lambda: (s := status_of(request)) and s["state"] in states and s,
+                    timeout, f"{request.name} to reach {states}")
+
+
+def write_request(path: Path, **fields) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fields))
+    return path

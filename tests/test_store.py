@@ -1,0 +1,82 @@
+"""The state database: migrations, claims, ordering, recovery. Real SQLite files."""
+
+from __future__ import annotations
+
+import threading
+
+from daemon.store import Store
+
+
+def add_job(store: Store, name: str, **job):
+    return store.add_request_and_job(
+        {"shot_id": None, "path": f"/r/{name}.render.json", "content_hash": name, "size": 1, "mtime_ns": 1,
+         "raw": "{}"},
+        {"request_path": f"/r/{name}.render.json", "state": "queued", **job},
+    )
+
+
+def test_migrations_apply_once(tmp_path):
+    path = tmp_path / "hotshot.db"
+    Store.open(path).close()
+    store = Store.open(path)
+    applied = store.db.execute("SELECT name FROM _sqlite_migrations").fetchall()
+    assert [row[0] for row in applied] == ["m001_initial"]
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def test_claims_follow_priority_then_range_before_full_clip_then_age(tmp_path):
+    store = Store.open(tmp_path / "hotshot.db")
+    old_full = add_job(store, "old-full", full_clip=1)
+    newer_range = add_job(store, "newer-range", full_clip=0)
+    urgent = add_job(store, "urgent", full_clip=1, priority=10)
+    later = add_job(store, "later", full_clip=0, not_before=2000.0)
+    order = [store.claim_next("w", now=1000.0)["id"] for _ in range(3)]
+    assert order == [urgent, newer_range, old_full]
+    assert store.claim_next("w", now=1000.0) is None
+    assert store.claim_next("w", now=2001.0)["id"] == later
+    store.close()
+
+
+def test_a_job_is_claimed_once_even_by_racing_claimers(tmp_path):
+    path = tmp_path / "hotshot.db"
+    store = Store.open(path)
+    ids = {add_job(store, f"job{i}") for i in range(40)}
+    store.close()
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(name):
+        own = Store.open(path)
+        while (job := own.claim_next(name, now=0.0)) is not None:
+            with lock:
+                claimed.append(job["id"])
+        own.close()
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_running_jobs_are_requeued_after_a_restart(tmp_path):
+    store = Store.open(tmp_path / "hotshot.db")
+    job = add_job(store, "a")
+    store.claim_next("w", now=0.0)
+    assert store.recover_running() == [job]
+    row = store.job(job)
+    assert row["state"] == "queued" and row["attempts"] == 1
+    assert [event["kind"] for event in store.events(job)] == ["job created", "claimed", "recovered"]
+    store.close()
+
+
+def test_superseded_versions_are_cancelled(tmp_path):
+    store = Store.open(tmp_path / "hotshot.db")
+    job = {"request_path": "/r/a.render.json", "state": "queued"}
+    first = store.add_request_and_job({"path": "/r/a.render.json", "content_hash": "1", "raw": "{}"}, job)
+    second = store.add_request_and_job({"path": "/r/a.render.json", "content_hash": "2", "raw": "{}"}, job)
+    assert store.supersede("/r/a.render.json", keep_job=second) == [first]
+    assert store.job(first)["state"] == "cancelled" and store.job(second)["state"] == "queued"
+    store.close()
