@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from daemon.logs import configure
 from engine.catalog import load_catalog
 from engine.models import make_tiny
 
 PROJECT = Path(__file__).resolve().parents[1]
 WORK = PROJECT / "var" / "bench"
+configure("console", "warning")
 
 
 def tiny_spec():

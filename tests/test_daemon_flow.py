@@ -165,3 +165,17 @@ def test_stale_temporary_files_of_a_crashed_process_are_removed(tmp_path, models
     drain(settings)
     assert not stale.exists() and live.exists()
     assert not (shot / "plate_r001.mp4").exists()
+
+
+def test_polling_observer_for_network_shares(tmp_path, media, models_dir, tiny_spec):
+    """With observer = "polling" (no kernel events), a dropped clip and request are still found and rendered."""
+    settings = settings_for(tmp_path, models_dir, observer="polling", poll_seconds=0.2, reconcile_seconds=600)
+    shot = settings.roots[0] / "share" / "sh060"
+    with RunningDaemon(settings):
+        time.sleep(0.5)
+        shot.mkdir(parents=True)
+        shutil.copyfile(media / "bars-timecode.mp4", shot / "plate.mp4")
+        request = write_request(shot / "r.render.json", frame_range=[0, 4], output_size=64, steps=1, seed=4)
+        status = wait_for_state(request, ("done", "failed"), 120)
+    assert status["state"] == "done", status
+    assert probe(shot / "plate_r001.mp4").frame_count == 5

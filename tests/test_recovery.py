@@ -103,3 +103,34 @@ def test_killed_daemon_resumes_after_restart(tmp_path, media, models_dir, tiny_s
     assert status["outputs"]["chunks_resumed"] >= 2
     assert sha(shot / "plate_r001.mp4") == reference
     assert not [p for p in shot.iterdir() if p.name.startswith(".")]
+
+
+def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, media, models_dir, tiny_spec, reference):
+    """SIGTERM: the daemon stops claiming, lets the running chunk finish, exits 0; the job resumes later."""
+    shot = prepare(tmp_path, media)
+    request = write_request(shot / "r.render.json", **REQUEST)
+    env = {**os.environ, "HOTSHOT_MODELS_DIR": str(models_dir), "HOTSHOT_CATALOGS": json.dumps([str(CATALOG)]),
+           "HOTSHOT_STABLE_SECONDS": "0.3", "HOTSHOT_DEVICES": '["cpu"]', "HOTSHOT_LOG_FORMAT": "json",
+           "HOTSHOT_RETRY_BACKOFF_SECONDS": "0"}
+    command = [sys.executable, "-m", "daemon.cli", "run", "--root", str(tmp_path / "root"),
+               "--state", str(tmp_path / "state")]
+    database = tmp_path / "state" / "hotshot.db"
+    daemon = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: chunks_done(database) >= 1, 120, "a finished chunk")
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log = daemon.stderr.read()
+    assert code == 0, log[-2000:]
+    status = status_of(request)
+    assert status["state"] == "queued" and "resumes" in status["last_error"]
+    assert chunks_done(database) >= 1 and not (shot / "plate_r001.mp4").exists()
+    finished = subprocess.run(command + ["--drain"], env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    status = status_of(request)
+    assert status["state"] == "done" and status["attempts"] == 1
+    assert status["outputs"]["chunks_resumed"] >= 1
+    assert sha(shot / "plate_r001.mp4") == reference
