@@ -37,7 +37,7 @@ tiny: setup
 
 demo: tiny
 	@test -f $(DEMO)/plate.mp4 || cp tests/data/chaplin.mp4 $(DEMO)/plate.mp4
-	$(BIN)/hotshot run --drain --root $(DEMO)
+	$(BIN)/hotshot run --drain
 	@echo
 	$(BIN)/hotshot status
 

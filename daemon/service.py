@@ -127,7 +127,7 @@ class Daemon:
 
     def tick(self) -> None:
         self._take_inbox(TICK_SECONDS)
-        for stable in self.tracker.poll():
+        for stable in sorted(self.tracker.poll(), key=lambda item: kind_of(item.path) != "video"):
             self.ingest.file_stable(stable)
             self._dirty_folders.add(stable.path.parent)
         self._revisit_waiting()

@@ -54,11 +54,12 @@ def status_data(store: Store) -> dict:
 
 
 def status_text(data: dict, roots: list[Path]) -> str:
+    roots = list(dict.fromkeys([*roots, *(Path(shot["root"]) for shot in data["shots"])]))
     lines = ["Shots"]
     if not data["shots"]:
         lines.append("  (none yet)")
     for shot in data["shots"]:
-        lines.append(f"  {Path(shot['root']).name}/{shot['shot']}")
+        lines.append(f"  {Path(shot['root']).name}/{shot['shot']}".removesuffix("/."))
         for source in shot["sources"]:
             _tree(source, lines, "    ", "")
     lines += ["", "Jobs"]
@@ -77,7 +78,8 @@ def _tree(item: dict, lines: list[str], indent: str, branch: str) -> None:
         facts.append(f"{item['state']}: {item['error']}")
     if item["job"]:
         facts.append(f"job {item['job']}")
-    lines.append(f"{indent}{branch}{item['name']:<28} {', '.join(facts)}")
+    label = f"{indent}{branch}{item['name']}"
+    lines.append(f"{label:<40} {', '.join(facts)}")
     for child in item["renders"]:
         _tree(child, lines, indent + ("   " if branch else ""), "└─ ")
 
