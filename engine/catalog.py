@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.plan import FrameConstraint
 
-BACKENDS = ("wan-vace",)
+BACKENDS = ("wan-vace", "passthrough")
+WEIGHTLESS = ("passthrough",)
 DEFAULT_NEGATIVE_PROMPT = (
     "blurry, low quality, worst quality, jpeg artifacts, static, overexposed, washed out colours, "
     "deformed, disfigured, extra fingers, extra limbs, extra faces, watermark, subtitles"
@@ -26,6 +27,18 @@ class CatalogError(ValueError):
     """A catalog file is missing, unreadable or has an invalid entry."""
 
 
+class AcceleratorProfile(BaseModel):
+    """What `low_step: true` switches to: fewer steps, its CFG, and optionally a LoRA."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(ge=1)
+    cfg: float = Field(ge=0)
+    shift: float | None = Field(default=None, gt=0)
+    lora: str | None = Field(default=None, description="a LoRA file; relative paths start in models_dir")
+    lora_scale: float = Field(default=1.0, ge=0)
+
+
 class ModelSpec(BaseModel):
     """One catalog entry, with its weights location made absolute."""
 
@@ -33,7 +46,7 @@ class ModelSpec(BaseModel):
 
     id: str
     name: str
-    backend: Literal["wan-vace"]
+    backend: Literal["wan-vace", "passthrough"]
     path: str | None = Field(default=None, description="local folder of diffusers weights")
     hub: str | None = Field(default=None, description="hub repository id, fetched on first use")
     revision: str | None = None
@@ -44,6 +57,7 @@ class ModelSpec(BaseModel):
     steps: int = Field(default=30, ge=1)
     cfg: float = Field(default=5.0, ge=0)
     shift: float = Field(default=3.0, gt=0)
+    accelerator: AcceleratorProfile | None = None
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     max_sequence_length: int = Field(default=512, ge=8)
     dtype: dict[str, str] = Field(default_factory=lambda: {"cpu": "float32", "cuda": "bfloat16"})
@@ -62,7 +76,10 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_weights_location(self) -> ModelSpec:
-        if (self.path is None) == (self.hub is None):
+        if self.backend in WEIGHTLESS:
+            if self.path is not None or self.hub is not None:
+                raise ValueError(f"the {self.backend} backend has no weights; remove `path` and `hub`")
+        elif (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of `path` (a local folder) or `hub` (a hub repository id)")
         if self.tiny and not self.id.startswith("tiny-"):
             raise ValueError("only models whose id starts with 'tiny-' may be marked tiny")
@@ -75,12 +92,16 @@ class ModelSpec(BaseModel):
     @property
     def weights(self) -> str:
         """Where the weights are: a local folder or a hub id (with @revision)."""
+        if self.backend in WEIGHTLESS:
+            return "none"
         if self.path is not None:
             return self.path
         return f"{self.hub}@{self.revision}" if self.revision else str(self.hub)
 
     def weights_present(self) -> bool:
         """Local weights exist, or hub weights are already in the local hub cache."""
+        if self.backend in WEIGHTLESS:
+            return True
         if self.path is not None:
             return (Path(self.path) / "model_index.json").is_file()
         from huggingface_hub import try_to_load_from_cache
@@ -108,6 +129,10 @@ def load_catalog(files: list[Path], models_dir: Path) -> dict[str, ModelSpec]:
             entry = {"id": model_id, "name": model_id, **entry}
             if entry.get("path") is not None and not Path(entry["path"]).is_absolute():
                 entry["path"] = str((models_dir / entry["path"]).resolve())
+            accelerator = entry.get("accelerator")
+            if isinstance(accelerator, dict) and accelerator.get("lora") \
+                    and not Path(accelerator["lora"]).is_absolute():
+                entry["accelerator"] = {**accelerator, "lora": str((models_dir / accelerator["lora"]).resolve())}
             try:
                 catalog[model_id] = ModelSpec(**entry)
             except ValidationError as exc:

@@ -1,15 +1,18 @@
 """Chunk checkpoints in the job's work folder, for resuming after a crash.
 
-A finished chunk leaves two files: its raw output frames (`chunk-NNNN.npy`,
-needed by the next chunk as known frames and for the crossfade) and its
-encoded segment of final frames (`segment-NNNN.mp4`). Raw frames of older
-chunks are deleted once two newer chunks exist, so a long render keeps only
-compressed segments on disk.
+A finished chunk leaves three files: its raw output frames (`chunk-NNNN.npy`,
+needed by the next chunk as known frames and for the crossfade), its encoded
+segment of final frames (`segment-NNNN.mp4`) and its last final frame
+(`final-NNNN.npy`, the next chunk's dynamic reference and interpolation
+neighbour). Raw frames of older chunks are deleted once two newer chunks exist,
+so a long render keeps only compressed segments on disk. The colour anchor of
+a render with colour consistency is kept in `anchor.json`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,19 +53,45 @@ class WorkFolder:
             return None
         return frames
 
+    def final_path(self, index: int) -> Path:
+        return self.root / f"final-{index:04d}.npy"
+
+    def save_final(self, index: int, frame: np.ndarray) -> None:
+        with files.writing(self.final_path(index)) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, frame, allow_pickle=False)
+
+    def load_final(self, index: int, shape: tuple[int, ...]) -> np.ndarray | None:
+        try:
+            frame = np.load(self.final_path(index), allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return frame if frame.shape == shape and frame.dtype == np.uint8 else None
+
+    def save_anchor(self, data: dict) -> None:
+        files.write_json_atomic(self.root / "anchor.json", data)
+
+    def load_anchor(self) -> dict | None:
+        try:
+            return json.loads((self.root / "anchor.json").read_text())
+        except (OSError, ValueError):
+            return None
+
     def has_segment(self, index: int) -> bool:
         path = self.segment_path(index)
         return path.is_file() and path.stat().st_size > 0
 
     def drop_old_raw(self, latest: int) -> None:
         for index in range(latest - KEEP_RAW, -1, -1):
-            with contextlib.suppress(FileNotFoundError):
-                self.raw_path(index).unlink()
+            for path in (self.raw_path(index), self.final_path(index)):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
-    def resume_point(self, recorded: set[int], chunk_count: int, raw_shape) -> tuple[int, np.ndarray | None]:
-        """The first chunk to render and the raw frames of the chunk before it.
+    def resume_point(self, recorded: set[int], chunk_count: int, raw_shape,
+                     frame_shape) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        """The first chunk to render, and the raw frames and last final frame of the chunk before it.
 
-        Resuming needs every segment before that chunk and the raw frames of
+        Resuming needs every segment before that chunk and the checkpoint of
         the chunk just before it; chunks without a recorded row do not count.
         """
         done = 0
@@ -70,7 +99,8 @@ class WorkFolder:
             done += 1
         while done > 0:
             previous = self.load_raw(done - 1, raw_shape(done - 1))
-            if previous is not None:
-                return done, previous
+            final = self.load_final(done - 1, frame_shape)
+            if previous is not None and final is not None:
+                return done, previous, final
             done -= 1
-        return 0, None
+        return 0, None, None

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.catalog import ModelSpec
+from engine.stills import StillSpec
 
 
 class RenderJob(BaseModel):
@@ -37,6 +38,16 @@ class RenderJob(BaseModel):
     shift: float
     context_size: int
     context_overlap: int
+    start_frame_buffer: int = Field(default=1, ge=0)
+    dynamic_reference: bool = True
+    style_frame: StillSpec | None = None
+    reference_frame: StillSpec | None = None
+    interpolation: bool = False
+    color_consistency: float = Field(default=0.0, ge=0.0, le=1.0)
+    image_sequence: Literal["png", "exr"] | None = None
+    first_frame_number: int = 1001
+    accelerator_lora: str | None = None
+    accelerator_lora_scale: float = 1.0
     output: Path
     manifest: Path
     work_dir: Path
@@ -51,6 +62,15 @@ class RenderJob(BaseModel):
     @property
     def frame_count(self) -> int:
         return self.frame_range[1] - self.frame_range[0] + 1
+
+    @property
+    def sequence_folder(self) -> Path:
+        """Where an image sequence is published: a folder named after the render, beside it."""
+        return self.output.parent / self.render_id
+
+    @property
+    def sequence_staging(self) -> Path:
+        return self.output.parent / f".{self.render_id}.frames.part"
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ from importlib import metadata
 from engine.job import RenderJob
 from engine.plan import ChunkPlan
 from engine.probe import VideoInfo
+from engine.timeline import Timeline
 
 FORMAT_VERSION = 1
 
 
-def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: ChunkPlan, device: str,
-                   chunk_seconds: dict[int, float], resumed: set[int], seconds: float,
-                   warnings: list[str]) -> dict:
-    first = job.frame_range[0]
+def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: ChunkPlan, timeline: Timeline,
+                   device: str, chunk_seconds: dict[int, float], resumed: set[int], seconds: float,
+                   warnings: list[str], extra: dict) -> dict:
     context = job.manifest_context
     return {
         "render_info_version": FORMAT_VERSION,
@@ -65,11 +65,11 @@ def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: C
             "chunks": [
                 {
                     "index": chunk.index,
-                    "source_frames": [first + chunk.start, first + chunk.end - 1],
+                    "source_frames": [timeline.sources[chunk.start], timeline.sources[chunk.end - 1]],
                     "diffused_frames": chunk.render_frames,
                     "known_frames": chunk.known,
                     "crossfade_frames": chunk.blend,
-                    "output_frames": [first + chunk.emit_start, first + chunk.emit_end - 1],
+                    "output_frames": _output_frames(chunk, timeline),
                     "seed": chunk.seed,
                     "seconds": round(chunk_seconds.get(chunk.index, 0.0), 3),
                     "resumed": chunk.index in resumed,
@@ -77,8 +77,9 @@ def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: C
                 for chunk in plan.chunks
             ],
         },
-        "frames_rendered": plan.frame_count,
+        "frames_rendered": timeline.frame_count,
         "frames_diffused": plan.frames_to_diffuse,
+        **extra,
         "timing": {
             "seconds": round(seconds, 3),
             "estimate_seconds": context.get("estimate_seconds"),
@@ -86,6 +87,17 @@ def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: C
         "versions": versions(),
         "warnings": warnings,
     }
+
+
+def _output_frames(chunk, timeline: Timeline) -> list[int] | None:
+    """Source frame numbers of the first and last output frame a chunk completed (None: warm-up only)."""
+    indices = [timeline.output_index(p) for p in range(chunk.emit_start, chunk.emit_end)]
+    indices = [index for index in indices if index is not None]
+    if not indices:
+        return None
+    previous = timeline.output_index(chunk.emit_start - 1) if chunk.emit_start > timeline.buffer else None
+    start = indices[0] if previous is None else previous + 1
+    return [timeline.first + start, timeline.first + indices[-1]]
 
 
 @functools.cache

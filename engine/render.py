@@ -1,18 +1,20 @@
-"""`render()`: one resolved job in, one MP4 and its Render Info out."""
+"""`render()`: one resolved job in, one MP4 (and optionally an image sequence) and its Render Info out."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import structlog
 
-from engine.backends import ChunkRequest
+from engine.backends import Accelerator, ChunkRequest
 from engine.blend import segment_frames
 from engine.checkpoint import WorkFolder
+from engine.colour import ColourStats, colour_stats, match_colour
 from engine.decode import FrameReader
 from engine.devices import resolve_device
 from engine.encode import encode_segment, mux_output
@@ -22,14 +24,28 @@ from engine.geometry import output_dims
 from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob, RenderResult, SilentEvents
 from engine.manifest import build_manifest
 from engine.models import ModelCache
-from engine.plan import Chunk, ChunkPlan, plan_chunks
+from engine.plan import Chunk, ChunkPlan
 from engine.probe import probe
+from engine.sequence import SequenceWriter
+from engine.stills import Still, load_still
+from engine.timeline import Timeline, build_timeline, plan_timeline
 
 log = structlog.get_logger("hotshot.engine")
 
 
+@dataclass
+class RenderState:
+    """What carries over from one chunk to the next (and is restored from checkpoints on resume)."""
+
+    previous_raw: np.ndarray | None = None
+    last_final: np.ndarray | None = None
+    anchor: ColourStats | None = None
+    frames_out: int = 0
+    chunk_seconds: dict[int, float] = field(default_factory=dict)
+
+
 def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache | None = None) -> RenderResult:
-    """Render `job` chunk by chunk, resuming from its checkpoints, and publish the output."""
+    """Render `job` chunk by chunk, resuming from its checkpoints, and publish the outputs."""
     events = events or SilentEvents()
     cache = cache or ModelCache()
     started = time.monotonic()
@@ -42,95 +58,222 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     if not 0 <= first <= last < source.frame_count:
         raise FrameRangeError(first, last, source.frame_count)
 
-    # 2. Work out the output size and the chunk plan.
+    # 2. Work out the output size, the timeline and the chunk plan.
     width, height = output_dims(source.width, source.height, job.output_size, job.model.resolution_multiple)
-    plan = plan_chunks(job.frame_count, job.context_size, job.context_overlap, job.model.constraint, job.seed)
-    warnings += plan_warnings(job, plan)
+    timeline = build_timeline(first, last, job.start_frame_buffer, job.interpolation)
+    plan = plan_timeline(timeline, job.context_size, job.context_overlap, job.model.constraint, job.seed)
+    warnings += plan_warnings(plan)
     if not source.has_audio:
         warnings.append("the source has no audio; the output has none")
 
-    # 3. Load the model (kept in the worker's cache between jobs).
+    # 3. Load the stills: the style frame pinned as the first output frame, the appearance reference.
+    style = load_still(job.style_frame, job.source, width, height) if job.style_frame else None
+    reference = load_still(job.reference_frame, job.source, width, height) if job.reference_frame else None
+
+    # 4. Load the model (kept in the worker's cache between jobs).
     device = resolve_device(job.device)
-    events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, plan.frame_count, phase="loading model"))
+    events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count, phase="loading model"))
     backend = cache.get(job.model, device)
 
-    # 4. Find the checkpoint to resume from.
+    # 5. Find the checkpoint to resume from.
     work = WorkFolder(job.work_dir)
     work.prepare()
-    resume_at, previous_raw = work.resume_point(
-        set(job.done_chunks), len(plan.chunks), lambda index: raw_shape(plan.chunks[index], height, width)
+    resume_at, previous_raw, last_final = work.resume_point(
+        set(job.done_chunks), len(plan.chunks), lambda index: raw_shape(plan.chunks[index], height, width),
+        (height, width, 3),
     )
-    chunk_seconds = {index: job.done_chunks.get(index, 0.0) for index in range(resume_at)}
+    state = RenderState(previous_raw, last_final)
+    state.chunk_seconds = {index: job.done_chunks.get(index, 0.0) for index in range(resume_at)}
+    state.anchor = colour_anchor(job, style, work)
     if resume_at:
+        state.frames_out = output_frames_before(plan.chunks[resume_at], timeline)
         log.info("resuming", chunks_done=resume_at, chunks=len(plan.chunks))
+    sequence = None
+    if job.image_sequence:
+        sequence = SequenceWriter(job.sequence_staging, job.sequence_folder, job.render_id, job.image_sequence,
+                                  job.first_frame_number)
 
-    # 5. Render chunk by chunk: decode, diffuse, checkpoint, encode the segment.
+    # 6. Render chunk by chunk: decode, diffuse, correct colour, checkpoint, encode the segment.
     if resume_at < len(plan.chunks):
-        decode_from = plan.chunks[resume_at].start
-        with FrameReader(job.source, first + decode_from, last, width, height) as reader:
-            window = SourceWindow(iter(reader), decode_from)
+        from_position = plan.chunks[resume_at].start
+        decode_from = timeline.sources[from_position]
+        with FrameReader(job.source, decode_from, last, width, height) as reader:
+            window = SourceWindow(timeline_frames(iter(reader), decode_from, timeline, from_position), from_position)
             for chunk in plan.chunks[resume_at:]:
                 reason = events.stop_requested()
                 if reason:
                     raise Interrupted(reason, chunk.index)
                 with structlog.contextvars.bound_contextvars(chunk=chunk.index):
-                    previous = plan.chunks[chunk.index - 1] if chunk.index else None
-                    chunk_started = time.monotonic()
-                    conditioning = window.take(chunk.start, chunk.end)
-                    raw = diffuse(backend, job, plan, chunk, conditioning, previous, previous_raw,
-                                  width, height, events)
-                    work.save_raw(chunk.index, raw)
-                    events.progress(Progress(chunk.index + 1, len(plan.chunks), job.steps, job.steps,
-                                             chunk.emit_start, plan.frame_count, resume_at, phase="encoding"))
-                    encode_segment(segment_frames(chunk, raw, previous, previous_raw), width, height, source.fps,
-                                   work.segment_path(chunk.index))
-                    work.drop_old_raw(chunk.index)
-                    seconds = time.monotonic() - chunk_started
-                    chunk_seconds[chunk.index] = seconds
-                    events.chunk_done(ChunkRecord(chunk.index, first + chunk.start, first + chunk.end - 1,
-                                                  chunk.seed, seconds, str(work.raw_path(chunk.index)),
-                                                  str(work.segment_path(chunk.index))))
-                    log.info("chunk done", seconds=round(seconds, 3), frames=chunk.render_frames)
-                    previous_raw = raw
+                    render_chunk(job, plan, timeline, chunk, window, backend, style, reference, state, work,
+                                 sequence, width, height, source.fps, resume_at, events)
 
-    # 6. Join the segments with the source audio into the output MP4.
+    # 7. Join the segments with the source audio into the output MP4; publish the image sequence.
     check_source_unchanged(job)
-    events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, plan.frame_count,
-                             plan.frame_count, resume_at, phase="writing output"))
-    mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], source.fps, plan.frame_count,
+    events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
+                             timeline.frame_count, resume_at, phase="writing output"))
+    mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], source.fps, timeline.frame_count,
                job.output, str(job.source) if source.has_audio else None, first, job.work_dir)
+    if sequence is not None:
+        sequence.publish()
 
-    # 7. Write the Render Info manifest beside it.
+    # 8. Write the Render Info manifest beside it.
     output = probe(job.output)
     seconds = time.monotonic() - started
-    manifest = build_manifest(job, source, output, plan, device, chunk_seconds, set(range(resume_at)),
-                              seconds, warnings)
+    extra = {
+        "timeline": {
+            "start_frame_buffer": timeline.buffer,
+            "warm_up_source_frames": list(timeline.sources[: timeline.buffer]),
+            "interpolation": job.interpolation,
+            "frames_diffused_in_range": len(timeline.outputs),
+            "frames_interpolated": timeline.frame_count - len(timeline.outputs),
+        },
+        "style_frame": style.to_manifest() if style else None,
+        "reference_frame": reference.to_manifest() if reference else None,
+        "dynamic_reference": job.dynamic_reference,
+        "color_consistency": {"strength": job.color_consistency,
+                              "anchor": state.anchor.to_dict() if state.anchor else None,
+                              "anchor_from": "style frame" if style and state.anchor else
+                              ("first chunk" if state.anchor else None)},
+        "accelerator": {"lora": job.accelerator_lora, "scale": job.accelerator_lora_scale}
+        if job.accelerator_lora else None,
+        "image_sequence": sequence_manifest(job, timeline) if sequence else None,
+    }
+    manifest = build_manifest(job, source, output, plan, timeline, device, state.chunk_seconds,
+                              set(range(resume_at)), seconds, warnings, extra)
     write_json_atomic(job.manifest, manifest)
     return RenderResult(str(job.output), str(job.manifest), output.frame_count, width, height,
                         len(plan.chunks) - resume_at, resume_at, seconds, manifest)
 
 
-def diffuse(backend, job: RenderJob, plan: ChunkPlan, chunk: Chunk, conditioning: list[np.ndarray],
-            previous: Chunk | None, previous_raw: np.ndarray | None, width: int, height: int,
-            events: RenderEvents) -> np.ndarray:
-    """Diffuse one chunk; the frames it shares with the previous chunk are given as known."""
-    frames = list(conditioning)
+def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chunk, window: SourceWindow, backend,
+                 style: Still | None, reference: Still | None, state: RenderState, work: WorkFolder,
+                 sequence: SequenceWriter | None, width: int, height: int, fps: str, resume_at: int,
+                 events: RenderEvents) -> None:
+    """Diffuse one chunk, checkpoint it, and encode the final frames it completes."""
+    started = time.monotonic()
+    previous = plan.chunks[chunk.index - 1] if chunk.index else None
+
+    # The window's frames; frames shared with the previous chunk, and a pinned style frame, are kept.
+    frames = window.take(chunk.start, chunk.end)
+    keep = [False] * chunk.render_frames
     if chunk.known:
         offset = chunk.start - previous.start
-        frames[: chunk.known] = list(previous_raw[offset : offset + chunk.known])
+        frames[: chunk.known] = list(state.previous_raw[offset : offset + chunk.known])
+        keep[: chunk.known] = [True] * chunk.known
     frames += [frames[-1]] * (chunk.render_frames - len(frames))
+    if style is not None and chunk.index == 0:
+        frames[timeline.buffer] = style.frame
+        keep[timeline.buffer] = True
 
     def on_step(step: int, steps: int) -> None:
-        events.progress(Progress(chunk.index + 1, len(plan.chunks), step, steps, chunk.emit_start,
-                                 plan.frame_count))
+        events.progress(Progress(chunk.index + 1, len(plan.chunks), step, steps, state.frames_out,
+                                 timeline.frame_count, resume_at))
 
-    request = ChunkRequest(frames, chunk.known, width, height, job.prompt, job.negative_prompt, job.steps,
-                           job.cfg, job.shift, chunk.seed, on_step)
+    request = ChunkRequest(
+        frames, keep, width, height, job.prompt, job.negative_prompt, job.steps, job.cfg, job.shift, chunk.seed,
+        reference=chunk_reference(job, chunk, style, reference, state),
+        accelerator=Accelerator(job.accelerator_lora, job.accelerator_lora_scale) if job.accelerator_lora else None,
+        on_step=on_step,
+    )
     raw = backend.render_chunk(request)
     expected = raw_shape(chunk, height, width)
     if raw.shape != expected:
         raise RuntimeError(f"backend returned frames of shape {raw.shape}, expected {expected}")
-    return raw
+
+    # Colour consistency pulls every frame toward the anchor (the style frame, else the first chunk).
+    if job.color_consistency > 0:
+        if state.anchor is None:
+            state.anchor = colour_stats(raw[timeline.buffer :])
+            work.save_anchor(state.anchor.to_dict())
+        raw = np.stack([match_colour(frame, state.anchor, job.color_consistency) for frame in raw])
+    work.save_raw(chunk.index, raw)
+
+    events.progress(Progress(chunk.index + 1, len(plan.chunks), job.steps, job.steps, state.frames_out,
+                             timeline.frame_count, resume_at, phase="encoding"))
+    finals = segment_frames(chunk, raw, previous, state.previous_raw)
+    count = encode_segment(output_frames(chunk, finals, timeline, state, sequence), width, height, fps,
+                           work.segment_path(chunk.index))
+    work.save_final(chunk.index, state.last_final)
+    work.drop_old_raw(chunk.index)
+    seconds = time.monotonic() - started
+    state.chunk_seconds[chunk.index] = seconds
+    state.previous_raw = raw
+    first = job.frame_range[0]
+    events.chunk_done(ChunkRecord(chunk.index, timeline.sources[chunk.start], timeline.sources[chunk.end - 1],
+                                  chunk.seed, seconds, str(work.raw_path(chunk.index)),
+                                  str(work.segment_path(chunk.index))))
+    log.info("chunk done", seconds=round(seconds, 3), diffused=chunk.render_frames, output_frames=count,
+             first_output=first + state.frames_out - count if count else None)
+
+
+def output_frames(chunk: Chunk, finals: Iterator[np.ndarray], timeline: Timeline, state: RenderState,
+                  sequence: SequenceWriter | None) -> Iterator[np.ndarray]:
+    """The output frames a chunk completes: warm-up frames dropped, interpolated frames filled in."""
+    from engine.interpolate import interpolate_frame
+
+    first = timeline.first
+    for position, frame in zip(range(chunk.emit_start, chunk.emit_end), finals, strict=True):
+        index = timeline.output_index(position)
+        if index is None:
+            continue
+        previous_index = timeline.output_index(position - 1) if position > timeline.buffer else None
+        if previous_index is not None:
+            gap = index - previous_index
+            for between in range(previous_index + 1, index):
+                middle = interpolate_frame(state.last_final, frame, (between - previous_index) / gap)
+                yield from _emit(between, middle, first, state, sequence)
+        yield from _emit(index, frame, first, state, sequence)
+        state.last_final = frame
+
+
+def _emit(index: int, frame: np.ndarray, first: int, state: RenderState,
+          sequence: SequenceWriter | None) -> Iterator[np.ndarray]:
+    if sequence is not None:
+        sequence.write(first + index, frame)
+    state.frames_out = index + 1
+    yield frame
+
+
+def chunk_reference(job: RenderJob, chunk: Chunk, style: Still | None, reference: Still | None,
+                    state: RenderState) -> np.ndarray | None:
+    """The appearance reference: the reference (else style) frame, or with a dynamic reference,
+    after the first chunk, the previous chunk's last output frame."""
+    base = reference or style
+    if chunk.index > 0 and job.dynamic_reference:
+        return state.last_final
+    return base.frame if base is not None else None
+
+
+def colour_anchor(job: RenderJob, style: Still | None, work: WorkFolder) -> ColourStats | None:
+    if job.color_consistency <= 0:
+        return None
+    if style is not None:
+        return colour_stats(style.frame)
+    saved = work.load_anchor()
+    return ColourStats.from_dict(saved) if saved else None
+
+
+def output_frames_before(chunk: Chunk, timeline: Timeline) -> int:
+    """How many output frames the chunks before `chunk` completed."""
+    last_position = chunk.emit_start - 1
+    index = timeline.output_index(last_position) if last_position >= 0 else None
+    return 0 if index is None else index + 1
+
+
+def sequence_manifest(job: RenderJob, timeline: Timeline) -> dict:
+    from engine.sequence import frame_name
+
+    first, last = job.frame_range
+    return {
+        "format": job.image_sequence,
+        "folder": job.sequence_folder.name,
+        "first_file": frame_name(job.render_id, first, job.first_frame_number, job.image_sequence),
+        "last_file": frame_name(job.render_id, last, job.first_frame_number, job.image_sequence),
+        "frames": timeline.frame_count,
+        "first_frame_number": job.first_frame_number,
+        "colour": "sRGB 8-bit" if job.image_sequence == "png" else "scene-linear (from sRGB), half float, Rec.709 "
+                                                                    "primaries, D65, ZIP compression",
+    }
 
 
 def raw_shape(chunk: Chunk, height: int, width: int) -> tuple[int, int, int, int]:
@@ -148,7 +291,7 @@ def check_source_unchanged(job: RenderJob) -> None:
                                           "re-save the request to render the new file")
 
 
-def plan_warnings(job: RenderJob, plan: ChunkPlan) -> list[str]:
+def plan_warnings(plan: ChunkPlan) -> list[str]:
     notes = []
     if plan.size != plan.size_requested and plan.frame_count > plan.size:
         notes.append(f"context size {plan.size_requested} snapped to {plan.size} ({plan.constraint} frames)")
@@ -157,8 +300,20 @@ def plan_warnings(job: RenderJob, plan: ChunkPlan) -> list[str]:
     return notes
 
 
+def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: Timeline,
+                    from_position: int) -> Iterator[np.ndarray]:
+    """The decoded frame for each timeline position from `from_position` on (repeats where the timeline repeats)."""
+    number, frame = decode_from - 1, None
+    for position in range(from_position, timeline.positions):
+        wanted = timeline.sources[position]
+        while number < wanted:
+            frame = next(decoded)
+            number += 1
+        yield frame
+
+
 class SourceWindow:
-    """Source frames read once, in order, kept only while a chunk may still need them."""
+    """Timeline frames read once, in order, kept only while a chunk may still need them."""
 
     def __init__(self, frames: Iterator[np.ndarray], first_index: int = 0) -> None:
         self._frames = frames

@@ -74,7 +74,7 @@ def test_render_writes_the_requested_frames_with_audio_and_manifest(tmp_path, ti
     assert abs(info.duration - 48 / 25) < 0.1
     manifest = json.loads(Path(result.manifest).read_text())
     chunks = manifest["chunk_plan"]["chunks"]
-    assert [c["source_frames"] for c in chunks] == [[5, 21], [17, 33], [29, 45], [36, 52]]
+    assert [c["source_frames"] for c in chunks] == [[4, 20], [16, 32], [28, 44], [36, 52]]
     assert chunks[0]["output_frames"][0] == 5 and chunks[-1]["output_frames"][1] == 52
     assert len({c["seed"] for c in chunks}) == 4
     assert manifest["frames_rendered"] == 48 and manifest["frames_diffused"] == 68

@@ -15,7 +15,15 @@ import numpy as np
 
 from engine.catalog import ModelSpec
 
-FAMILIES = {"wan-vace": "engine.backends.wan_vace"}
+FAMILIES = {"wan-vace": "engine.backends.wan_vace", "passthrough": "engine.backends.passthrough"}
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """A LoRA applied for low-step rendering (the catalog's accelerator profile)."""
+
+    lora: str
+    scale: float = 1.0
 
 
 @dataclass
@@ -23,12 +31,13 @@ class ChunkRequest:
     """One window to diffuse.
 
     `frames` are the conditioning frames (HxWx3 uint8), as many as the model
-    renders; the first `known` of them are output frames of the previous chunk
-    that the model must keep.
+    renders. Where `keep` is true the frame is one the model must keep as it is
+    (the previous chunk's output over the overlap, or the pinned style frame).
+    `reference` is an appearance reference for the whole window.
     """
 
     frames: list[np.ndarray]
-    known: int
+    keep: list[bool]
     width: int
     height: int
     prompt: str
@@ -37,6 +46,8 @@ class ChunkRequest:
     cfg: float
     shift: float
     seed: int
+    reference: np.ndarray | None = None
+    accelerator: Accelerator | None = None
     on_step: Callable[[int, int], None] = field(default=lambda step, steps: None)
 
 

@@ -1,9 +1,11 @@
 """Wan 2.1 VACE through diffusers' `WanVACEPipeline`.
 
 The source frames are VACE's conditioning video. Frames the model must keep
-(the previous chunk's output over the overlap) are given in the video with the
-mask black; every other frame has the mask white, meaning "generate, guided by
-this frame".
+(the previous chunk's output over the overlap, a pinned style frame) are given
+in the video with the mask black; every other frame has the mask white,
+meaning "generate, guided by this frame". A reference image goes in as VACE's
+`reference_images`. An accelerator LoRA (low-step rendering) is loaded once
+and switched on only for the jobs that ask for it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.backends import ChunkRequest
+from engine.backends import Accelerator, ChunkRequest
 from engine.catalog import ModelSpec
 from engine.devices import device_kind, dtype_named
 from engine.errors import WeightsMissingError
@@ -27,14 +29,16 @@ class WanVaceBackend:
         self.spec = spec
         self.device = device
         self.pipeline = pipeline
+        self._adapters: dict[str, str] = {}
 
     def render_chunk(self, request: ChunkRequest) -> np.ndarray:
         pipe = self.pipeline
         _set_shift(pipe, request.shift)
+        self._use_accelerator(request.accelerator)
         count = len(request.frames)
         video = [Image.fromarray(frame) for frame in request.frames]
-        mask = [Image.new("L", (request.width, request.height), KEEP if i < request.known else GENERATE)
-                for i in range(count)]
+        mask = [Image.new("L", (request.width, request.height), KEEP if keep else GENERATE) for keep in request.keep]
+        reference = Image.fromarray(request.reference) if request.reference is not None else None
 
         def step_end(pipeline, step, timestep, tensors):
             request.on_step(step + 1, request.steps)
@@ -45,6 +49,7 @@ class WanVaceBackend:
             result = pipe(
                 video=video,
                 mask=mask,
+                reference_images=reference,
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt,
                 height=request.height,
@@ -59,6 +64,23 @@ class WanVaceBackend:
             )
         frames = np.asarray(result.frames[0], dtype=np.float32)
         return (frames * 255.0).round().clip(0, 255).astype(np.uint8)
+
+    def _use_accelerator(self, accelerator: Accelerator | None) -> None:
+        pipe = self.pipeline
+        if accelerator is None:
+            if self._adapters:
+                pipe.disable_lora()
+            return
+        lora = Path(accelerator.lora)
+        if not lora.is_file():
+            raise WeightsMissingError(self.spec.id, str(lora), "the accelerator LoRA named in the catalog is missing")
+        name = self._adapters.get(str(lora))
+        if name is None:
+            name = f"accelerator{len(self._adapters)}"
+            pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name=name)
+            self._adapters[str(lora)] = name
+        pipe.enable_lora()
+        pipe.set_adapters([name], [accelerator.scale])
 
 
 def load(spec: ModelSpec, device: str) -> WanVaceBackend:
@@ -106,6 +128,24 @@ def build_tiny(spec: ModelSpec) -> None:
     pipe = WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                            scheduler=FlowMatchEulerDiscreteScheduler(shift=spec.shift))
     pipe.save_pretrained(Path(spec.path))
+    _build_tiny_lora(transformer, Path(spec.path) / TINY_LORA)
+
+
+TINY_LORA = "accelerator-lora/pytorch_lora_weights.safetensors"
+
+
+def _build_tiny_lora(transformer, target: Path) -> None:
+    """A random LoRA over the tiny transformer's attention, standing in for a distillation LoRA."""
+    from diffusers import WanVACEPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    torch.manual_seed(1)
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                        init_lora_weights=False)
+    transformer.add_adapter(config, adapter_name="build")
+    layers = get_peft_model_state_dict(transformer, adapter_name="build")
+    WanVACEPipeline.save_lora_weights(target.parent, transformer_lora_layers=layers, weight_name=target.name)
+    transformer.delete_adapters("build")
 
 
 def _set_shift(pipe, shift: float) -> None:

@@ -1,0 +1,107 @@
+"""Still images that join a render: the style (first) frame and the reference frame.
+
+A still is an image file (PNG, JPEG, TIFF, EXR) or a frame of the source. It is
+fitted to the output size with the same rule as the video: scaled to cover,
+then centre-cropped. Its content hash goes into the Render Info.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from engine.decode import read_frames
+from engine.errors import MediaError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+class StillSpec(BaseModel):
+    """Where a still comes from: an image file, or frame `keyframe` of the source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path | None = None
+    keyframe: int | None = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> StillSpec:
+        if (self.path is None) == (self.keyframe is None):
+            raise ValueError("a still is either an image `path` or a source `keyframe`")
+        return self
+
+    def describe(self) -> str:
+        return self.path.name if self.path is not None else f"source frame {self.keyframe}"
+
+
+@dataclass(frozen=True)
+class Still:
+    frame: np.ndarray
+    sha256: str
+    origin: str
+
+    def to_manifest(self) -> dict:
+        return {"from": self.origin, "sha256": self.sha256}
+
+
+def load_still(spec: StillSpec, source: Path, width: int, height: int) -> Still:
+    """The still as an HxWx3 uint8 RGB frame of the output size, with the hash of what it came from."""
+    if spec.keyframe is not None:
+        frame = next(iter(read_frames(source, spec.keyframe, spec.keyframe, width, height)))
+        digest = hashlib.sha256(np.ascontiguousarray(frame).tobytes()).hexdigest()
+        return Still(frame, digest, f"source frame {spec.keyframe}")
+    path = Path(spec.path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MediaError(str(path), f"the image cannot be read ({exc.strerror})") from exc
+    image = _decode_image(path, data)
+    return Still(fit(image, width, height), hashlib.sha256(data).hexdigest(), path.name)
+
+
+def fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale an RGB image to cover width x height and crop the centre: the video's rule."""
+    source_h, source_w = image.shape[:2]
+    scale = max(width / source_w, height / source_h)
+    scaled_w, scaled_h = max(width, round(source_w * scale)), max(height, round(source_h * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    scaled = cv2.resize(image, (scaled_w, scaled_h), interpolation=interpolation)
+    left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
+    return np.ascontiguousarray(scaled[top : top + height, left : left + width])
+
+
+def _decode_image(path: Path, data: bytes) -> np.ndarray:
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise MediaError(str(path), f"it is not an image hotshot reads ({', '.join(IMAGE_EXTENSIONS)})")
+    if path.suffix.lower() == ".exr":
+        return _decode_exr(path)
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise MediaError(str(path), "the image cannot be decoded")
+    if raw.ndim == 2:
+        raw = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
+    if raw.shape[2] == 4:
+        raw = raw[:, :, :3]
+    if raw.dtype == np.uint16:
+        raw = np.rint(raw / 257.0).astype(np.uint8)
+    elif raw.dtype != np.uint8:
+        raise MediaError(str(path), f"its sample type {raw.dtype} is not supported (use 8 or 16 bit)")
+    if raw.shape[0] * raw.shape[1] > MAX_IMAGE_PIXELS:
+        raise MediaError(str(path), f"it is {raw.shape[1]}x{raw.shape[0]}, larger than hotshot accepts")
+    return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+
+
+def _decode_exr(path: Path) -> np.ndarray:
+    from engine.sequence import linear_to_srgb8, read_exr
+
+    try:
+        linear = read_exr(path)
+    except Exception as exc:  # noqa: BLE001 - OpenEXR raises plain exceptions for bad files
+        raise MediaError(str(path), f"the EXR cannot be read ({exc})") from exc
+    return linear_to_srgb8(linear)
