@@ -1,6 +1,6 @@
 """The `hotshot` command line.
 
-Commands that do not render (status, models list, info) never import torch or
+Commands that do not render (status, info, estimate, presets, models list) never import torch or
 diffusers, so they answer at once.
 """
 
@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the Render Info of a render")
     info.add_argument("render", type=Path, help="a render's MP4 or its .render-info.json")
     info.set_defaults(handler=cmd_info)
+
+    estimate = commands.add_parser("estimate", parents=[common], help="cost estimate of a request, without queuing it")
+    estimate.add_argument("request", type=Path, help="a *.render.json file in a shot folder")
+    estimate.add_argument("--json", action="store_true", help="machine-readable output")
+    estimate.set_defaults(handler=cmd_estimate)
+
+    presets = commands.add_parser("presets", parents=[common], help="the presets a request can name")
+    presets.set_defaults(handler=cmd_presets)
 
     models = commands.add_parser("models", help="the model catalog")
     model_commands = models.add_subparsers(metavar="action")
@@ -138,10 +146,56 @@ def cmd_info(args: argparse.Namespace) -> int:
     plan = manifest.get("chunk_plan", {})
     print(f"  chunks   {len(plan.get('chunks', []))} of {plan.get('context_size', {}).get('used')} frames, "
           f"overlap {plan.get('context_overlap', {}).get('used')}")
+    for name in ("style_frame", "reference_frame"):
+        if manifest.get(name):
+            print(f"  {name:<16} {manifest[name]['from']} (sha256 {manifest[name]['sha256'][:12]}…)")
+    timeline = manifest.get("timeline") or {}
+    if timeline.get("interpolation"):
+        print(f"  interpolation    {timeline['frames_diffused_in_range']} frames diffused, "
+              f"{timeline['frames_interpolated']} interpolated")
+    if manifest.get("image_sequence"):
+        sequence = manifest["image_sequence"]
+        print(f"  sequence {sequence['folder']}/ {sequence['first_file']} … {sequence['last_file']}")
     timing = manifest.get("timing", {})
     print(f"  time     {timing.get('seconds')} s (estimate {timing.get('estimate_seconds')} s)")
     for warning in manifest.get("warnings", []):
         print(f"  warning  {warning}")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from daemon.estimate_cli import estimate_request
+
+    settings = settings_from(args)
+    result = estimate_request(settings, args.request)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0 if result["state"] == "queued" else 1
+    if result["state"] != "queued":
+        print(f"{args.request.name}: {result['state']}: {result['reason']}")
+        return 1
+    estimate, settings_used = result["estimate"], result["settings"]
+    first, last = settings_used["frame_range"]["value"]
+    print(f"{args.request.name}: {settings_used['source']['value']} frames {first}-{last} "
+          f"({estimate['frames']} frames) with {settings_used['model']['value']}")
+    print(f"  {estimate['chunks']} chunk(s), {estimate['frames_to_diffuse']} frames to diffuse at "
+          f"{estimate['width']}x{estimate['height']}, {estimate['steps']} steps, cfg {settings_used['cfg']['value']}")
+    calibration = estimate["calibration"]
+    print(f"  estimate: {estimate['seconds']} GPU-seconds on {calibration['device']} "
+          f"({estimate['credits']} credits; {calibration['seconds_per_megapixel_frame_step']:.4g} s per "
+          f"megapixel-frame-step)")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from daemon.presets import load_presets
+
+    settings = settings_from(args)
+    for preset in load_presets(settings.presets_file).values():
+        state = "" if preset.available else f"  [not available: {preset.unavailable}]"
+        print(f"{preset.name}{state}\n  {preset.description}")
+        for key, value in preset.values.items():
+            print(f"    {key} = {json.dumps(value)}")
     return 0
 
 

@@ -8,6 +8,7 @@ directory hotshot is started in.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +31,10 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(default=None, description="relative model paths; default <state_dir>/models")
     catalogs: list[Path] = Field(default=[Path("config/models.toml")], min_length=1,
                                  description="model catalog files; later entries replace earlier ones")
+    presets_file: Path = Field(default=Path("config/presets.toml"), description="named quick-starts")
     default_model: str = "tiny-wan-vace"
+    first_frame_number: int = Field(default=1001, ge=0, description="image sequence number of source frame 0")
+    credits_per_gpu_second: float = Field(default=0.01, ge=0, description="cost estimate rate")
     observer: Literal["native", "polling"] = "native"
     poll_seconds: float = Field(default=1.0, gt=0)
     stable_seconds: float = Field(default=2.0, ge=0)
@@ -63,6 +67,7 @@ class Settings(BaseSettings):
         self.database = (self.database or self.state_dir / "hotshot.db").expanduser().resolve()
         self.models_dir = (self.models_dir or self.state_dir / "models").expanduser().resolve()
         self.catalogs = [catalog.expanduser().resolve() for catalog in self.catalogs]
+        self.presets_file = self.presets_file.expanduser().resolve()
         for root in self.roots:
             for name, path in (("state_dir", self.state_dir), ("database", self.database)):
                 if path == root or root in path.parents:
@@ -72,6 +77,15 @@ class Settings(BaseSettings):
     @property
     def work_dir(self) -> Path:
         return self.state_dir / "work"
+
+    @property
+    def device_kind(self) -> str:
+        """"cuda" if the workers will (probably) render on CUDA, else "cpu"; used for estimates only."""
+        if any(device.startswith("cuda") for device in self.devices):
+            return "cuda"
+        if "auto" in self.devices and (shutil.which("nvidia-smi") or Path("/dev/nvidia0").exists()):
+            return "cuda"
+        return "cpu"
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -18,8 +18,9 @@ import structlog
 from daemon.config import Settings
 from daemon.conventions import kind_of, manifest_path, root_of
 from daemon.errors import RequestError
+from daemon.presets import Preset
 from daemon.request import RenderRequest, parse_request
-from daemon.resolve import ShotFacts, resolve
+from daemon.resolve import Context, ShotFacts, resolve
 from daemon.stability import StableFile
 from daemon.store import Store, utc_now
 from engine.catalog import ModelSpec
@@ -30,14 +31,17 @@ log = structlog.get_logger("hotshot.ingest")
 
 
 class Ingest:
-    def __init__(self, store: Store, settings: Settings, catalog: dict[str, ModelSpec],
+    def __init__(self, store: Store, settings: Settings, catalog: dict[str, ModelSpec], presets: dict[str, Preset],
                  clock: Callable[[], float], device_kind: str, publish: Callable[[int], None]) -> None:
         self.store = store
         self.settings = settings
-        self.catalog = catalog
         self.clock = clock
-        self.device_kind = device_kind
         self.publish = publish
+        self.context = Context(
+            catalog=catalog, presets=presets, default_model=settings.default_model, device_kind=device_kind,
+            first_frame_number=settings.first_frame_number,
+            credits_per_gpu_second=settings.credits_per_gpu_second, calibration=store.calibration,
+        )
 
     # -- stable files ---------------------------------------------------------
 
@@ -126,8 +130,7 @@ class Ingest:
 
     def _resolution(self, request: RenderRequest, path: Path, root: Path, shot_id: int,
                     seed: int | None = None) -> dict:
-        resolution = resolve(request, self._shot_facts(path.parent, root, shot_id), self.catalog,
-                             self.settings.default_model, self.device_kind, seed)
+        resolution = resolve(request, self._shot_facts(path.parent, root, shot_id), self.context, seed)
         values = {
             "state": resolution.state,
             "priority": request.priority,

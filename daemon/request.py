@@ -76,8 +76,9 @@ class RenderRequest(Strict):
 
 
 SUPPORTED = {
-    "model", "source", "prompt", "negative_prompt", "output_size", "steps", "cfg", "seed", "shift",
-    "context.size", "context.overlap", "frame_range",
+    "preset", "model", "source", "style_frame", "reference_frame", "prompt", "negative_prompt", "output_size",
+    "steps", "interpolation", "image_sequence", "cfg", "color_consistency", "seed", "shift", "low_step",
+    "context.size", "context.overlap", "context.start_frame_buffer", "context.dynamic_reference", "frame_range",
 }
 
 

@@ -1,28 +1,32 @@
 """From a request to a job: choose the source, resolve every setting, estimate the cost.
 
 `resolve()` decides whether a request can be queued now, must wait (its
-source is not there or not complete yet), or fails (the request itself is at
-fault). `render_job()` turns a claimed job into the engine's `RenderJob`.
+source or a still is not there or not complete yet), or fails (the request
+itself is at fault). `render_job()` turns a claimed job into the engine's
+`RenderJob`.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.conventions import VIDEO_EXTENSIONS, kind_of, manifest_path, render_stem, resolve_in_shot
 from daemon.errors import RequestError, SourceChoiceError
-from daemon.request import RenderRequest
+from daemon.presets import Preset, apply_preset
+from daemon.request import RenderRequest, reject_unsupported
 from daemon.store import Store
 from engine.catalog import ModelSpec
-from engine.errors import FrameRangeError, UnknownModelError
+from engine.errors import FrameRangeError, SettingsError, UnknownModelError
 from engine.estimate import estimate_cost
 from engine.geometry import output_dims
 from engine.job import RenderJob
-from engine.plan import plan_chunks
 from engine.probe import VideoInfo
+from engine.stills import IMAGE_EXTENSIONS
+from engine.timeline import build_timeline, plan_timeline
 
 
 @dataclass
@@ -46,16 +50,31 @@ class ShotFacts:
     output_paths: set[str]
 
 
-def resolve(request: RenderRequest, shot: ShotFacts, catalog: dict[str, ModelSpec], default_model: str,
-            device_kind: str, seed: int | None = None) -> Resolution:
-    """Resolve a valid request against its shot; raise `RequestError` if it cannot ever work."""
-    # 1. The model.
-    model_id = request.model or default_model
-    if model_id not in catalog:
-        raise RequestError(str(UnknownModelError(model_id, sorted(catalog))))
-    model = catalog[model_id]
+@dataclass
+class Context:
+    """What the resolver needs to know beyond the shot."""
 
-    # 2. The source: named, or the shot's only original.
+    catalog: dict[str, ModelSpec]
+    presets: dict[str, Preset]
+    default_model: str
+    device_kind: str
+    first_frame_number: int = 1001
+    credits_per_gpu_second: float = 0.0
+    calibration: Callable[[str, str], float | None] = lambda model, device: None
+
+
+def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int | None = None) -> Resolution:
+    """Resolve a valid request against its shot; raise `RequestError` if it cannot ever work."""
+    # 1. The preset under the request, then the model.
+    given = _given(request)
+    request, from_preset = apply_preset(request, context.presets)
+    reject_unsupported(request)
+    model_id = request.model or context.default_model
+    if model_id not in context.catalog:
+        raise RequestError(str(UnknownModelError(model_id, sorted(context.catalog))))
+    model = context.catalog[model_id]
+
+    # 2. The source: named, or the shot's only original; and the stills.
     source_path, waiting = choose_source(request, shot)
     if waiting:
         return Resolution("waiting", wait_reason=waiting)
@@ -63,8 +82,14 @@ def resolve(request: RenderRequest, shot: ShotFacts, catalog: dict[str, ModelSpe
     if media is None:
         return Resolution("waiting", wait_reason=f"waiting for {source_path.name} to finish copying")
     if media["state"] != "ready":
-        return Resolution("waiting", wait_reason=f"waiting for {source_path.name} to become readable: {media['error']}")
+        reason = f"waiting for {source_path.name} to become readable: {media['error']}"
+        return Resolution("waiting", wait_reason=reason)
     info = VideoInfo.from_dict(media["probe"])
+    stills = {}
+    for name in ("style_frame", "reference_frame"):
+        stills[name], waiting = resolve_still(getattr(request, name), name, shot, info)
+        if waiting:
+            return Resolution("waiting", wait_reason=waiting)
 
     # 3. The frame range.
     if request.frame_range is None:
@@ -75,24 +100,34 @@ def resolve(request: RenderRequest, shot: ShotFacts, catalog: dict[str, ModelSpe
             raise RequestError(str(FrameRangeError(first, last, info.frame_count)))
 
     # 4. Every setting, with where its value came from.
-    settings = resolve_settings(request, model, seed)
+    settings = resolve_settings(request, model, given, from_preset, seed)
+    settings.update({
+        "frame_range": {"value": [first, last], "from": _origin("frame_range", given, from_preset)},
+        "source": {"value": source_path.name, "from": "request" if request.source else "only source"},
+        "style_frame": {"value": stills["style_frame"], "from": _origin("style_frame", given, from_preset)},
+        "reference_frame": {"value": stills["reference_frame"],
+                            "from": _origin("reference_frame", given, from_preset)},
+        "first_frame_number": {"value": context.first_frame_number, "from": "config"},
+    })
     if settings["context.size"]["value"] > model.context_max:
         raise RequestError(
             f"context.size {settings['context.size']['value']} is over the maximum of {model.context_max} "
             f"frames for model {model.id!r}"
         )
-    settings["frame_range"] = {"value": [first, last], "from": "request" if request.frame_range else "default"}
-    settings["source"] = {"value": source_path.name, "from": "request" if request.source else "only source"}
 
-    # 5. The chunk plan and the cost estimate.
-    width, height = output_dims(info.width, info.height, request.output_size, model.resolution_multiple)
+    # 5. The timeline, the chunk plan and the cost estimate.
+    width, height = output_dims(info.width, info.height, settings["output_size"]["value"], model.resolution_multiple)
+    timeline = build_timeline(first, last, settings["context.start_frame_buffer"]["value"],
+                              settings["interpolation"]["value"])
     try:
-        plan = plan_chunks(last - first + 1, settings["context.size"]["value"], settings["context.overlap"]["value"],
-                           model.constraint, settings["seed"]["value"])
-    except ValueError as exc:
+        plan = plan_timeline(timeline, settings["context.size"]["value"], settings["context.overlap"]["value"],
+                             model.constraint, settings["seed"]["value"])
+    except (ValueError, SettingsError) as exc:
         raise RequestError(str(exc)) from exc
-    estimate = estimate_cost(plan, width, height, settings["steps"]["value"], settings["cfg"]["value"],
-                             model.calibration_for(device_kind))
+    calibration = context.calibration(model.id, context.device_kind) or model.calibration_for(context.device_kind)
+    estimate = estimate_cost(plan, timeline.frame_count, width, height, settings["steps"]["value"],
+                             settings["cfg"]["value"], calibration, context.credits_per_gpu_second)
+    estimate["calibration"] = {"seconds_per_megapixel_frame_step": calibration, "device": context.device_kind}
     return Resolution("queued", settings, media["id"], estimate, full_clip=request.frame_range is None)
 
 
@@ -122,30 +157,83 @@ def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None,
     return originals[0], None
 
 
-def resolve_settings(request: RenderRequest, model: ModelSpec, seed: int | None = None) -> dict:
-    """Each setting's value and origin: request, model (catalog default) or default."""
-    given = request.model_fields_set
-    context_given = request.context.model_fields_set
+def resolve_still(value, name: str, shot: ShotFacts, info: VideoInfo) -> tuple[dict | None, str | None]:
+    """A style or reference frame as a JSON-able spec, or a reason to wait for its image."""
+    if value is None:
+        return None, None
+    if not isinstance(value, str):
+        if value.keyframe >= info.frame_count:
+            raise RequestError(f"{name} keyframe {value.keyframe} is outside the source, which has "
+                               f"{info.frame_count} frames")
+        return {"keyframe": value.keyframe}, None
+    path = resolve_in_shot(shot.folder, shot.root, value, name)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise RequestError(f"{name} {value!r} is not an image; use one of: {', '.join(IMAGE_EXTENSIONS)}")
+    if not path.is_file():
+        return None, f"waiting for {name} {value} to appear in the shot"
+    return {"path": value}, None
 
-    def pick(name: str, value, fallback, origin: str) -> dict:
-        return {"value": value, "from": "request"} if name in given and value is not None else \
-            {"value": fallback, "from": origin}
 
+def resolve_settings(request: RenderRequest, model: ModelSpec, given: set[str], from_preset: dict,
+                     seed: int | None = None) -> dict:
+    """Each setting's value and origin: request, preset, accelerator, model (catalog default) or default."""
+    accelerator = model.accelerator if request.low_step else None
+    if request.low_step and accelerator is None:
+        raise RequestError(f"model {model.id!r} has no accelerator profile for low_step in the model catalog")
+
+    def pick(name: str, value, fallback, fallback_origin: str) -> dict:
+        origin = _origin(name, given, from_preset)
+        if origin != "default" and value is not None:
+            return {"value": value, "from": origin}
+        return {"value": fallback, "from": fallback_origin}
+
+    steps = pick("steps", request.steps, accelerator.steps if accelerator else model.steps,
+                 "accelerator" if accelerator else "model")
+    cfg = pick("cfg", request.cfg, accelerator.cfg if accelerator else model.cfg,
+               "accelerator" if accelerator else "model")
+    shift_default = accelerator.shift if accelerator and accelerator.shift else model.shift
+    shift = pick("shift", request.shift, shift_default, "accelerator" if accelerator and accelerator.shift else "model")
     chosen_seed = request.seed if request.seed is not None else (seed if seed is not None else secrets.randbelow(2**32))
+    context = request.context
     return {
-        "model": {"value": model.id, "from": "request" if "model" in given else "default"},
+        "preset": {"value": request.preset, "from": "request" if request.preset else "default"},
+        "model": {"value": model.id, "from": _origin("model", given, from_preset)},
         "prompt": pick("prompt", request.prompt, "", "default"),
         "negative_prompt": pick("negative_prompt", request.negative_prompt, model.negative_prompt, "model"),
         "output_size": pick("output_size", request.output_size, request.output_size, "default"),
-        "steps": pick("steps", request.steps, model.steps, "model"),
-        "cfg": pick("cfg", request.cfg, model.cfg, "model"),
-        "shift": pick("shift", request.shift, model.shift, "model"),
-        "seed": {"value": chosen_seed, "from": "request" if request.seed is not None else "random"},
-        "context.size": {"value": request.context.size, "from": "request"} if "size" in context_given
-        else {"value": model.context_default, "from": "model"},
-        "context.overlap": {"value": request.context.overlap,
-                            "from": "request" if "overlap" in context_given else "default"},
+        "steps": steps,
+        "cfg": cfg,
+        "shift": shift,
+        "seed": {"value": chosen_seed, "from": _origin("seed", given, from_preset)
+                 if request.seed is not None else "random"},
+        "low_step": {"value": request.low_step, "from": _origin("low_step", given, from_preset),
+                     "accelerator": accelerator.model_dump() if accelerator else None},
+        "interpolation": pick("interpolation", request.interpolation, False, "default"),
+        "image_sequence": pick("image_sequence", request.image_sequence, None, "default"),
+        "color_consistency": pick("color_consistency", request.color_consistency, 0.0, "default"),
+        "context.size": pick("context.size", context.size, model.context_default, "model"),
+        "context.overlap": pick("context.overlap", context.overlap, context.overlap, "default"),
+        "context.start_frame_buffer": pick("context.start_frame_buffer", context.start_frame_buffer,
+                                           context.start_frame_buffer, "default"),
+        "context.dynamic_reference": pick("context.dynamic_reference", context.dynamic_reference,
+                                          context.dynamic_reference, "default"),
     }
+
+
+def _given(request: RenderRequest) -> set[str]:
+    """Names the request itself set (context fields as `context.size`)."""
+    names = set(request.model_fields_set) - {"context"}
+    if "context" in request.model_fields_set:
+        names |= {f"context.{name}" for name in request.context.model_fields_set}
+    return names
+
+
+def _origin(name: str, given: set[str], from_preset: dict) -> str:
+    if name in given:
+        return "request"
+    if name in from_preset:
+        return "preset"
+    return "default"
 
 
 def render_job(job: dict, store: Store, catalog: dict[str, ModelSpec], work_root: Path) -> RenderJob:
@@ -162,10 +250,11 @@ def render_job(job: dict, store: Store, catalog: dict[str, ModelSpec], work_root
     original = store.media(source["root_id"]) if source["root_id"] else source
     stem = Path(original["name"]).stem
     number = store.next_render_number(job["shot_id"])
-    while (folder / f"{render_stem(stem, number)}.mp4").exists():
+    while (folder / f"{render_stem(stem, number)}.mp4").exists() or (folder / render_stem(stem, number)).exists():
         number += 1
     output = folder / f"{render_stem(stem, number)}.mp4"
     model = catalog[settings["model"]]
+    accelerator = job["settings"]["low_step"].get("accelerator") if settings["low_step"] else None
     request_row = store.request(job["request_id"])
     return RenderJob(
         job_id=job["id"],
@@ -184,6 +273,16 @@ def render_job(job: dict, store: Store, catalog: dict[str, ModelSpec], work_root
         shift=settings["shift"],
         context_size=settings["context.size"],
         context_overlap=settings["context.overlap"],
+        start_frame_buffer=settings["context.start_frame_buffer"],
+        dynamic_reference=settings["context.dynamic_reference"],
+        style_frame=_still(settings["style_frame"], folder),
+        reference_frame=_still(settings["reference_frame"], folder),
+        interpolation=settings["interpolation"],
+        color_consistency=settings["color_consistency"],
+        image_sequence=settings["image_sequence"],
+        first_frame_number=settings["first_frame_number"],
+        accelerator_lora=accelerator["lora"] if accelerator else None,
+        accelerator_lora_scale=accelerator["lora_scale"] if accelerator else 1.0,
         output=output,
         manifest=manifest_path(output),
         work_dir=work_root / f"job-{job['id']:06d}",
@@ -193,8 +292,15 @@ def render_job(job: dict, store: Store, catalog: dict[str, ModelSpec], work_root
             "settings": job["settings"],
             "lineage": lineage(source, output.name, store),
             "estimate_seconds": (job.get("estimate") or {}).get("seconds"),
+            "estimate": job.get("estimate"),
         },
     )
+
+
+def _still(value: dict | None, folder: Path) -> dict | None:
+    if value is None:
+        return None
+    return {"path": str(folder / value["path"])} if "path" in value else {"keyframe": value["keyframe"]}
 
 
 def lineage(source: dict, output_name: str, store: Store) -> dict:

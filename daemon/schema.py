@@ -71,3 +71,12 @@ def m001_initial(db: Database) -> None:
         pk="id",
     )
     db["events"].create_index(["job_id"])
+
+
+@migrations()
+def m002_calibration(db: Database) -> None:
+    """Measured render speed per model and device kind, refining the catalog's calibration."""
+    db["calibration"].create(
+        {"model": str, "device": str, "seconds_per_unit": float, "samples": int, "updated_at": str},
+        pk=("model", "device"),
+    )

@@ -28,6 +28,7 @@ from daemon.config import Settings
 from daemon.conventions import is_ignored, kind_of, root_of
 from daemon.errors import ConfigError
 from daemon.ingest import Ingest
+from daemon.presets import load_presets
 from daemon.resolve import render_job
 from daemon.scan import candidate_files, changed_files, stale_temporaries
 from daemon.stability import StabilityTracker
@@ -64,6 +65,7 @@ class Daemon:
             self.catalog = load_catalog(settings.catalogs, settings.models_dir)
         except CatalogError as exc:
             raise ConfigError(str(exc)) from exc
+        self.presets = load_presets(settings.presets_file)
         for root in settings.roots:
             if not root.is_dir():
                 raise ConfigError(f"watch root {root} does not exist or is not a folder")
@@ -72,7 +74,7 @@ class Daemon:
         self.store = Store.open(settings.database)
         self.inbox: queue.Queue = queue.Queue()
         self.tracker = StabilityTracker(settings.stable_seconds, clock)
-        self.ingest = Ingest(self.store, settings, self.catalog, clock, _device_kind(settings.devices),
+        self.ingest = Ingest(self.store, settings, self.catalog, self.presets, clock, settings.device_kind,
                              self.publish)
         self.workers = make_pool(settings.devices, self.inbox, settings.log_format, settings.log_level)
         self.live: dict[int, LiveJob] = {}
@@ -316,13 +318,33 @@ class Daemon:
             "width": result["width"],
             "height": result["height"],
             "seconds": round(result["seconds"], 2),
+            "estimate_seconds": (job.get("estimate") or {}).get("seconds"),
             "chunks_resumed": result["chunks_resumed"],
         }
+        sequence = result["manifest_data"].get("image_sequence")
+        if sequence:
+            outputs["image_sequence"] = f"{sequence['folder']}/ ({sequence['frames']} {sequence['format']} frames)"
+        self._refine_calibration(job, result["manifest_data"])
         progress = dict(live.progress) if live else {}
         progress.update(percent=100.0, eta_seconds=0, frames_done=result["frames"])
         self._finish(job_id, "done", outputs=outputs, progress=progress)
         shutil.rmtree(self.settings.work_dir / f"job-{job_id:06d}", ignore_errors=True)
         log.info("job done", output=str(output), seconds=round(result["seconds"], 2))
+
+    def _refine_calibration(self, job: dict, manifest: dict) -> None:
+        """Learn this model's real speed on this device kind from the chunks rendered in this attempt."""
+        rendered = [chunk for chunk in manifest["chunk_plan"]["chunks"] if not chunk["resumed"]]
+        seconds = sum(chunk["seconds"] for chunk in rendered)
+        out = manifest["output"]
+        settings = job["settings"]
+        passes = 2 if settings["cfg"]["value"] > 1.0 else 1
+        units = sum(chunk["diffused_frames"] for chunk in rendered) * settings["steps"]["value"] * passes \
+            * out["width"] * out["height"] / 1e6
+        if units > 0 and seconds > 0:
+            device = "cuda" if manifest["model"]["device"].startswith("cuda") else "cpu"
+            value = self.store.refine_calibration(manifest["model"]["id"], device, seconds / units)
+            log.info("calibration refined", model=manifest["model"]["id"], device=device,
+                     seconds_per_megapixel_frame_step=round(value, 5))
 
     def _failed(self, job_id: int, error: str, retryable: bool) -> None:
         self.live.pop(job_id, None)
@@ -345,7 +367,15 @@ class Daemon:
         self.finished.append(job_id)
         self.publish(job_id)
         if state == "failed":
-            shutil.rmtree(self.settings.work_dir / f"job-{job_id:06d}", ignore_errors=True)
+            self._discard_partial_outputs(job_id)
+
+    def _discard_partial_outputs(self, job_id: int) -> None:
+        """Remove a job's checkpoints and its unpublished image sequence; never a finished output."""
+        shutil.rmtree(self.settings.work_dir / f"job-{job_id:06d}", ignore_errors=True)
+        job = self.store.job(job_id)
+        if job and job.get("spec"):
+            output = Path(job["spec"]["output"])
+            shutil.rmtree(output.parent / f".{job['spec']['render_id']}.frames.part", ignore_errors=True)
 
     def publish(self, job_id: int) -> None:
         """Write the status file of a job, if it is the newest job of its request."""
@@ -417,14 +447,6 @@ def with_eta(progress: dict, elapsed: float, estimate: float | None) -> dict:
         "elapsed_seconds": round(elapsed, 1),
         "eta_seconds": None if eta is None else round(eta, 1),
     }
-
-
-def _device_kind(devices: list[str]) -> str:
-    if any(device.startswith("cuda") for device in devices):
-        return "cuda"
-    if "auto" in devices and (shutil.which("nvidia-smi") or Path("/dev/nvidia0").exists()):
-        return "cuda"
-    return "cpu"
 
 
 def _lock_state_dir(state_dir: Path):

@@ -279,6 +279,24 @@ class Store:
         with self.db.atomic():
             self.db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
 
+    # -- calibration ---------------------------------------------------------
+
+    def calibration(self, model: str, device: str) -> float | None:
+        """Measured seconds per megapixel-frame-step for a model on a device kind, if any render measured it."""
+        row = self._one("SELECT seconds_per_unit FROM calibration WHERE model = ? AND device = ?", (model, device))
+        return row["seconds_per_unit"] if row else None
+
+    def refine_calibration(self, model: str, device: str, measured: float, weight: float = 0.3) -> float:
+        """Blend a new measurement into the stored calibration (the first one is taken as it is)."""
+        with self.db.atomic():
+            row = self._one("SELECT * FROM calibration WHERE model = ? AND device = ?", (model, device))
+            value = measured if row is None else row["seconds_per_unit"] * (1 - weight) + measured * weight
+            self.db["calibration"].upsert({
+                "model": model, "device": device, "seconds_per_unit": value,
+                "samples": (row["samples"] if row else 0) + 1, "updated_at": utc_now(),
+            }, pk=("model", "device"))
+        return value
+
     # -- events --------------------------------------------------------------
 
     def event(self, kind: str, **values: Any) -> None:

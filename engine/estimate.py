@@ -5,21 +5,25 @@ from __future__ import annotations
 from engine.plan import ChunkPlan
 
 
-def estimate_cost(plan: ChunkPlan, width: int, height: int, steps: int, cfg: float,
-                  seconds_per_megapixel_frame_step: float) -> dict:
-    """Frames to diffuse x steps x pixels, converted to seconds by the model's calibration.
-
-    Classifier-free guidance (cfg > 1) runs the model twice per step.
-    """
+def work_units(plan: ChunkPlan, width: int, height: int, steps: int, cfg: float) -> float:
+    """Megapixel-frame-steps: frames to diffuse x steps x pixels; guidance (cfg > 1) runs the model twice."""
     passes = 2 if cfg > 1.0 else 1
-    megapixel_frame_steps = plan.frames_to_diffuse * steps * passes * width * height / 1e6
+    return plan.frames_to_diffuse * steps * passes * width * height / 1e6
+
+
+def estimate_cost(plan: ChunkPlan, output_frames: int, width: int, height: int, steps: int, cfg: float,
+                  seconds_per_megapixel_frame_step: float, credits_per_gpu_second: float = 0.0) -> dict:
+    """The work of a render, converted to GPU-seconds by the model's calibration and to credits by a rate."""
+    megapixel_frame_steps = work_units(plan, width, height, steps, cfg)
+    seconds = megapixel_frame_steps * seconds_per_megapixel_frame_step
     return {
-        "frames": plan.frame_count,
+        "frames": output_frames,
         "frames_to_diffuse": plan.frames_to_diffuse,
         "chunks": len(plan.chunks),
         "width": width,
         "height": height,
         "steps": steps,
         "megapixel_frame_steps": round(megapixel_frame_steps, 3),
-        "seconds": round(megapixel_frame_steps * seconds_per_megapixel_frame_step, 1),
+        "seconds": round(seconds, 1),
+        "credits": round(seconds * credits_per_gpu_second, 2),
     }

@@ -14,14 +14,16 @@ from engine.errors import WeightsMissingError
 
 def ensure_weights(spec: ModelSpec) -> None:
     """Build a missing tiny model; refuse any other missing local weights with a clear message."""
-    if spec.path is None or spec.weights_present():
+    lora = spec.accelerator.lora if spec.accelerator else None
+    tiny_lora_missing = spec.tiny and lora is not None and not Path(lora).exists()
+    if spec.path is None or (spec.weights_present() and not tiny_lora_missing):
         return
     if not spec.tiny:
         raise WeightsMissingError(
             spec.id, spec.path,
             "download or copy the diffusers weights there, or change `path` in the model catalog",
         )
-    make_tiny(spec)
+    make_tiny(spec, force=tiny_lora_missing)
 
 
 def make_tiny(spec: ModelSpec, force: bool = False) -> Path:
@@ -57,6 +59,10 @@ class ModelCache:
             ensure_weights(spec)
             self._loaded[key] = load_backend(spec, device)
         return self._loaded[key]
+
+    def add(self, spec: ModelSpec, device: str, backend: Backend) -> None:
+        """Use an already-built backend for this model (embedding hotshot, or a test's own backend)."""
+        self._loaded[(spec.id, spec.weights, device)] = backend
 
     def __contains__(self, model_id: str) -> bool:
         return any(key[0] == model_id for key in self._loaded)

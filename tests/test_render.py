@@ -13,45 +13,12 @@ import pytest
 
 from engine.decode import read_frames
 from engine.errors import Interrupted, MediaError
-from engine.job import RenderJob
 from engine.models import ModelCache
 from engine.probe import probe
 from engine.render import render
+from tests.helpers import Recorder, make_job
 
 CACHE = ModelCache()
-
-
-class Recorder:
-    """RenderEvents that remember everything and can ask to stop after N chunks."""
-
-    def __init__(self, stop_after: int | None = None) -> None:
-        self.stop_after = stop_after
-        self.progress_seen = []
-        self.chunks = []
-
-    def progress(self, progress):
-        self.progress_seen.append(progress)
-
-    def chunk_done(self, record):
-        self.chunks.append(record)
-
-    def stop_requested(self):
-        if self.stop_after is not None and len(self.chunks) >= self.stop_after:
-            return "test asked to stop"
-        return None
-
-
-def make_job(tmp: Path, tiny_spec, source: Path, name: str = "out", **changes) -> RenderJob:
-    stat = source.stat()
-    values = dict(
-        job_id=1, render_id=name, source=source, source_size=stat.st_size, source_mtime_ns=stat.st_mtime_ns,
-        frame_range=(5, 52), output_size=64, model=tiny_spec, prompt="oil painting", negative_prompt="blurry",
-        steps=2, cfg=5.0, seed=7, shift=3.0, context_size=17, context_overlap=5,
-        output=tmp / f"{name}.mp4", manifest=tmp / f"{name}.render-info.json", work_dir=tmp / f"work-{name}",
-        manifest_context={"lineage": {"chain": ["plate.mp4"]}, "request": {"path": "r.render.json"}},
-    )
-    values.update(changes)
-    return RenderJob(**values)
 
 
 @pytest.fixture

@@ -54,9 +54,7 @@ def test_errors_name_the_field_and_value(text, message):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("preset", "style-transfer"), ("style_frame", "style.png"), ("reference_frame", "ref.png"),
     ("auto_prompt", True), ("controlnets", [{"type": "depth", "strength": 0.8}]), ("mask", "mask.mp4"),
-    ("interpolation", True), ("image_sequence", "exr"), ("color_consistency", 0.5), ("low_step", True),
     ("priority", 5), ("when", "overnight"),
 ])
 def test_settings_not_built_yet_are_refused_not_ignored(field, value):
@@ -64,15 +62,29 @@ def test_settings_not_built_yet_are_refused_not_ignored(field, value):
         parse(json.dumps({field: value}))
 
 
-@pytest.mark.parametrize("sub,value", [("start_frame_buffer", 4), ("dynamic_reference", False)])
-def test_context_settings_not_built_yet_are_refused(sub, value):
-    with pytest.raises(RequestError, match=f"context.{sub} is not supported yet"):
-        parse(json.dumps({"context": {sub: value}}))
-
-
 def test_defaults_of_unbuilt_settings_are_accepted():
-    parse(json.dumps({"auto_prompt": False, "interpolation": False, "priority": 0, "when": "now",
-                      "context": {"start_frame_buffer": 1, "dynamic_reference": True}}))
+    parse(json.dumps({"auto_prompt": False, "controlnets": [], "priority": 0, "when": "now"}))
+
+
+def test_workspace_settings_parse():
+    request = parse(json.dumps({
+        "preset": "style-transfer", "style_frame": {"keyframe": 12}, "reference_frame": "ref.png",
+        "interpolation": True, "image_sequence": "exr", "color_consistency": 0.5, "low_step": True,
+        "context": {"start_frame_buffer": 4, "dynamic_reference": False},
+    }))
+    assert request.style_frame.keyframe == 12 and request.context.start_frame_buffer == 4
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"image_sequence": "tiff"}', "image_sequence: Input should be 'png' or 'exr'"),
+    ('{"color_consistency": 1.5}', "color_consistency: Input should be less than or equal to 1"),
+    ('{"style_frame": {"keyframe": -1}}', "style_frame.Keyframe.keyframe"),
+    ('{"context": {"start_frame_buffer": 100}}', "context.start_frame_buffer: Input should be less than or equal"),
+])
+def test_workspace_settings_are_validated(text, message):
+    with pytest.raises(RequestError) as caught:
+        parse(text)
+    assert message in str(caught.value)
 
 
 def test_oversized_request_is_refused_before_parsing():

@@ -1,0 +1,68 @@
+"""`hotshot estimate`: resolve a request file as the daemon would, without queuing it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from daemon.config import Settings
+from daemon.conventions import kind_of, manifest_path, root_of
+from daemon.errors import HotshotError, RequestError
+from daemon.presets import load_presets
+from daemon.request import parse_request
+from daemon.resolve import Context, ShotFacts, resolve
+from daemon.store import Store
+from engine.catalog import CatalogError, load_catalog
+from engine.errors import MediaError
+from engine.probe import probe
+
+
+def estimate_request(settings: Settings, request_path: Path) -> dict:
+    """The resolution of a request file: its settings and cost estimate, or why it would wait or fail."""
+    request_path = request_path.resolve()
+    try:
+        raw = request_path.read_bytes()
+    except OSError as exc:
+        raise HotshotError(f"cannot read {request_path}: {exc.strerror}") from exc
+    try:
+        catalog = load_catalog(settings.catalogs, settings.models_dir)
+    except CatalogError as exc:
+        raise HotshotError(str(exc)) from exc
+    folder = request_path.parent
+    root = root_of(folder, settings.roots) or folder
+    store = Store.open(settings.database, read_only=True) if settings.database.exists() else None
+    try:
+        context = Context(catalog=catalog, presets=load_presets(settings.presets_file),
+                          default_model=settings.default_model, device_kind=settings.device_kind,
+                          first_frame_number=settings.first_frame_number,
+                          credits_per_gpu_second=settings.credits_per_gpu_second,
+                          calibration=store.calibration if store else (lambda model, device: None))
+        try:
+            request = parse_request(raw, settings.max_request_bytes)
+            resolution = resolve(request, _shot_facts(folder, root, settings), context)
+        except RequestError as exc:
+            return {"state": "failed", "reason": str(exc)}
+    finally:
+        if store:
+            store.close()
+    if resolution.state != "queued":
+        return {"state": resolution.state, "reason": resolution.wait_reason}
+    return {"state": "queued", "estimate": resolution.estimate, "settings": resolution.settings}
+
+
+def _shot_facts(folder: Path, root: Path, settings: Settings) -> ShotFacts:
+    """The shot as the daemon would see it, probed directly (the daemon may not be running)."""
+    files = [folder / name for name in sorted(os.listdir(folder)) if not name.startswith(".")]
+    media = []
+    for path in files:
+        if kind_of(path) != "video":
+            continue
+        row = {"id": None, "path": str(path), "name": path.name,
+               "kind": "render" if manifest_path(path).exists() else "original"}
+        try:
+            row.update(state="ready", probe=probe(path, settings.ffprobe_timeout_seconds).to_dict(), error=None)
+        except MediaError as exc:
+            row.update(state="unreadable", probe=None, error=exc.reason)
+        media.append(row)
+    return ShotFacts(folder, root, media, files, set())
+
