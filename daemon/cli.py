@@ -98,8 +98,11 @@ def drain_summary(settings: Settings, finished: list[int]) -> str:
             request = Path(job["request_path"])
             if job["state"] == "done":
                 folder = request.parent
-                lines.append(f"done    {request}\n        output:      {folder / job['outputs']['video']}"
-                             f"\n        Render Info: {folder / job['outputs']['render_info']}")
+                outputs = job["outputs"]
+                lines.append(f"done    {request}\n        output:      {folder / outputs['video']}"
+                             f"\n        Render Info: {folder / outputs['render_info']}")
+                if outputs.get("image_sequence"):
+                    lines.append(f"        sequence:    {folder / outputs['image_sequence']}")
             else:
                 lines.append(f"{job['state']:<7} {request}\n        {job['error']}")
         return "\n".join(lines) if lines else "nothing new to render"
