@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = model_commands.add_parser("list", parents=[common],
                                         help="catalog entries and whether weights are present")
     listing.set_defaults(handler=cmd_models_list)
+    check = model_commands.add_parser("check", parents=[common], help="load a model and render a 2-frame smoke test")
+    check.add_argument("id", help="catalog id")
+    check.add_argument("--device", default="auto", help="auto (default), cpu, cuda:0, ...")
+    check.set_defaults(handler=cmd_models_check)
     tiny = model_commands.add_parser("make-tiny", parents=[common], help="build the tiny test models offline")
     tiny.add_argument("ids", nargs="*", help="tiny model ids (default: every tiny model in the catalog)")
     tiny.add_argument("--force", action="store_true", help="rebuild even if present")
@@ -219,7 +223,24 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             present = "not downloaded: fetched from the hub on first use (needs internet)"
         else:
             present = "missing"
-        print(f"{spec.id:<24} {spec.backend:<10} {spec.name}\n{'':<24} weights: {spec.weights} [{present}]")
+        exposes = [name for name in ("style_frame", "reference_frame", "mask", "strength")
+                   if getattr(spec.capabilities, name)]
+        if spec.capabilities.controlnets:
+            exposes.append("controlnets: " + "/".join(spec.capabilities.controlnets))
+        if spec.accelerator:
+            exposes.append("low_step")
+        print(f"{spec.id:<24} {spec.backend:<16} {spec.name}\n{'':<24} weights: {spec.weights} [{present}]"
+              f"\n{'':<24} exposes: {', '.join(exposes) or 'prompt, steps, cfg, seed only'}")
+    return 0
+
+
+def cmd_models_check(args: argparse.Namespace) -> int:
+    from daemon import logs
+    from daemon.model_check import smoke_test
+
+    settings = settings_from(args)
+    logs.configure(settings.log_format, "warning")
+    print(smoke_test(settings, args.id, args.device))
     return 0
 
 

@@ -20,6 +20,7 @@ class Preset(BaseModel):
     description: str = ""
     available: bool = True
     unavailable: str | None = None
+    requires: list[str] = []
     values: dict[str, Any]
 
 
@@ -34,7 +35,7 @@ def load_presets(path: Path) -> dict[str, Preset]:
     presets = {}
     for name, entry in (data.get("presets") or {}).items():
         entry = dict(entry)
-        meta = {key: entry.pop(key) for key in ("description", "available", "unavailable") if key in entry}
+        meta = {key: entry.pop(key) for key in ("description", "available", "unavailable", "requires") if key in entry}
         try:
             RenderRequest.model_validate_json(json.dumps(entry))
         except ValidationError as exc:
@@ -54,6 +55,9 @@ def apply_preset(request: RenderRequest, presets: dict[str, Preset]) -> tuple[Re
     if not preset.available:
         raise RequestError(f"preset {preset.name!r} is not available yet: {preset.unavailable}")
     given = request.model_dump(mode="json", exclude_unset=True)
+    missing = [name for name in preset.requires if given.get(name) is None]
+    if missing:
+        raise RequestError(f"preset {preset.name!r} needs {' and '.join(missing)} in the request")
     merged = {**preset.values, **given}
     if isinstance(preset.values.get("context"), dict):
         merged["context"] = {**preset.values["context"], **given.get("context", {})}

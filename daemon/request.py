@@ -51,6 +51,9 @@ class RenderRequest(Strict):
     negative_prompt: str | None = Field(default=None, max_length=4000)
     controlnets: list[ControlNet] = Field(default_factory=list, max_length=8)
     mask: str | None = None
+    mask_feather: int = Field(default=0, ge=0, le=256)
+    mask_grow: int = Field(default=0, ge=0, le=256)
+    strength: float | None = Field(default=None, gt=0.0, le=1.0)
     output_size: int = Field(default=DEFAULT_OUTPUT_SIZE, ge=64, le=4096)
     steps: int | None = Field(default=None, ge=1, le=200)
     interpolation: bool = False
@@ -77,6 +80,7 @@ class RenderRequest(Strict):
 
 SUPPORTED = {
     "preset", "model", "source", "style_frame", "reference_frame", "prompt", "negative_prompt", "output_size",
+    "mask", "mask_feather", "mask_grow", "strength",
     "steps", "interpolation", "image_sequence", "cfg", "color_consistency", "seed", "shift", "low_step",
     "context.size", "context.overlap", "context.start_frame_buffer", "context.dynamic_reference", "frame_range",
 }

@@ -73,6 +73,7 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
     if model_id not in context.catalog:
         raise RequestError(str(UnknownModelError(model_id, sorted(context.catalog))))
     model = context.catalog[model_id]
+    check_capabilities(request, model)
 
     # 2. The source: named, or the shot's only original; and the stills.
     source_path, waiting = choose_source(request, shot)
@@ -90,6 +91,9 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
         stills[name], waiting = resolve_still(getattr(request, name), name, shot, info)
         if waiting:
             return Resolution("waiting", wait_reason=waiting)
+    mask, waiting = resolve_mask(request.mask, shot)
+    if waiting:
+        return Resolution("waiting", wait_reason=waiting)
 
     # 3. The frame range.
     if request.frame_range is None:
@@ -108,6 +112,7 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
         "reference_frame": {"value": stills["reference_frame"],
                             "from": _origin("reference_frame", given, from_preset)},
         "first_frame_number": {"value": context.first_frame_number, "from": "config"},
+        "mask": {"value": mask, "from": _origin("mask", given, from_preset)},
     })
     if settings["context.size"]["value"] > model.context_max:
         raise RequestError(
@@ -142,14 +147,15 @@ def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None,
         if not path.exists():
             return None, f"waiting for source {request.source} to appear in the shot"
         return path, None
-    originals = sorted({
+    named = {shot.folder / request.mask} if request.mask else set()
+    originals = sorted(({
         Path(m["path"]) for m in shot.media if m["kind"] == "original" and m["state"] != "missing"
     } | {
         path for path in shot.files_on_disk
         if kind_of(path) == "video" and str(path) not in shot.output_paths
         and not any(m["path"] == str(path) for m in shot.media)
         and not manifest_path(path).exists()
-    })
+    }) - named)
     if len(originals) > 1:
         raise SourceChoiceError([path.name for path in originals])
     if not originals:
@@ -174,6 +180,39 @@ def resolve_still(value, name: str, shot: ShotFacts, info: VideoInfo) -> tuple[d
     return {"path": value}, None
 
 
+def check_capabilities(request: RenderRequest, model: ModelSpec) -> None:
+    """A setting the model does not expose is refused, naming the model and the setting."""
+    exposed = model.capabilities
+    used = {
+        "style_frame": request.style_frame is not None,
+        "reference_frame": request.reference_frame is not None,
+        "mask": request.mask is not None,
+        "strength": request.strength is not None,
+    }
+    for name, is_used in used.items():
+        if is_used and not getattr(exposed, name):
+            raise RequestError(f"model {model.id!r} does not support {name}; choose a model that does "
+                               "(`hotshot models list` shows each model's capabilities)")
+    for control in request.controlnets:
+        if control.type not in exposed.controlnets:
+            offered = ", ".join(exposed.controlnets) or "none"
+            raise RequestError(f"model {model.id!r} has no {control.type!r} ControlNet (it offers: {offered})")
+    if (request.mask_feather or request.mask_grow) and request.mask is None:
+        raise RequestError("mask_feather and mask_grow need a mask")
+
+
+def resolve_mask(value: str | None, shot: ShotFacts) -> tuple[str | None, str | None]:
+    """The mask's name in the shot (a video, an image or a folder of images), or a reason to wait for it."""
+    if value is None:
+        return None, None
+    path = resolve_in_shot(shot.folder, shot.root, value, "mask")
+    if not path.exists():
+        return None, f"waiting for mask {value} to appear in the shot"
+    if not path.is_dir() and kind_of(path) != "video" and path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise RequestError(f"mask {value!r} is not a video, an image or a folder of images")
+    return value, None
+
+
 def resolve_settings(request: RenderRequest, model: ModelSpec, given: set[str], from_preset: dict,
                      seed: int | None = None) -> dict:
     """Each setting's value and origin: request, preset, accelerator, model (catalog default) or default."""
@@ -195,6 +234,7 @@ def resolve_settings(request: RenderRequest, model: ModelSpec, given: set[str], 
     shift = pick("shift", request.shift, shift_default, "accelerator" if accelerator and accelerator.shift else "model")
     chosen_seed = request.seed if request.seed is not None else (seed if seed is not None else secrets.randbelow(2**32))
     context = request.context
+    resolved_size = pick("context.size", context.size, model.context_default, "model")
     return {
         "preset": {"value": request.preset, "from": "request" if request.preset else "default"},
         "model": {"value": model.id, "from": _origin("model", given, from_preset)},
@@ -211,8 +251,13 @@ def resolve_settings(request: RenderRequest, model: ModelSpec, given: set[str], 
         "interpolation": pick("interpolation", request.interpolation, False, "default"),
         "image_sequence": pick("image_sequence", request.image_sequence, None, "default"),
         "color_consistency": pick("color_consistency", request.color_consistency, 0.0, "default"),
-        "context.size": pick("context.size", context.size, model.context_default, "model"),
-        "context.overlap": pick("context.overlap", context.overlap, context.overlap, "default"),
+        "mask_feather": pick("mask_feather", request.mask_feather, 0, "default"),
+        "mask_grow": pick("mask_grow", request.mask_grow, 0, "default"),
+        "strength": pick("strength", request.strength, model.strength if model.capabilities.strength else None,
+                         "model"),
+        "context.size": resolved_size,
+        "context.overlap": pick("context.overlap", context.overlap,
+                                min(model.context_overlap_default, resolved_size["value"] // 4), "model"),
         "context.start_frame_buffer": pick("context.start_frame_buffer", context.start_frame_buffer,
                                            context.start_frame_buffer, "default"),
         "context.dynamic_reference": pick("context.dynamic_reference", context.dynamic_reference,
@@ -277,6 +322,9 @@ def render_job(job: dict, store: Store, catalog: dict[str, ModelSpec], work_root
         dynamic_reference=settings["context.dynamic_reference"],
         style_frame=_still(settings["style_frame"], folder),
         reference_frame=_still(settings["reference_frame"], folder),
+        mask={"path": str(folder / settings["mask"]), "feather": settings["mask_feather"],
+              "grow": settings["mask_grow"]} if settings["mask"] else None,
+        strength=settings["strength"],
         interpolation=settings["interpolation"],
         color_consistency=settings["color_consistency"],
         image_sequence=settings["image_sequence"],

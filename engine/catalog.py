@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.plan import FrameConstraint
 
-BACKENDS = ("wan-vace", "passthrough")
+BACKENDS = ("wan-vace", "wan-v2v", "animatediff-v2v", "passthrough")
+CONTROL_TYPES = ("depth", "pose", "softedge", "depth+pose", "normal")
 WEIGHTLESS = ("passthrough",)
 DEFAULT_NEGATIVE_PROMPT = (
     "blurry, low quality, worst quality, jpeg artifacts, static, overexposed, washed out colours, "
@@ -39,6 +40,38 @@ class AcceleratorProfile(BaseModel):
     lora_scale: float = Field(default=1.0, ge=0)
 
 
+class WeightsLocation(BaseModel):
+    """Extra weights (a ControlNet, say): a local folder or a hub repository id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = None
+    hub: str | None = None
+    revision: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> WeightsLocation:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of `path` (a local folder) or `hub` (a hub repository id)")
+        return self
+
+    @property
+    def location(self) -> str:
+        return self.path if self.path is not None else str(self.hub)
+
+
+class Capabilities(BaseModel):
+    """Which request settings a model exposes; a request using any other fails naming the model and field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    style_frame: bool = False
+    reference_frame: bool = False
+    mask: bool = False
+    controlnets: list[Literal["depth", "pose", "softedge", "depth+pose", "normal"]] = Field(default_factory=list)
+    strength: bool = False
+
+
 class ModelSpec(BaseModel):
     """One catalog entry, with its weights location made absolute."""
 
@@ -46,7 +79,7 @@ class ModelSpec(BaseModel):
 
     id: str
     name: str
-    backend: Literal["wan-vace", "passthrough"]
+    backend: Literal["wan-vace", "wan-v2v", "animatediff-v2v", "passthrough"]
     path: str | None = Field(default=None, description="local folder of diffusers weights")
     hub: str | None = Field(default=None, description="hub repository id, fetched on first use")
     revision: str | None = None
@@ -54,10 +87,21 @@ class ModelSpec(BaseModel):
     resolution_multiple: int = Field(default=16, ge=8)
     context_default: int = Field(default=150, ge=1)
     context_max: int = Field(default=257, ge=1)
+    context_overlap_default: int = Field(default=17, ge=0)
     steps: int = Field(default=30, ge=1)
     cfg: float = Field(default=5.0, ge=0)
     shift: float = Field(default=3.0, gt=0)
     accelerator: AcceleratorProfile | None = None
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    strength: float = Field(default=0.7, gt=0, le=1, description="default strength of noise-and-denoise backends")
+    controlnet_models: dict[str, WeightsLocation] = Field(
+        default_factory=dict, description="ControlNet weights per control type"
+    )
+    motion_adapter: WeightsLocation | None = Field(
+        default=None, description="AnimateDiff motion adapter weights, when they are not in the model's own folder"
+    )
+    offload: bool = Field(default=False, description="on CUDA, keep parts of the model in CPU memory until needed")
+    vae_tiling: bool = Field(default=False, description="decode large frames tile by tile to save GPU memory")
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     max_sequence_length: int = Field(default=512, ge=8)
     dtype: dict[str, str] = Field(default_factory=lambda: {"cpu": "float32", "cuda": "bfloat16"})
@@ -129,6 +173,13 @@ def load_catalog(files: list[Path], models_dir: Path) -> dict[str, ModelSpec]:
             entry = {"id": model_id, "name": model_id, **entry}
             if entry.get("path") is not None and not Path(entry["path"]).is_absolute():
                 entry["path"] = str((models_dir / entry["path"]).resolve())
+            for control, weights in (entry.get("controlnet_models") or {}).items():
+                if isinstance(weights, dict) and weights.get("path") and not Path(weights["path"]).is_absolute():
+                    absolute = str((models_dir / weights["path"]).resolve())
+                    entry["controlnet_models"][control] = {**weights, "path": absolute}
+            adapter = entry.get("motion_adapter")
+            if isinstance(adapter, dict) and adapter.get("path") and not Path(adapter["path"]).is_absolute():
+                entry["motion_adapter"] = {**adapter, "path": str((models_dir / adapter["path"]).resolve())}
             accelerator = entry.get("accelerator")
             if isinstance(accelerator, dict) and accelerator.get("lora") \
                     and not Path(accelerator["lora"]).is_absolute():

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.catalog import ModelSpec
+from engine.masks import MaskSpec
 from engine.stills import StillSpec
 
 
@@ -42,6 +43,8 @@ class RenderJob(BaseModel):
     dynamic_reference: bool = True
     style_frame: StillSpec | None = None
     reference_frame: StillSpec | None = None
+    mask: MaskSpec | None = None
+    strength: float | None = Field(default=None, gt=0, le=1)
     interpolation: bool = False
     color_consistency: float = Field(default=0.0, ge=0.0, le=1.0)
     image_sequence: Literal["png", "exr"] | None = None

@@ -3,13 +3,45 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import shutil
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
+
+import structlog
 
 from engine.backends import Backend, build_tiny, load_backend
 from engine.catalog import ModelSpec
 from engine.errors import WeightsMissingError
+
+log = structlog.get_logger("hotshot.models")
+
+
+def footprint(backend: Backend) -> int:
+    """Bytes of parameters and buffers of a backend's torch modules (0 for a backend without any)."""
+    import torch
+
+    modules = []
+    pipeline = getattr(backend, "pipeline", None)
+    if pipeline is not None and hasattr(pipeline, "components"):
+        modules += [part for part in pipeline.components.values() if isinstance(part, torch.nn.Module)]
+    modules += [part for part in getattr(backend, "extra_modules", []) if isinstance(part, torch.nn.Module)]
+    seen, total = set(), 0
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _release_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def ensure_weights(spec: ModelSpec) -> None:
@@ -48,21 +80,55 @@ def make_tiny(spec: ModelSpec, force: bool = False) -> Path:
 
 
 class ModelCache:
-    """Backends loaded once per worker and reused for every job and chunk."""
+    """Backends loaded once per worker and reused for every job and chunk.
 
-    def __init__(self) -> None:
-        self._loaded: dict[tuple[str, str, str], Backend] = {}
+    With a memory budget, the least recently used models are dropped when a
+    newly loaded one takes the total over it (the model in use is never dropped).
+    """
+
+    def __init__(self, budget_bytes: int | None = None) -> None:
+        self.budget_bytes = budget_bytes
+        self._loaded: OrderedDict[tuple[str, str, str], Backend] = OrderedDict()
+        self._sizes: dict[tuple[str, str, str], int] = {}
 
     def get(self, spec: ModelSpec, device: str) -> Backend:
         key = (spec.id, spec.weights, device)
-        if key not in self._loaded:
-            ensure_weights(spec)
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+        ensure_weights(spec)
+        try:
             self._loaded[key] = load_backend(spec, device)
+        except OSError as exc:
+            hint = "check the path, or that this machine can reach the hub" if spec.hub else "check the folder"
+            raise WeightsMissingError(spec.id, spec.weights, f"{hint} ({exc})") from exc
+        self._sizes[key] = footprint(self._loaded[key])
+        self._evict(keep=key)
         return self._loaded[key]
+
+    @property
+    def loaded(self) -> list[str]:
+        return [key[0] for key in self._loaded]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self._sizes.get(key, 0) for key in self._loaded)
+
+    def _evict(self, keep: tuple[str, str, str]) -> None:
+        if self.budget_bytes is None:
+            return
+        while self.total_bytes > self.budget_bytes and len(self._loaded) > 1:
+            oldest = next(key for key in self._loaded if key != keep)
+            del self._loaded[oldest]
+            self._sizes.pop(oldest, None)
+            log.info("model unloaded to stay within the cache budget", model=oldest[0])
+            _release_memory()
 
     def add(self, spec: ModelSpec, device: str, backend: Backend) -> None:
         """Use an already-built backend for this model (embedding hotshot, or a test's own backend)."""
-        self._loaded[(spec.id, spec.weights, device)] = backend
+        key = (spec.id, spec.weights, device)
+        self._loaded[key] = backend
+        self._sizes[key] = footprint(backend)
 
     def __contains__(self, model_id: str) -> bool:
         return any(key[0] == model_id for key in self._loaded)

@@ -23,6 +23,7 @@ from engine.files import write_json_atomic
 from engine.geometry import output_dims
 from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob, RenderResult, SilentEvents
 from engine.manifest import build_manifest
+from engine.masks import Compositor, MaskSource
 from engine.models import ModelCache
 from engine.plan import Chunk, ChunkPlan
 from engine.probe import probe
@@ -31,6 +32,15 @@ from engine.stills import Still, load_still
 from engine.timeline import Timeline, build_timeline, plan_timeline
 
 log = structlog.get_logger("hotshot.engine")
+
+
+@dataclass
+class Sinks:
+    """Where finished frames go besides the MP4, and what they pass through first."""
+
+    sequence: SequenceWriter | None = None
+    compositor: Compositor | None = None
+    masks: MaskSource | None = None
 
 
 @dataclass
@@ -69,6 +79,8 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     # 3. Load the stills: the style frame pinned as the first output frame, the appearance reference.
     style = load_still(job.style_frame, job.source, width, height) if job.style_frame else None
     reference = load_still(job.reference_frame, job.source, width, height) if job.reference_frame else None
+    aspect = source.width / source.height
+    sinks = Sinks(masks=MaskSource(job.mask, width, height, aspect) if job.mask else None)
 
     # 4. Load the model (kept in the worker's cache between jobs).
     device = resolve_device(job.device)
@@ -88,24 +100,34 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     if resume_at:
         state.frames_out = output_frames_before(plan.chunks[resume_at], timeline)
         log.info("resuming", chunks_done=resume_at, chunks=len(plan.chunks))
-    sequence = None
     if job.image_sequence:
-        sequence = SequenceWriter(job.sequence_staging, job.sequence_folder, job.render_id, job.image_sequence,
-                                  job.first_frame_number)
+        sinks.sequence = SequenceWriter(job.sequence_staging, job.sequence_folder, job.render_id,
+                                        job.image_sequence, job.first_frame_number)
 
-    # 6. Render chunk by chunk: decode, diffuse, correct colour, checkpoint, encode the segment.
+    # 6. Render chunk by chunk: decode, diffuse, correct colour, checkpoint, composite, encode the segment.
     if resume_at < len(plan.chunks):
         from_position = plan.chunks[resume_at].start
         decode_from = timeline.sources[from_position]
-        with FrameReader(job.source, decode_from, last, width, height) as reader:
-            window = SourceWindow(timeline_frames(iter(reader), decode_from, timeline, from_position), from_position)
-            for chunk in plan.chunks[resume_at:]:
-                reason = events.stop_requested()
-                if reason:
-                    raise Interrupted(reason, chunk.index)
-                with structlog.contextvars.bound_contextvars(chunk=chunk.index):
-                    render_chunk(job, plan, timeline, chunk, window, backend, style, reference, state, work,
-                                 sequence, width, height, source.fps, resume_at, events)
+        if job.mask:
+            sinks.compositor = Compositor(MaskSource(job.mask, width, height, aspect), job.source, first, last,
+                                          state.frames_out)
+        try:
+            with FrameReader(job.source, decode_from, last, width, height) as reader:
+                window = SourceWindow(timeline_frames(iter(reader), decode_from, timeline, from_position),
+                                      from_position)
+                for chunk in plan.chunks[resume_at:]:
+                    reason = events.stop_requested()
+                    if reason:
+                        raise Interrupted(reason, chunk.index)
+                    with structlog.contextvars.bound_contextvars(chunk=chunk.index):
+                        render_chunk(job, plan, timeline, chunk, window, backend, style, reference, state, work,
+                                     sinks, width, height, source.fps, resume_at, events)
+        finally:
+            if sinks.compositor:
+                sinks.compositor.close()
+    if sinks.masks:
+        sinks.masks.close()
+        warnings += sinks.masks.warnings
 
     # 7. Join the segments with the source audio into the output MP4; publish the image sequence.
     check_source_unchanged(job)
@@ -113,8 +135,8 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
                              timeline.frame_count, resume_at, phase="writing output"))
     mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], source.fps, timeline.frame_count,
                job.output, str(job.source) if source.has_audio else None, first, job.work_dir)
-    if sequence is not None:
-        sequence.publish()
+    if sinks.sequence is not None:
+        sinks.sequence.publish()
 
     # 8. Write the Render Info manifest beside it.
     output = probe(job.output)
@@ -136,7 +158,9 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
                               ("first chunk" if state.anchor else None)},
         "accelerator": {"lora": job.accelerator_lora, "scale": job.accelerator_lora_scale}
         if job.accelerator_lora else None,
-        "image_sequence": sequence_manifest(job, timeline) if sequence else None,
+        "image_sequence": sequence_manifest(job, timeline) if sinks.sequence else None,
+        "mask": sinks.masks.describe() if sinks.masks else None,
+        "strength": job.strength,
     }
     manifest = build_manifest(job, source, output, plan, timeline, device, state.chunk_seconds,
                               set(range(resume_at)), seconds, warnings, extra)
@@ -146,9 +170,8 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
 
 
 def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chunk, window: SourceWindow, backend,
-                 style: Still | None, reference: Still | None, state: RenderState, work: WorkFolder,
-                 sequence: SequenceWriter | None, width: int, height: int, fps: str, resume_at: int,
-                 events: RenderEvents) -> None:
+                 style: Still | None, reference: Still | None, state: RenderState, work: WorkFolder, sinks: Sinks,
+                 width: int, height: int, fps: str, resume_at: int, events: RenderEvents) -> None:
     """Diffuse one chunk, checkpoint it, and encode the final frames it completes."""
     started = time.monotonic()
     previous = plan.chunks[chunk.index - 1] if chunk.index else None
@@ -173,6 +196,8 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
         frames, keep, width, height, job.prompt, job.negative_prompt, job.steps, job.cfg, job.shift, chunk.seed,
         reference=chunk_reference(job, chunk, style, reference, state),
         accelerator=Accelerator(job.accelerator_lora, job.accelerator_lora_scale) if job.accelerator_lora else None,
+        mask=chunk_masks(chunk, timeline, keep, sinks.masks) if sinks.masks else None,
+        strength=job.strength,
         on_step=on_step,
     )
     raw = backend.render_chunk(request)
@@ -191,7 +216,7 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
     events.progress(Progress(chunk.index + 1, len(plan.chunks), job.steps, job.steps, state.frames_out,
                              timeline.frame_count, resume_at, phase="encoding"))
     finals = segment_frames(chunk, raw, previous, state.previous_raw)
-    count = encode_segment(output_frames(chunk, finals, timeline, state, sequence), width, height, fps,
+    count = encode_segment(output_frames(chunk, finals, timeline, state, sinks), width, height, fps,
                            work.segment_path(chunk.index))
     work.save_final(chunk.index, state.last_final)
     work.drop_old_raw(chunk.index)
@@ -207,11 +232,11 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
 
 
 def output_frames(chunk: Chunk, finals: Iterator[np.ndarray], timeline: Timeline, state: RenderState,
-                  sequence: SequenceWriter | None) -> Iterator[np.ndarray]:
-    """The output frames a chunk completes: warm-up frames dropped, interpolated frames filled in."""
+                  sinks: Sinks) -> Iterator[np.ndarray]:
+    """The output frames a chunk completes: warm-up frames dropped, interpolated frames filled in,
+    the source composited back outside an inpainting mask."""
     from engine.interpolate import interpolate_frame
 
-    first = timeline.first
     for position, frame in zip(range(chunk.emit_start, chunk.emit_end), finals, strict=True):
         index = timeline.output_index(position)
         if index is None:
@@ -221,23 +246,33 @@ def output_frames(chunk: Chunk, finals: Iterator[np.ndarray], timeline: Timeline
             gap = index - previous_index
             for between in range(previous_index + 1, index):
                 middle = interpolate_frame(state.last_final, frame, (between - previous_index) / gap)
-                yield from _emit(between, middle, first, state, sequence)
-        yield from _emit(index, frame, first, state, sequence)
-        state.last_final = frame
+                yield _emit(between, middle, timeline.first, state, sinks)
+        state.last_final = _emit(index, frame, timeline.first, state, sinks)
+        yield state.last_final
 
 
-def _emit(index: int, frame: np.ndarray, first: int, state: RenderState,
-          sequence: SequenceWriter | None) -> Iterator[np.ndarray]:
-    if sequence is not None:
-        sequence.write(first + index, frame)
+def _emit(index: int, frame: np.ndarray, first: int, state: RenderState, sinks: Sinks) -> np.ndarray:
+    if sinks.compositor is not None:
+        frame = sinks.compositor.apply(index, frame)
+    if sinks.sequence is not None:
+        sinks.sequence.write(first + index, frame)
     state.frames_out = index + 1
-    yield frame
+    return frame
+
+
+def chunk_masks(chunk: Chunk, timeline: Timeline, keep: list[bool], masks: MaskSource) -> list[np.ndarray]:
+    """The inpainting mask of each frame of the window (kept frames: nothing to regenerate)."""
+    frames = [masks.at(timeline.sources[position]) for position in range(chunk.start, chunk.end)]
+    frames += [frames[-1]] * (chunk.render_frames - len(frames))
+    return [np.zeros_like(mask) if kept else mask for mask, kept in zip(frames, keep, strict=True)]
 
 
 def chunk_reference(job: RenderJob, chunk: Chunk, style: Still | None, reference: Still | None,
                     state: RenderState) -> np.ndarray | None:
     """The appearance reference: the reference (else style) frame, or with a dynamic reference,
     after the first chunk, the previous chunk's last output frame."""
+    if not job.model.capabilities.reference_frame:
+        return None
     base = reference or style
     if chunk.index > 0 and job.dynamic_reference:
         return state.last_final

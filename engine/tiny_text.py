@@ -42,3 +42,42 @@ def tiny_t5_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast:
         tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
         model_max_length=model_max_length,
     )
+
+
+def tiny_umt5_encoder(vocab_size: int):
+    """A random-initialised two-layer UMT5 text encoder for the tiny Wan models (diffusers' test recipe)."""
+    import torch
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    return UMT5EncoderModel(UMT5Config(
+        vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=32,
+    ))
+
+
+CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def tiny_clip_tokenizer(model_max_length: int = 77):
+    """A CLIP tokenizer (byte-level BPE, `</w>` word ends) over the same word list, for the tiny SD 1.5 models.
+
+    Every byte has a token, alone and at a word's end, so any text tokenizes;
+    the words of the list are whole tokens, built by one merge per letter.
+    """
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = [CLIP_BOS, CLIP_EOS] + alphabet + [char + "</w>" for char in alphabet]
+    merges: list[tuple[str, str]] = []
+    for word in dict.fromkeys(WORDS):
+        for end in range(1, len(word)):
+            suffix = "</w>" if end == len(word) - 1 else ""
+            pair = (word[:end], word[end] + suffix)
+            if pair not in merges:
+                merges.append(pair)
+                tokens.append(pair[0] + pair[1])
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    return CLIPTokenizer(vocab=vocab, merges=merges, unk_token=CLIP_EOS, bos_token=CLIP_BOS, eos_token=CLIP_EOS,
+                         pad_token=CLIP_EOS, model_max_length=model_max_length)

@@ -67,10 +67,10 @@ def test_preset_values_apply_under_the_request(run):
     assert settings["shift"] == {"value": 3.0, "from": "model"}
 
 
-def test_unavailable_and_unknown_presets_are_refused(run):
+def test_incomplete_and_unknown_presets_are_refused(run):
     _, root = run
     inpainting = status_of(root / "inpainting" / "r.render.json")
-    assert inpainting["state"] == "failed" and "preset 'inpainting' is not available yet" in inpainting["error"]
+    assert inpainting["state"] == "failed" and "preset 'inpainting' needs mask in the request" in inpainting["error"]
     unknown = status_of(root / "no-preset" / "r.render.json")
     assert "unknown preset 'anime'; the presets are: inpainting, style-transfer" in unknown["error"]
 
@@ -143,4 +143,4 @@ def test_presets_command_lists_presets():
     done = subprocess.run([sys.executable, "-m", "daemon.cli", "presets"], capture_output=True, text=True,
                           cwd=PROJECT, timeout=60)
     assert done.returncode == 0
-    assert "style-transfer" in done.stdout and "inpainting  [not available:" in done.stdout
+    assert "style-transfer" in done.stdout and "inpainting\n" in done.stdout and "mask_feather = 8" in done.stdout

@@ -15,7 +15,12 @@ import numpy as np
 
 from engine.catalog import ModelSpec
 
-FAMILIES = {"wan-vace": "engine.backends.wan_vace", "passthrough": "engine.backends.passthrough"}
+FAMILIES = {
+    "wan-vace": "engine.backends.wan_vace",
+    "wan-v2v": "engine.backends.wan_v2v",
+    "animatediff-v2v": "engine.backends.animatediff",
+    "passthrough": "engine.backends.passthrough",
+}
 
 
 @dataclass(frozen=True)
@@ -27,13 +32,27 @@ class Accelerator:
 
 
 @dataclass
+class ControlFrames:
+    """A control video for one window (depth, pose, ...), one frame per rendered frame, and its strength."""
+
+    type: str
+    frames: list[np.ndarray]
+    strength: float = 1.0
+
+
+@dataclass
 class ChunkRequest:
     """One window to diffuse.
 
     `frames` are the conditioning frames (HxWx3 uint8), as many as the model
     renders. Where `keep` is true the frame is one the model must keep as it is
     (the previous chunk's output over the overlap, or the pinned style frame).
-    `reference` is an appearance reference for the whole window.
+    `reference` is an appearance reference for the whole window. `mask`, when
+    given, holds one HxW float32 array per frame in [0, 1]: 1 = regenerate,
+    0 = keep the conditioning frame (inpainting; kept frames are 0 throughout).
+    `strength` is how far noise-and-denoise backends move away from the frames
+    (0 = unchanged, 1 = fully regenerated). `controls` are control videos
+    (depth, pose, ...) with their strengths.
     """
 
     frames: list[np.ndarray]
@@ -48,6 +67,9 @@ class ChunkRequest:
     seed: int
     reference: np.ndarray | None = None
     accelerator: Accelerator | None = None
+    mask: list[np.ndarray] | None = None
+    strength: float | None = None
+    controls: list[ControlFrames] = field(default_factory=list)
     on_step: Callable[[int, int], None] = field(default=lambda step, steps: None)
 
 

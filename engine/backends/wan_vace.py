@@ -37,7 +37,13 @@ class WanVaceBackend:
         self._use_accelerator(request.accelerator)
         count = len(request.frames)
         video = [Image.fromarray(frame) for frame in request.frames]
-        mask = [Image.new("L", (request.width, request.height), KEEP if keep else GENERATE) for keep in request.keep]
+        if request.mask is not None:
+            mask = [Image.new("L", (request.width, request.height), KEEP) if keep
+                    else Image.fromarray(np.rint(frame_mask * GENERATE).astype(np.uint8), "L")
+                    for keep, frame_mask in zip(request.keep, request.mask, strict=True)]
+        else:
+            mask = [Image.new("L", (request.width, request.height), KEEP if keep else GENERATE)
+                    for keep in request.keep]
         reference = Image.fromarray(request.reference) if request.reference is not None else None
 
         def step_end(pipeline, step, timestep, tensors):
@@ -106,16 +112,11 @@ def load(spec: ModelSpec, device: str) -> WanVaceBackend:
 def build_tiny(spec: ModelSpec) -> None:
     """Random-initialised tiny Wan VACE, saved like real weights (diffusers' test recipe)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
 
-    from engine.tiny_text import tiny_t5_tokenizer
+    from engine.tiny_text import tiny_t5_tokenizer, tiny_umt5_encoder
 
     tokenizer = tiny_t5_tokenizer()
-    torch.manual_seed(0)
-    text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, relative_attention_max_distance=32,
-    ))
+    text_encoder = tiny_umt5_encoder(len(tokenizer))
     torch.manual_seed(0)
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])
