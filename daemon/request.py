@@ -63,7 +63,8 @@ class RenderRequest(Strict):
     context: Context = Field(default_factory=Context)
     frame_range: tuple[int, int] | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
-    when: str = "now"
+    when: str = Field(default="now", max_length=100)
+    cancel: bool = False
 
     @field_validator("frame_range")
     @classmethod
@@ -78,6 +79,7 @@ class RenderRequest(Strict):
 SUPPORTED = {
     "model", "source", "prompt", "negative_prompt", "output_size", "steps", "cfg", "seed", "shift",
     "context.size", "context.overlap", "frame_range",
+    "priority", "when", "cancel",
 }
 
 

@@ -27,6 +27,7 @@ class WorkerHandle:
     log_level: str
     job_id: int | None = None
     pid: int | None = None
+    models: frozenset[str] = frozenset()
     process: multiprocessing.process.BaseProcess | None = field(default=None, repr=False)
     conn: object = field(default=None, repr=False)
 
@@ -41,6 +42,7 @@ class WorkerHandle:
         self.conn = parent_end
         self.pid = self.process.pid
         self.job_id = None
+        self.models = frozenset()
         threading.Thread(target=self._forward, args=(parent_end, self.process), daemon=True,
                          name=f"{self.name}-reader").start()
         log.info("worker started", worker=self.name, device=self.device, pid=self.pid)
@@ -74,8 +76,17 @@ class WorkerHandle:
         self.job_id = job_id
         return self.send({"type": "render", "job": job})
 
-    def stop_after_chunk(self, reason: str) -> None:
-        self.send({"type": "stop", "reason": reason})
+    def stop_after_chunk(self, reason: str, job_id: int | None = None) -> None:
+        """Ask the worker to checkpoint and stop after the current chunk (of `job_id`, or of any job)."""
+        self.send({"type": "stop", "reason": reason, "job": job_id})
+
+    def cancel(self, job_id: int, reason: str) -> None:
+        """Ask the worker to drop `job_id` at the next diffusion step."""
+        self.send({"type": "cancel", "reason": reason, "job": job_id})
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         if self.process is None:
@@ -90,6 +101,6 @@ class WorkerHandle:
 
 
 def make_pool(devices: list[str], inbox: queue.Queue, log_format: str, log_level: str) -> list[WorkerHandle]:
-    """One worker per configured device ("auto" lets the worker pick CUDA or the CPU)."""
+    """One worker per device, each with its own model cache ("auto" lets the worker pick CUDA or the CPU)."""
     return [WorkerHandle(f"worker-{index}", device, inbox, log_format, log_level)
             for index, device in enumerate(devices)]
