@@ -153,15 +153,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_control(args: argparse.Namespace) -> int:
     """cancel, retry, pause, resume: through the running daemon, or on the database when none runs."""
+    from daemon import logs
     from daemon.control import run_command
 
+    settings = settings_from(args)
+    logs.configure(settings.log_format, "warning")
     target = args.target
     if target is not None and not target.isdigit():
         path = Path(target).expanduser().resolve()
         if path.name.endswith(".render.status.json"):
             path = path.with_name(path.name.removesuffix(".render.status.json") + ".render.json")
         target = str(path)
-    print(run_command(settings_from(args), args.command, target).message)
+    print(run_command(settings, args.command, target).message)
     return 0
 
 

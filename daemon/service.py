@@ -95,6 +95,7 @@ class Daemon:
         self._dirty_folders: set[Path] = set()
         self._reconciled = False
         self._worker_started: dict[str, float] = {}
+        self.scheduler: BackgroundScheduler | None = None
 
     # -- running --------------------------------------------------------------
 
@@ -106,7 +107,7 @@ class Daemon:
             self._start_worker(handle)
         watcher = self._start_watcher()
         self.notifications.start()
-        scheduler = self._start_scheduler()
+        self.scheduler = scheduler = self._start_scheduler()
         log.info("daemon started", roots=[str(root) for root in self.settings.roots], drain=drain,
                  database=str(self.settings.database), devices=[handle.device for handle in self.workers],
                  paused=self.paused)
