@@ -101,10 +101,13 @@ class Jobs:
                                           render_number=int(spec.render_id.rsplit("_r", 1)[1]),
                                           output_path=str(spec.output), manifest_path=str(spec.manifest))
                 request = Path(job["request_path"])
+                estimate = job.get("estimate") or {}
                 self.live[job["id"]] = LiveJob(
                     job["id"], handle.name, f"{job['id']:>4} {request.parent.name}/{request.name}", time.monotonic(),
-                    (job.get("estimate") or {}).get("seconds"), window=job["window"],
-                    pause_at=self.schedule.pause_at(job["window"]), resumed=len(spec.done_chunks))
+                    estimate.get("seconds"), window=job["window"], pause_at=self.schedule.pause_at(job["window"]),
+                    resumed=len(spec.done_chunks),
+                    reported={"chunk": 0, "chunks": estimate.get("chunks"), "step": 0, "steps": spec.steps,
+                              "frames_done": 0, "frames_total": estimate.get("frames"), "phase": "starting"})
                 handle.assign(job["id"], spec.model_dump(mode="json"))
                 log.info("job started", worker=handle.name, output=spec.output.name, resume=len(spec.done_chunks),
                          window=job["window"])
