@@ -15,7 +15,7 @@ import pytest
 from daemon.cli import main
 from daemon.control import run_command
 from daemon.errors import CommandRefused
-from daemon.store import Store
+from daemon.store import Store, utc_now
 from daemon.worker import _Control, _PipeEvents
 from engine.errors import Interrupted
 from engine.job import Progress, RenderJob
@@ -275,3 +275,23 @@ def test_status_lists_the_queue_in_claim_order(tmp_path, models_dir, capsys):
     order = [(job["request"].split("/")[-2], job["state"]) for job in queue]
     assert order == [("urgent-full", "queued"), ("range", "queued"), ("old-full", "queued"), ("windowed", "waiting")]
     assert queue[-1]["window"] == "later" and queue[-1]["starts_at"] == "2027-01-16T00:00:00+00:00"
+
+
+def test_checkpoints_of_failed_jobs_are_kept_for_a_retry_then_removed(tmp_path, models_dir):
+    """A failed job's work folder survives until keep_failed_checkpoints_hours have passed; a cancelled or
+    unknown job's folder goes at the next rescan."""
+    for hours, kept in ((72.0, True), (0.0, False)):
+        (tmp_path / str(hours)).mkdir()
+        settings = settings_for(tmp_path / str(hours), models_dir, keep_failed_checkpoints_hours=hours)
+        store = Store.open(settings.database)
+        for name, state in (("failed", "failed"), ("cancelled", "cancelled")):
+            store.add_request_and_job(
+                {"shot_id": None, "path": f"/r/{name}.render.json", "content_hash": name, "size": 1, "mtime_ns": 1,
+                 "raw": "{}"},
+                {"request_path": f"/r/{name}.render.json", "state": state, "finished_at": utc_now()})
+        store.close()
+        for job_id in (1, 2, 3):
+            (settings.work_dir / f"job-{job_id:06d}").mkdir(parents=True)
+        with ticked_daemon(settings):
+            pass
+        assert sorted(path.name for path in settings.work_dir.iterdir()) == (["job-000001"] if kept else [])
