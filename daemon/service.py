@@ -246,8 +246,8 @@ class Daemon:
         for folder in self.settings.work_dir.glob("job-*"):
             job_id = folder.name.removeprefix("job-")
             job = self.store.job(int(job_id)) if job_id.isdigit() else None
-            if job is None or job["state"] in ("done", "cancelled") or (
-                    job["state"] == "failed" and datetime.fromisoformat(job["finished_at"]) <= kept_since):
+            if job is None or job["state"] in ("done", "cancelled") or (job["state"] == "failed" and (
+                    not job["finished_at"] or datetime.fromisoformat(job["finished_at"]) <= kept_since)):
                 shutil.rmtree(folder, ignore_errors=True)
                 log.info("removed checkpoints", job=job and job["id"], state=job and job["state"])
 
@@ -286,6 +286,7 @@ class Daemon:
             self.paused = self.store.flag(PAUSED) == "1"
 
     def _cancel_request(self, request_path: str, reason: str) -> None:
+        """Cancel the active jobs of a request ("cancel": true in its new version)."""
         self.control.cancel_request(request_path, reason)
 
     def _cancel_deleted_requests(self) -> None:

@@ -24,7 +24,8 @@ def run_cli(*args, cwd=PROJECT):
 
 def test_status_and_models_list_do_not_import_torch(tmp_path):
     for args in (["status", "--state", str(tmp_path)], ["status", "--json", "--state", str(tmp_path)],
-                 ["models", "list", "--state", str(tmp_path)]):
+                 ["models", "list", "--state", str(tmp_path)], ["pause", "--state", str(tmp_path)],
+                 ["resume", "--state", str(tmp_path)]):
         done = run_cli(*args)
         assert done.returncode == 0, done.stderr
         assert "HEAVY=\n" in done.stdout, (args, done.stdout)

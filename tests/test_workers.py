@@ -14,7 +14,7 @@ from daemon.gpus import worker_devices
 from daemon.store import Store
 from tests.harness import RunningDaemon, settings_for, status_of, wait_for, write_request
 
-JOB = {"output_size": 64, "steps": 8, "seed": 9, "frame_range": [0, 40], "context": {"size": 17, "overlap": 5}}
+JOB = {"output_size": 64, "steps": 2, "seed": 9, "frame_range": [0, 24], "context": {"size": 17, "overlap": 5}}
 
 
 def test_two_cpu_workers_render_two_jobs_at_once_and_never_the_same_job_twice(tmp_path, media, models_dir,
