@@ -1,14 +1,16 @@
 """The `hotshot` command line.
 
-Commands that do not render (status, info, estimate, presets, models list) never import torch or
-diffusers, so they answer at once.
+Commands that do not render (status, info, estimate, presets, models list, cancel, retry, pause,
+resume) never import torch or diffusers, so they answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 
 from daemon.config import Settings, load_settings
@@ -42,12 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="process everything present, wait for files still being written, then exit")
     run.set_defaults(handler=cmd_run)
 
-    status = commands.add_parser("status", parents=[common], help="shots, renders and jobs")
+    status = commands.add_parser("status", parents=[common], help="shots, renders, the queue and recent jobs")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C (with --json: one line each)")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
     status.set_defaults(handler=cmd_status)
 
-    info = commands.add_parser("info", help="print the Render Info of a render")
-    info.add_argument("render", type=Path, help="a render's MP4 or its .render-info.json")
+    info = commands.add_parser("info", parents=[common], help="print the Render Info of a render")
+    info.add_argument("render", help="a render's MP4, its .render-info.json, or the job number that made it")
     info.set_defaults(handler=cmd_info)
 
     estimate = commands.add_parser("estimate", parents=[common], help="cost estimate of a request, without queuing it")
@@ -57,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = commands.add_parser("presets", parents=[common], help="the presets a request can name")
     presets.set_defaults(handler=cmd_presets)
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a job, or the active jobs of a request")
+    cancel.add_argument("target", help="a job number, or a request file (*.render.json)")
+    cancel.set_defaults(handler=cmd_control, command="cancel")
+    retry = commands.add_parser("retry", parents=[common],
+                                help="queue a failed or cancelled job again; it resumes from its checkpoints")
+    retry.add_argument("target", help="a job number, or a request file (its newest job)")
+    retry.set_defaults(handler=cmd_control, command="retry")
+    pause = commands.add_parser("pause", parents=[common], help="stop starting new jobs; running jobs finish")
+    pause.set_defaults(handler=cmd_control, command="pause", target=None)
+    resume = commands.add_parser("resume", parents=[common], help="start claiming jobs again after a pause")
+    resume.set_defaults(handler=cmd_control, command="resume", target=None)
 
     models = commands.add_parser("models", help="the model catalog")
     model_commands = models.add_subparsers(metavar="action")
@@ -83,9 +98,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon import logs
     from daemon.service import Daemon
 
-    logs.configure(settings.log_format, settings.log_level)
-    daemon = Daemon(settings)
-    code = daemon.run(drain=args.drain)
+    bars = None
+    if sys.stderr.isatty() and settings.log_format in ("auto", "console"):
+        from daemon.progress import JobBars
+
+        bars = JobBars()
+    logs.configure(settings.log_format, settings.log_level, handler=bars.log_handler() if bars else None)
+    daemon = Daemon(settings, display=bars)
+    with bars or contextlib.nullcontext():
+        code = daemon.run(drain=args.drain)
     if args.drain:
         print(drain_summary(settings, daemon.finished))
     return code
@@ -115,6 +136,7 @@ def drain_summary(settings: Settings, finished: list[int]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.control import daemon_pid
     from daemon.store import Store
     from daemon.views import status_data, status_text
 
@@ -122,18 +144,49 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not settings.database.exists():
         print(f"no state yet: {settings.database} does not exist (start the daemon with `hotshot run`)")
         return 0
-    store = Store.open(settings.database, read_only=True)
+    clear = args.watch and not args.json and sys.stdout.isatty()
     try:
-        data = status_data(store)
-    finally:
-        store.close()
-    print(json.dumps(data, indent=2, default=str) if args.json else status_text(data, settings.roots))
+        while True:
+            store = Store.open(settings.database, read_only=True)
+            try:
+                data = status_data(store, daemon_pid(settings.state_dir))
+            finally:
+                store.close()
+            if args.json:
+                text = json.dumps(data, default=str) if args.watch else json.dumps(data, indent=2, default=str)
+            else:
+                text = status_text(data, settings.roots)
+            print(("\x1b[H\x1b[2J" if clear else "") + text + ("" if clear or not args.watch or args.json else "\n"),
+                  flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """cancel, retry, pause, resume: through the running daemon, or on the database when none runs."""
+    from daemon import logs
+    from daemon.control import run_command
+
+    settings = settings_from(args)
+    logs.configure(settings.log_format, "warning")
+    target = args.target
+    if target is not None and not target.isdigit():
+        path = Path(target).expanduser().resolve()
+        if path.name.endswith(".render.status.json"):
+            path = path.with_name(path.name.removesuffix(".render.status.json") + ".render.json")
+        target = str(path)
+    print(run_command(settings, args.command, target).message)
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    path = args.render
-    if path.suffix != ".json":
+    path = Path(args.render)
+    if args.render.isdigit() and not path.exists():
+        path = manifest_of_job(settings_from(args), int(args.render))
+    elif path.suffix != ".json":
         path = path.with_name(path.stem + ".render-info.json")
     try:
         manifest = json.loads(path.read_text())
@@ -141,33 +194,57 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise HotshotError(f"no Render Info at {path}") from None
     except json.JSONDecodeError as exc:
         raise HotshotError(f"{path} is not valid JSON: {exc}") from None
+    print(describe_manifest(manifest))
+    return 0
+
+
+def manifest_of_job(settings: Settings, job_id: int) -> Path:
+    from daemon.store import Store
+
+    if not settings.database.exists():
+        raise HotshotError(f"no state yet: {settings.database} does not exist")
+    store = Store.open(settings.database, read_only=True)
+    try:
+        job = store.job(job_id)
+    finally:
+        store.close()
+    if job is None:
+        raise HotshotError(f"there is no job {job_id}")
+    if job["state"] != "done" or not job["manifest_path"]:
+        raise HotshotError(f"job {job_id} is {job['state']}; only a done job has a Render Info")
+    return Path(job["manifest_path"])
+
+
+def describe_manifest(manifest: dict) -> str:
     out = manifest.get("output", {})
     lineage = manifest.get("lineage", {})
     model = manifest.get("model", {})
-    print(f"{manifest.get('render_id')}  ({out.get('video')}, {out.get('width')}x{out.get('height')}, "
-          f"{out.get('frames')} frames at {out.get('fps')} fps)")
-    print(f"  from     {' → '.join(lineage.get('chain', []))}  frames {manifest.get('frame_range')}")
-    print(f"  model    {model.get('id')} ({model.get('backend')}, {model.get('dtype')} on {model.get('device')})")
+    lines = [f"{manifest.get('render_id')}  ({out.get('video')}, {out.get('width')}x{out.get('height')}, "
+             f"{out.get('frames')} frames at {out.get('fps')} fps)",
+             f"  from     {' → '.join(lineage.get('chain', []))}  frames {manifest.get('frame_range')}",
+             f"  model    {model.get('id')} ({model.get('backend')}, {model.get('dtype')} on {model.get('device')})"]
     for name, entry in (manifest.get("settings") or {}).items():
-        print(f"  {name:<16} {json.dumps(entry.get('value'))}  ({entry.get('from')})")
+        lines.append(f"  {name:<16} {json.dumps(entry.get('value'))}  ({entry.get('from')})")
     plan = manifest.get("chunk_plan", {})
-    print(f"  chunks   {len(plan.get('chunks', []))} of {plan.get('context_size', {}).get('used')} frames, "
-          f"overlap {plan.get('context_overlap', {}).get('used')}")
+    lines.append(f"  chunks   {len(plan.get('chunks', []))} of {plan.get('context_size', {}).get('used')} frames, "
+                 f"overlap {plan.get('context_overlap', {}).get('used')}")
     for name in ("style_frame", "reference_frame"):
         if manifest.get(name):
-            print(f"  {name:<16} {manifest[name]['from']} (sha256 {manifest[name]['sha256'][:12]}…)")
+            lines.append(f"  {name:<16} {manifest[name]['from']} (sha256 {manifest[name]['sha256'][:12]}…)")
     timeline = manifest.get("timeline") or {}
     if timeline.get("interpolation"):
-        print(f"  interpolation    {timeline['frames_diffused_in_range']} frames diffused, "
-              f"{timeline['frames_interpolated']} interpolated")
+        lines.append(f"  interpolation    {timeline['frames_diffused_in_range']} frames diffused, "
+                     f"{timeline['frames_interpolated']} interpolated")
     if manifest.get("image_sequence"):
         sequence = manifest["image_sequence"]
-        print(f"  sequence {sequence['folder']}/ {sequence['first_file']} … {sequence['last_file']}")
+        lines.append(f"  sequence {sequence['folder']}/ {sequence['first_file']} … {sequence['last_file']}")
+    if manifest.get("mask"):
+        mask = manifest["mask"]
+        lines.append(f"  mask     {mask['from']} ({mask['kind']}, grow {mask['grow']}, feather {mask['feather']})")
     timing = manifest.get("timing", {})
-    print(f"  time     {timing.get('seconds')} s (estimate {timing.get('estimate_seconds')} s)")
-    for warning in manifest.get("warnings", []):
-        print(f"  warning  {warning}")
-    return 0
+    lines.append(f"  time     {timing.get('seconds')} s (estimate {timing.get('estimate_seconds')} s)")
+    lines += [f"  warning  {warning}" for warning in manifest.get("warnings", [])]
+    return "\n".join(lines)
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:

@@ -8,16 +8,34 @@ directory hotshot is started in.
 
 from __future__ import annotations
 
-import shutil
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from daemon.errors import ConfigError
+from daemon.notify import NotifySpec
+from daemon.windows import RenderWindow, parse_windows
 
 DEFAULT_CONFIG = Path("config/hotshot.toml")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+class DeferFullClips(BaseModel):
+    """Send full-clip renders longer than `longer_than_frames` to `window` unless their request says `when`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: str
+    longer_than_frames: int = Field(default=0, ge=0)
+
+
+class NotifyRoute(NotifySpec):
+    """Notifications for the jobs of one watch root (`root`), or of every root when `root` is left out."""
+
+    root: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -43,11 +61,36 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     retry_backoff_seconds: float = Field(default=30.0, ge=0)
-    devices: list[str] = Field(default=["auto"], min_length=1)
+    devices: list[str] | Literal["auto"] = Field(
+        default="auto", description='"auto" (one worker per CUDA device found) or one worker per listed device')
+    model_cache_gb: float = Field(default=40.0, ge=0, description="models a worker keeps loaded; 0 = no limit")
     status_every_seconds: float = Field(default=2.0, gt=0)
     ffprobe_timeout_seconds: float = Field(default=30.0, gt=0)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    windows: dict[str, dict[str, Any]] = Field(default_factory=dict, description="render windows, by name")
+    defer_full_clips: DeferFullClips | None = None
+    notify: list[NotifyRoute] = Field(default_factory=list, description="job-end notifications per watch root")
+    keep_failed_checkpoints_hours: float = Field(default=72.0, ge=0)
+
+    _render_windows: dict[str, RenderWindow] = PrivateAttr(default_factory=dict)
+
+    @field_validator("devices")
+    @classmethod
+    def _known_devices(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError('list at least one device, like ["cuda:0", "cuda:1"], or write "auto"')
+            for device in value:
+                if not DEVICE.fullmatch(device):
+                    raise ValueError(f'unknown device {device!r}; use "auto", "cpu", "mps", "cuda" or "cuda:N"')
+        return value
+
+    @field_validator("windows")
+    @classmethod
+    def _valid_windows(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        parse_windows(value)
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -72,6 +115,20 @@ class Settings(BaseSettings):
             for name, path in (("state_dir", self.state_dir), ("database", self.database)):
                 if path == root or root in path.parents:
                     raise ValueError(f"{name} {path} lies inside the watch root {root}; keep it on local disk outside")
+        self._render_windows = parse_windows(self.windows)
+        if self.defer_full_clips and self.defer_full_clips.window not in self._render_windows:
+            raise ValueError(f"defer_full_clips names the render window {self.defer_full_clips.window!r}, which is "
+                             f"not configured; windows: {', '.join(self._render_windows) or 'none'}")
+        routes = []
+        for route in self.notify:
+            if route.root is not None:
+                root = route.root.expanduser().resolve()
+                if root not in self.roots:
+                    raise ValueError(f"notify root {root} is not a watch root; watch roots: "
+                                     f"{', '.join(map(str, self.roots))}")
+                route = route.model_copy(update={"root": root})
+            routes.append(route)
+        self.notify = routes
         return self
 
     @property
@@ -79,13 +136,15 @@ class Settings(BaseSettings):
         return self.state_dir / "work"
 
     @property
+    def render_windows(self) -> dict[str, RenderWindow]:
+        return self._render_windows
+
+    @property
     def device_kind(self) -> str:
-        """"cuda" if the workers will (probably) render on CUDA, else "cpu"; used for estimates only."""
-        if any(device.startswith("cuda") for device in self.devices):
-            return "cuda"
-        if "auto" in self.devices and (shutil.which("nvidia-smi") or Path("/dev/nvidia0").exists()):
-            return "cuda"
-        return "cpu"
+        """"cuda" if the workers will (probably) render on CUDA, else "cpu"; used for cost estimates."""
+        from daemon.gpus import device_kind, worker_devices
+
+        return device_kind(worker_devices(self.devices))
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -36,3 +36,7 @@ class SourceChoiceError(RequestError):
             f"the shot has {len(choices)} source videos ({', '.join(choices)}); "
             "say which one with \"source\" in the request"
         )
+
+
+class CommandRefused(HotshotError):
+    """An operator command (cancel, retry, ...) cannot be carried out; the message says why."""

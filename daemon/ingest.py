@@ -21,6 +21,7 @@ from daemon.errors import RequestError
 from daemon.presets import Preset
 from daemon.request import RenderRequest, parse_request
 from daemon.resolve import Context, ShotFacts, resolve
+from daemon.schedule import Schedule
 from daemon.stability import StableFile
 from daemon.store import Store, utc_now
 from engine.catalog import ModelSpec
@@ -28,11 +29,13 @@ from engine.errors import MediaError
 from engine.probe import probe
 
 log = structlog.get_logger("hotshot.ingest")
+CANCELLED_BY_FIELD = 'cancelled by "cancel": true in the request'
 
 
 class Ingest:
     def __init__(self, store: Store, settings: Settings, catalog: dict[str, ModelSpec], presets: dict[str, Preset],
-                 clock: Callable[[], float], device_kind: str, publish: Callable[[int], None]) -> None:
+                 clock: Callable[[], float], device_kind: str, publish: Callable[[int], None],
+                 schedule: Schedule | None = None, cancel_request: Callable[[str, str], None] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -42,6 +45,8 @@ class Ingest:
             first_frame_number=settings.first_frame_number,
             credits_per_gpu_second=settings.credits_per_gpu_second, calibration=store.calibration,
         )
+        self.schedule = schedule or Schedule(settings.render_windows, clock)
+        self.cancel_request = cancel_request
 
     # -- stable files ---------------------------------------------------------
 
@@ -113,16 +118,24 @@ class Ingest:
 
         job = {"shot_id": shot_id, "request_path": str(path), "created_ts": self.clock()}
         text = raw.decode("utf-8", "replace") if len(raw) <= self.settings.max_request_bytes else ""
+        cancel = False
         try:
             request = parse_request(raw, self.settings.max_request_bytes)
-            job.update(self._resolution(request, path, root, shot_id))
-            if job["state"] == "waiting":
+            cancel = request.cancel
+            if cancel:
+                job.update(state="cancelled", error=CANCELLED_BY_FIELD, error_kind="cancelled",
+                           priority=request.priority, finished_at=utc_now())
+            else:
+                job.update(self._resolution(request, path, root, shot_id))
+            if job["state"] == "waiting" and job.get("start_at") is None:
                 job["wait_deadline"] = job["created_ts"] + self.settings.source_wait_seconds
         except RequestError as exc:
             job.update(state="failed", error=str(exc), error_kind="request", finished_at=utc_now())
         request_row = {"shot_id": shot_id, "path": str(path), "content_hash": digest,
                        "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
         job_id = self.store.add_request_and_job(request_row, job)
+        if cancel and self.cancel_request is not None:
+            self.cancel_request(str(path), CANCELLED_BY_FIELD)
         self.store.supersede(str(path), keep_job=job_id)
         log.info("request registered", job=job_id, state=job["state"], error=job.get("error"))
         self.publish(job_id)
@@ -130,6 +143,7 @@ class Ingest:
 
     def _resolution(self, request: RenderRequest, path: Path, root: Path, shot_id: int,
                     seed: int | None = None) -> dict:
+        self.schedule.start_of(request)  # a `when` not understood fails at once, before the source is there
         resolution = resolve(request, self._shot_facts(path.parent, root, shot_id), self.context, seed)
         values = {
             "state": resolution.state,
@@ -138,8 +152,12 @@ class Ingest:
             "wait_reason": resolution.wait_reason,
         }
         if resolution.state == "queued":
+            first, last = resolution.settings["frame_range"]["value"]
+            start = self.schedule.start_of(request, last - first + 1, resolution.full_clip)
             values.update(settings=resolution.settings, source_media_id=resolution.source_media_id,
-                          estimate=resolution.estimate, wait_deadline=None)
+                          estimate=resolution.estimate, wait_deadline=None, window=start.window, start_at=start.at)
+            if not self.schedule.may_start(start.window, start.at):
+                values.update(state="waiting", wait_reason=self.schedule.describe(start.window, start.at))
         return values
 
     def _shot_facts(self, folder: Path, root: Path, shot_id: int) -> ShotFacts:
@@ -164,10 +182,11 @@ class Ingest:
             values = self._resolution(request, path, root, job["shot_id"])
         except RequestError as exc:
             values = {"state": "failed", "error": str(exc), "error_kind": "request", "finished_at": utc_now()}
-        if values["state"] == "waiting" and self.clock() >= deadline:
+        waits_for_source = values["state"] == "waiting" and values.get("start_at") is None
+        if waits_for_source and self.clock() >= deadline:
             values = {"state": "failed", "error_kind": "source", "finished_at": utc_now(),
                       "error": f"gave up after {self.settings.source_wait_seconds:g} s: {values['wait_reason']}"}
-        elif values["state"] == "waiting":
+        elif waits_for_source:
             values["wait_deadline"] = deadline
         if values["state"] != job["state"] or values.get("wait_reason") != job.get("wait_reason"):
             self.store.update_job(job["id"], "revisited" if values["state"] != job["state"] else None, **values)

@@ -15,7 +15,8 @@ import structlog
 LIBRARY_LOGGERS = ("watchdog", "apscheduler", "diffusers", "transformers", "urllib3")
 
 
-def configure(fmt: str = "auto", level: str = "info") -> None:
+def configure(fmt: str = "auto", level: str = "info", handler: logging.Handler | None = None) -> None:
+    """Send every log line to standard error (or to `handler`, e.g. one printing above progress bars)."""
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     shared = [
@@ -34,7 +35,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = handler or logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],

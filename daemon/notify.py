@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
@@ -204,3 +204,17 @@ class NotificationQueue:
                 notifier.notify(state, status_path, status)
             except Exception:  # notify never raises by design; this keeps a bug in it from ending the thread
                 log.exception("notifier crashed", state=state, status_path=str(status_path))
+
+
+class RootNotifiers:
+    """The notifiers of each watch root, from the `notify` settings; a root of None means every root."""
+
+    def __init__(self, routes: Iterable[tuple[Path | None, NotifySpec]],
+                 sleep: Callable[[float], object] = time.sleep) -> None:
+        self._routes = [(root, Notifier(spec, sleep=sleep)) for root, spec in routes]
+
+    def __bool__(self) -> bool:
+        return bool(self._routes)
+
+    def for_request(self, request: Path) -> list[Notifier]:
+        return [notifier for root, notifier in self._routes if root is None or root in request.parents]

@@ -66,7 +66,8 @@ class RenderRequest(Strict):
     context: Context = Field(default_factory=Context)
     frame_range: tuple[int, int] | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
-    when: str = "now"
+    when: str = Field(default="now", max_length=100)
+    cancel: bool = False
 
     @field_validator("frame_range")
     @classmethod
@@ -83,6 +84,7 @@ SUPPORTED = {
     "mask", "mask_feather", "mask_grow", "strength",
     "steps", "interpolation", "image_sequence", "cfg", "color_consistency", "seed", "shift", "low_step",
     "context.size", "context.overlap", "context.start_frame_buffer", "context.dynamic_reference", "frame_range",
+    "priority", "when", "cancel",
 }
 
 

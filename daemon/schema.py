@@ -80,3 +80,24 @@ def m002_calibration(db: Database) -> None:
         {"model": str, "device": str, "seconds_per_unit": float, "samples": int, "updated_at": str},
         pk=("model", "device"),
     )
+
+
+@migrations()
+def m003_operations(db: Database) -> None:
+    """Start times and render windows, cancels, the command box of the CLI, and the pause flag."""
+    db["jobs"].add_column("window", str)          # the render window it runs in, or NULL
+    db["jobs"].add_column("start_at", float)      # epoch seconds it may start (window opening or `when`)
+    db["jobs"].add_column("cancel_reason", str)   # set while a running job is being cancelled
+    db["jobs"].create_index(["request_path", "state"])
+
+    db["commands"].create(
+        {
+            "id": int, "command": str, "target": str,
+            "state": str,         # pending | done | refused
+            "result": str, "created_at": str, "handled_at": str,
+        },
+        pk="id", not_null={"command", "state"},
+    )
+    db["commands"].create_index(["state"])
+
+    db["flags"].create({"name": str, "value": str, "updated_at": str}, pk="name")

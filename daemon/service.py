@@ -1,16 +1,18 @@
 """The daemon: one loop that turns file events into renders and status files.
 
 Everything that changes state happens on the loop's thread, in this order each
-tick: take hints (watcher events, reconcile requests, worker messages) from
-one inbox; ingest files that became stable; revisit requests waiting for
-their source; hand queued jobs to idle workers. Threads around it (watchdog,
-APScheduler, one reader per worker pipe) only put messages in the inbox.
+tick: take hints (watcher events, reconcile requests, render window triggers,
+worker messages) from one inbox; ingest files that became stable; carry out
+operator commands left by the CLI; revisit waiting jobs (for their source,
+their start time or their render window); watch running jobs (status, window
+closings, cancels); hand queued jobs to idle workers. Threads around it
+(watchdog, APScheduler, one reader per worker pipe) only put messages in the
+inbox; notifications are sent from a queue on a thread of their own.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import queue
 import shutil
@@ -18,49 +20,41 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.config import Settings
+from daemon.control import PAUSED, Control, Outcome, remove_job_files, state_lock
 from daemon.conventions import is_ignored, kind_of, root_of
-from daemon.errors import ConfigError
+from daemon.errors import CommandRefused, ConfigError
+from daemon.gpus import device_kind, worker_devices
 from daemon.ingest import Ingest
+from daemon.jobs import Jobs
+from daemon.notify import NotificationQueue, RootNotifiers
 from daemon.presets import load_presets
-from daemon.resolve import render_job
+from daemon.progress import Display, NoDisplay
 from daemon.scan import candidate_files, changed_files, stale_temporaries
+from daemon.schedule import Schedule
 from daemon.stability import StabilityTracker
 from daemon.status_file import write_status
-from daemon.store import ACTIVE_STATES, Store, utc_now
+from daemon.store import ACTIVE_STATES, FINISHED_STATES, Store
 from daemon.workers import WorkerHandle, make_pool
 from engine.catalog import CatalogError, load_catalog
-from engine.errors import MediaError
-from engine.probe import probe
 
 log = structlog.get_logger("hotshot.daemon")
 TICK_SECONDS = 0.1
 WORKER_RESTART_SECONDS = 5.0
 
 
-@dataclass
-class LiveJob:
-    """What the loop keeps about a running job between progress messages."""
-
-    job_id: int
-    worker: str
-    started: float
-    estimate_seconds: float | None
-    last_status: float = 0.0
-    resumed: int = 0
-    progress: dict = field(default_factory=dict)
-
-
 class Daemon:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
+                 display: Display | None = None) -> None:
         self.settings = settings
         self.clock = clock
+        self.display = display or NoDisplay()
         try:
             self.catalog = load_catalog(settings.catalogs, settings.models_dir)
         except CatalogError as exc:
@@ -69,38 +63,58 @@ class Daemon:
         for root in settings.roots:
             if not root.is_dir():
                 raise ConfigError(f"watch root {root} does not exist or is not a folder")
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock_state_dir(settings.state_dir)
+        self._lock = state_lock(settings.state_dir, wait_seconds=2.0)  # a CLI command may hold it for a moment
+        if self._lock is None:
+            raise ConfigError(f"another hotshot daemon is running with state dir {settings.state_dir}")
+        with contextlib.suppress(OSError):
+            self._lock.truncate(0)
+            self._lock.write(str(os.getpid()))
+            self._lock.flush()
         self.store = Store.open(settings.database)
         self.inbox: queue.Queue = queue.Queue()
         self.tracker = StabilityTracker(settings.stable_seconds, clock)
-        self.ingest = Ingest(self.store, settings, self.catalog, self.presets, clock, settings.device_kind,
-                             self.publish)
-        self.workers = make_pool(settings.devices, self.inbox, settings.log_format, settings.log_level)
-        self.live: dict[int, LiveJob] = {}
-        self.finished: list[int] = []
+        policy = settings.defer_full_clips
+        self.schedule = Schedule(settings.render_windows, clock, policy.window if policy else None,
+                                 policy.longer_than_frames if policy else 0)
+        devices = worker_devices(settings.devices)
+        # On a terminal the bars stand for the workers' info lines, which would break them up.
+        worker_level = "warning" if display and settings.log_level in ("debug", "info") else settings.log_level
+        self.workers = make_pool(devices, self.inbox, settings.log_format, worker_level,
+                                 int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None)
+        self.control = Control(self.store, settings, self.schedule, self.publish)
+        self.jobs = Jobs(self.store, settings, self.catalog, self.schedule, self.workers, self.control,
+                         self.publish, self.display)
+        self.control.stop_running = self.jobs.stop_running
+        self.ingest = Ingest(self.store, settings, self.catalog, self.presets, clock, device_kind(devices),
+                             self.publish, self.schedule, self._cancel_request)
+        self.notifications = NotificationQueue()
+        self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
+                                       sleep=self.notifications.wait)
+        self.paused = self.store.flag(PAUSED) == "1"
+        self._announced: dict[int, str] = {}
+        self._gone_requests: dict[Path, float] = {}
         self._stop = threading.Event()
         self._stop_reason = ""
         self._dirty_folders: set[Path] = set()
         self._reconciled = False
         self._worker_started: dict[str, float] = {}
+        self.scheduler: BackgroundScheduler | None = None
 
     # -- running --------------------------------------------------------------
 
     def run(self, drain: bool = False) -> int:
         """Run until stopped (or, with `drain`, until nothing is left to do); return an exit code."""
         self._install_signal_handlers()
-        for job_id in self.store.recover_running():
-            self.publish(job_id)
+        self._recover()
         for handle in self.workers:
             self._start_worker(handle)
         watcher = self._start_watcher()
-        scheduler = BackgroundScheduler(timezone="UTC")
-        scheduler.add_job(lambda: self.inbox.put(("reconcile",)), "interval",
-                          seconds=self.settings.reconcile_seconds, id="reconcile")
-        scheduler.start()
+        self.notifications.start()
+        self.scheduler = scheduler = self._start_scheduler()
         log.info("daemon started", roots=[str(root) for root in self.settings.roots], drain=drain,
-                 database=str(self.settings.database))
+                 database=str(self.settings.database), devices=[handle.device for handle in self.workers],
+                 paused=self.paused)
+        self._log_windows()
         try:
             self._remove_stale_temporaries()
             self.reconcile()
@@ -109,14 +123,19 @@ class Daemon:
                 if self._stop.is_set() and not any(handle.job_id for handle in self.workers):
                     break
                 if drain and self.finished_everything():
-                    log.info("drained: nothing left to do")
+                    log.info("drained: nothing left to do now", paused=self.paused,
+                             waiting_for_start=len([job for job in self.store.jobs(("waiting", "queued"))
+                                                    if job["start_at"] is not None or job["window"]]))
                     break
         finally:
             scheduler.shutdown(wait=False)
             watcher.stop()
             for handle in self.workers:
                 handle.shutdown()
+            self.notifications.stop(timeout=30)
             self.store.close()
+            with contextlib.suppress(OSError):
+                self._lock.truncate(0)
             self._lock.close()
         return 0
 
@@ -132,13 +151,28 @@ class Daemon:
         for stable in sorted(self.tracker.poll(), key=lambda item: kind_of(item.path) != "video"):
             self.ingest.file_stable(stable)
             self._dirty_folders.add(stable.path.parent)
-        self._revisit_waiting()
-        if not self._stop.is_set():
-            self._dispatch()
+        self._take_commands()
+        self._cancel_deleted_requests()
+        self._review_waiting()
+        self.jobs.review_running()
+        if not self._stop.is_set() and not self.paused:
+            self.jobs.dispatch()
+
+    @property
+    def finished(self) -> list[int]:
+        """Jobs that ended while this daemon ran, in order."""
+        return self.jobs.finished
 
     def finished_everything(self) -> bool:
-        return (self._reconciled and self.inbox.empty() and len(self.tracker) == 0
-                and not self.store.jobs(ACTIVE_STATES))
+        """Nothing can happen now: jobs left wait for a render window or a time, or claiming is paused."""
+        if not (self._reconciled and self.inbox.empty() and len(self.tracker) == 0 and not self._gone_requests):
+            return False
+        for job in self.store.jobs(ACTIVE_STATES):
+            scheduled = job["window"] is not None or job["start_at"] is not None
+            if job["state"] == "running" or (job["state"] == "queued" and not self.paused) \
+                    or (job["state"] == "waiting" and not scheduled):
+                return False
+        return True
 
     # -- inbox ----------------------------------------------------------------
 
@@ -161,9 +195,12 @@ class Daemon:
         elif kind == "reconcile":
             self.reconcile()
         elif kind == "worker":
-            self._worker_message(self._worker(item[1]), item[2])
+            self.jobs.message(self._worker(item[1]), item[2])
         elif kind == "worker-exit":
             self._worker_exit(self._worker(item[1]), item[2])
+        elif kind == "window":
+            window = self.settings.render_windows[item[1]]
+            log.info(f"render window {item[2]}", window=item[1], open=window.is_open(self.schedule.now()))
         elif kind == "stop" and self._stop.is_set():
             for handle in self.workers:
                 if handle.job_id is not None:
@@ -184,7 +221,10 @@ class Daemon:
         if not path.exists():
             self.tracker.forget(path)
             self.ingest.file_gone(path)
+            if kind_of(path) == "request":
+                self._gone_requests.setdefault(path, time.monotonic())
             return
+        self._gone_requests.pop(path, None)
         self.tracker.observe(path)
 
     def reconcile(self) -> None:
@@ -197,7 +237,24 @@ class Daemon:
             if not path.exists():
                 self.ingest.file_gone(path)
                 self._dirty_folders.add(path.parent)
+        for job in self.store.jobs(ACTIVE_STATES):
+            if not Path(job["request_path"]).exists():
+                self._gone_requests.setdefault(Path(job["request_path"]), time.monotonic())
+        self._sweep_work_folders()
         self._reconciled = True
+
+    def _sweep_work_folders(self) -> None:
+        """Checkpoints nobody can use any more: of finished jobs, and of failed ones kept long enough for a retry."""
+        kept_since = datetime.now(UTC) - timedelta(hours=self.settings.keep_failed_checkpoints_hours)
+        for folder in self.settings.work_dir.glob("job-*"):
+            job_id = folder.name.removeprefix("job-")
+            job = self.store.job(int(job_id)) if job_id.isdigit() else None
+            if job is None or job["state"] in ("done", "cancelled") or (job["state"] == "failed" and (
+                    not job["finished_at"] or datetime.fromisoformat(job["finished_at"]) <= kept_since)):
+                shutil.rmtree(folder, ignore_errors=True)
+                if job is not None:
+                    remove_job_files(job, self.settings.work_dir)
+                log.info("removed checkpoints", job=job and job["id"], state=job and job["state"])
 
     def _remove_stale_temporaries(self) -> None:
         """Half-written files of a daemon or worker that crashed are deleted, never published."""
@@ -206,65 +263,61 @@ class Daemon:
                 path.unlink()
                 log.info("removed a stale temporary file", path=str(path))
 
-    def _revisit_waiting(self) -> None:
+    def _recover(self) -> None:
+        """After a stop or a crash: finish cancels that were under way, put running jobs back in the queue."""
+        for job in self.store.jobs(("running",)):
+            if job["cancel_reason"]:
+                self.control.finish_cancel(job, job["cancel_reason"])
+        for job_id in self.store.recover_running():
+            self.publish(job_id)
+
+    # -- commands and cancels -------------------------------------------------
+
+    def _take_commands(self) -> None:
+        """Carry out what the CLI left in the command box, answering in the same row."""
+        for row in self.store.pending_commands():
+            with structlog.contextvars.bound_contextvars(command=row["command"], target=row["target"]):
+                try:
+                    outcome = self.control.apply(row["command"], row["target"])
+                except CommandRefused as exc:
+                    self.store.finish_command(row["id"], "refused", Outcome(str(exc)).to_json())
+                    log.info("command refused", error=str(exc))
+                except Exception as exc:  # noqa: BLE001 - a command that breaks must not stop the daemon
+                    log.error("command failed", exc_info=True)
+                    self.store.finish_command(row["id"], "refused", Outcome(f"the command failed: {exc}").to_json())
+                else:
+                    self.store.finish_command(row["id"], "done", outcome.to_json())
+                    log.info("command done", result=outcome.message)
+            self.paused = self.store.flag(PAUSED) == "1"
+
+    def _cancel_request(self, request_path: str, reason: str) -> None:
+        """Cancel the active jobs of a request ("cancel": true in its new version)."""
+        self.control.cancel_request(request_path, reason)
+
+    def _cancel_deleted_requests(self) -> None:
+        """A request file gone for `stable_seconds` (not just being saved again) cancels its jobs."""
+        for path, since in list(self._gone_requests.items()):
+            if path.exists():
+                del self._gone_requests[path]
+            elif time.monotonic() - since >= self.settings.stable_seconds:
+                del self._gone_requests[path]
+                if self.store.active_jobs_for(str(path)):
+                    log.info("request deleted: cancelling its jobs", path=str(path))
+                    self.control.cancel_request(str(path), "the request file was deleted")
+
+    def _review_waiting(self) -> None:
+        """Revisit jobs waiting for their source; release jobs whose start came; hold those whose window shut."""
         now = self.clock()
+        scheduled = []
         for job in self.store.jobs(("waiting",)):
-            if Path(job["request_path"]).parent in self._dirty_folders or now >= (job["wait_deadline"] or 0):
+            if job["window"] is not None or job["start_at"] is not None:
+                scheduled.append(job)
+            elif Path(job["request_path"]).parent in self._dirty_folders or now >= (job["wait_deadline"] or 0):
                 self.ingest.revisit(job)
         self._dirty_folders.clear()
+        self.jobs.review_scheduled(scheduled)
 
-    # -- jobs and workers -----------------------------------------------------
-
-    def _dispatch(self) -> None:
-        for handle in self.workers:
-            if not handle.idle:
-                continue
-            job = self.store.claim_next(handle.name, self.clock())
-            if job is None:
-                return
-            with structlog.contextvars.bound_contextvars(job=job["id"]):
-                try:
-                    spec = render_job(job, self.store, self.catalog, self.settings.work_dir)
-                except Exception as exc:  # noqa: BLE001 - a job that cannot even be prepared fails alone
-                    log.error("job preparation failed", exc_info=True)
-                    self._finish(job["id"], "failed", error=f"could not prepare the render: {exc}")
-                    continue
-                if not job.get("spec"):
-                    self.store.update_job(job["id"], spec=spec.model_dump(mode="json", exclude={"done_chunks"}),
-                                          render_number=int(spec.render_id.rsplit("_r", 1)[1]),
-                                          output_path=str(spec.output), manifest_path=str(spec.manifest))
-                self.live[job["id"]] = LiveJob(job["id"], handle.name, time.monotonic(),
-                                               (job.get("estimate") or {}).get("seconds"),
-                                               resumed=len(spec.done_chunks))
-                handle.assign(job["id"], spec.model_dump(mode="json"))
-                log.info("job started", worker=handle.name, output=spec.output.name, resume=len(spec.done_chunks))
-                self.publish(job["id"])
-
-    def _worker_message(self, handle: WorkerHandle, message: dict) -> None:
-        kind = message["type"]
-        if kind == "ready":
-            handle.pid = message["pid"]
-            return
-        job_id = message["job"]
-        with structlog.contextvars.bound_contextvars(job=job_id):
-            if kind == "progress":
-                self._progress(job_id, message["progress"])
-            elif kind == "chunk":
-                self.store.add_chunk(job_id, message["record"])
-                self._progress(job_id, None, force_status=True)
-            elif kind == "done":
-                handle.job_id = None
-                self._done(job_id, message["result"])
-            elif kind == "failed":
-                handle.job_id = None
-                self._failed(job_id, message["error"], message.get("retryable", True))
-            elif kind == "interrupted":
-                handle.job_id = None
-                self.live.pop(job_id, None)
-                self.store.uncount_attempt(job_id)
-                self.store.update_job(job_id, "interrupted", message["reason"], state="queued", worker=None,
-                                      progress=None, error=f"paused ({message['reason']}); resumes from its last chunk")
-                self.publish(job_id)
+    # -- workers --------------------------------------------------------------
 
     def _worker_exit(self, handle: WorkerHandle, info: dict) -> None:
         if handle.pid is not None and info.get("pid") not in (None, handle.pid):
@@ -272,7 +325,7 @@ class Daemon:
         job_id, handle.job_id = handle.job_id, None
         log.warning("worker exited", worker=handle.name, code=info.get("code"), job=job_id)
         if job_id is not None:
-            self._failed(job_id, f"the worker process died (exit code {info.get('code')})", retryable=True)
+            self.jobs.failed(job_id, f"the worker process died (exit code {info.get('code')})", retryable=True)
         if not self._stop.is_set():
             self._start_worker(handle)
 
@@ -286,99 +339,10 @@ class Daemon:
     def _worker(self, name: str) -> WorkerHandle:
         return next(handle for handle in self.workers if handle.name == name)
 
-    def _progress(self, job_id: int, progress: dict | None, force_status: bool = False) -> None:
-        live = self.live.get(job_id)
-        if live is None:
-            return
-        if progress is not None:
-            live.progress = with_eta(progress, time.monotonic() - live.started, live.estimate_seconds)
-        self.store.set_progress(job_id, live.progress)
-        if force_status or time.monotonic() - live.last_status >= self.settings.status_every_seconds:
-            live.last_status = time.monotonic()
-            self.publish(job_id)
-
-    def _done(self, job_id: int, result: dict) -> None:
-        job = self.store.job(job_id)
-        live = self.live.pop(job_id, None)
-        source = self.store.media(job["source_media_id"])
-        output = Path(result["output"])
-        try:
-            info = probe(output, self.settings.ffprobe_timeout_seconds)
-            stat = output.stat()
-            self.store.save_media(output, job["shot_id"], kind="render", state="ready", size=stat.st_size,
-                                  mtime_ns=stat.st_mtime_ns, probe=info.to_dict(), error=None,
-                                  parent_id=source["id"], root_id=source["root_id"] or source["id"], job_id=job_id)
-        except (MediaError, OSError) as exc:
-            self._failed(job_id, f"the render finished but its output cannot be read: {exc}", retryable=True)
-            return
-        outputs = {
-            "video": output.name,
-            "render_info": Path(result["manifest"]).name,
-            "frames": result["frames"],
-            "width": result["width"],
-            "height": result["height"],
-            "seconds": round(result["seconds"], 2),
-            "estimate_seconds": (job.get("estimate") or {}).get("seconds"),
-            "chunks_resumed": result["chunks_resumed"],
-        }
-        sequence = result["manifest_data"].get("image_sequence")
-        if sequence:
-            outputs["image_sequence"] = f"{sequence['folder']}/ ({sequence['frames']} {sequence['format']} frames)"
-        self._refine_calibration(job, result["manifest_data"])
-        progress = dict(live.progress) if live else {}
-        progress.update(percent=100.0, eta_seconds=0, frames_done=result["frames"])
-        self._finish(job_id, "done", outputs=outputs, progress=progress)
-        shutil.rmtree(self.settings.work_dir / f"job-{job_id:06d}", ignore_errors=True)
-        log.info("job done", output=str(output), seconds=round(result["seconds"], 2))
-
-    def _refine_calibration(self, job: dict, manifest: dict) -> None:
-        """Learn this model's real speed on this device kind from the chunks rendered in this attempt."""
-        rendered = [chunk for chunk in manifest["chunk_plan"]["chunks"] if not chunk["resumed"]]
-        seconds = sum(chunk["seconds"] for chunk in rendered)
-        out = manifest["output"]
-        settings = job["settings"]
-        passes = 2 if settings["cfg"]["value"] > 1.0 else 1
-        units = sum(chunk["diffused_frames"] for chunk in rendered) * settings["steps"]["value"] * passes \
-            * out["width"] * out["height"] / 1e6
-        if units > 0 and seconds > 0:
-            device = "cuda" if manifest["model"]["device"].startswith("cuda") else "cpu"
-            value = self.store.refine_calibration(manifest["model"]["id"], device, seconds / units)
-            log.info("calibration refined", model=manifest["model"]["id"], device=device,
-                     seconds_per_megapixel_frame_step=round(value, 5))
-
-    def _failed(self, job_id: int, error: str, retryable: bool) -> None:
-        self.live.pop(job_id, None)
-        job = self.store.job(job_id)
-        if retryable and job["attempts"] < self.settings.max_attempts:
-            delay = self.settings.retry_backoff_seconds * 2 ** (job["attempts"] - 1)
-            self.store.update_job(job_id, "retry", error, state="queued", worker=None, error=error,
-                                  error_kind="transient", not_before=self.clock() + delay, progress=None)
-            log.warning("job will be retried", error=error, attempt=job["attempts"], delay=delay)
-            self.publish(job_id)
-            return
-        if retryable:
-            error = f"{error} (gave up after {job['attempts']} attempts)"
-        self._finish(job_id, "failed", error=error, error_kind="transient" if retryable else "input")
-        log.warning("job failed", error=error)
-
-    def _finish(self, job_id: int, state: str, **values) -> None:
-        self.store.update_job(job_id, state, values.get("error"), state=state, worker=None,
-                              finished_at=utc_now(), **values)
-        self.finished.append(job_id)
-        self.publish(job_id)
-        if state == "failed":
-            self._discard_partial_outputs(job_id)
-
-    def _discard_partial_outputs(self, job_id: int) -> None:
-        """Remove a job's checkpoints and its unpublished image sequence; never a finished output."""
-        shutil.rmtree(self.settings.work_dir / f"job-{job_id:06d}", ignore_errors=True)
-        job = self.store.job(job_id)
-        if job and job.get("spec"):
-            output = Path(job["spec"]["output"])
-            shutil.rmtree(output.parent / f".{job['spec']['render_id']}.frames.part", ignore_errors=True)
+    # -- status files and notifications ---------------------------------------
 
     def publish(self, job_id: int) -> None:
-        """Write the status file of a job, if it is the newest job of its request."""
+        """Write the status file of a job, if it is the newest job of its request; announce how a job ended."""
         job = self.store.job(job_id)
         if job is None:
             return
@@ -386,9 +350,16 @@ class Daemon:
         if latest and latest["id"] != job_id:
             return
         try:
-            write_status(job)
+            path, document = write_status(job)
         except OSError as exc:
             log.warning("status file not written", job=job_id, error=str(exc))
+            return
+        if job["state"] not in FINISHED_STATES:
+            self._announced.pop(job_id, None)  # a retried job is announced again when it ends
+        elif self._announced.get(job_id) != job["state"]:
+            self._announced[job_id] = job["state"]
+            for notifier in self.notifiers.for_request(Path(job["request_path"])):
+                self.notifications.submit(notifier, job["state"], path, document)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -406,6 +377,26 @@ class Daemon:
         watcher.start()
         return watcher
 
+    def _start_scheduler(self) -> BackgroundScheduler:
+        """APScheduler, rebuilt from the settings at each start: the reconcile interval and, for every render
+        window, cron triggers at its opening and closing. They only wake the loop; the clock decides."""
+        scheduler = BackgroundScheduler(timezone="UTC")
+        scheduler.add_job(self.inbox.put, "interval", args=[("reconcile",)], seconds=self.settings.reconcile_seconds,
+                          id="reconcile")
+        for name, window in self.settings.render_windows.items():
+            opens, closes = window.triggers()
+            scheduler.add_job(self.inbox.put, opens, args=[("window", name, "opens")], id=f"window {name} opens")
+            scheduler.add_job(self.inbox.put, closes, args=[("window", name, "closes")], id=f"window {name} closes")
+        scheduler.start()
+        return scheduler
+
+    def _log_windows(self) -> None:
+        now = self.schedule.now()
+        for name, window in self.settings.render_windows.items():
+            log.info("render window", window=name, open=window.is_open(now),
+                     opens=window.next_open(now).isoformat(), closes=window.next_close(now).isoformat(),
+                     at_close=window.spec.at_close)
+
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
@@ -421,43 +412,3 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-
-
-def with_eta(progress: dict, elapsed: float, estimate: float | None) -> dict:
-    """Progress with percent done, elapsed time and time left added."""
-    chunks = max(progress.get("chunks") or 1, 1)
-    steps = max(progress.get("steps") or 1, 1)
-    chunk = max(progress.get("chunk") or 0, 0)
-    resumed = progress.get("chunks_resumed") or 0
-    done_in_chunk = (progress.get("step") or 0) / steps
-    completed = max(chunk - 1, 0) + done_in_chunk if chunk else 0.0
-    if progress.get("phase") == "writing output":
-        completed = chunks
-    fraction_now = max(completed - resumed, 0.0)
-    fraction_total = max(chunks - resumed, 1e-9)
-    if fraction_now > 0:
-        eta = elapsed / fraction_now * (fraction_total - fraction_now)
-    elif estimate is not None:
-        eta = max(estimate - elapsed, 0.0)
-    else:
-        eta = None
-    return {
-        **progress,
-        "percent": round(100.0 * completed / chunks, 1),
-        "elapsed_seconds": round(elapsed, 1),
-        "eta_seconds": None if eta is None else round(eta, 1),
-    }
-
-
-def _lock_state_dir(state_dir: Path):
-    handle = open(state_dir / "hotshot.lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        handle.close()
-        raise ConfigError(f"another hotshot daemon is running with state dir {state_dir}") from exc
-    with contextlib.suppress(OSError):
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-    return handle

@@ -30,36 +30,49 @@ def status_document(job: dict) -> dict:
         "message": MESSAGES.get(state, state),
         "updated": utc_now(),
         "attempts": job.get("attempts") or 0,
+        "priority": job.get("priority") or 0,
     }
     for name in ("source", "model", "frame_range"):
         if name in settings:
             doc[name] = settings[name]["value"]
+    if job.get("window"):
+        doc["window"] = job["window"]
     if job.get("estimate"):
         doc["estimate"] = job["estimate"]
     if state == "waiting":
         doc["message"] = job.get("wait_reason") or "waiting"
-        if job.get("wait_deadline"):
+        if job.get("start_at") is not None:
+            doc["starts_at"] = _iso(job["start_at"])
+        elif job.get("wait_deadline"):
             doc["gives_up_at"] = _iso(job["wait_deadline"])
     if state in ("queued", "running") and job.get("error"):
         doc["last_error"] = job["error"]
     if state == "queued" and job.get("not_before"):
         doc["retry_at"] = _iso(job["not_before"])
-    if state == "running" and job.get("progress"):
-        doc["progress"] = job["progress"]
-        doc["message"] = _running_message(job["progress"])
+    if state == "running":
+        doc["worker"] = job.get("worker")
+        if job.get("progress"):
+            doc["progress"] = job["progress"]
+            doc["message"] = _running_message(job["progress"])
+            doc["timing"] = _timing(job, job["progress"].get("elapsed_seconds"), job["progress"].get("eta_seconds"))
+        if job.get("cancel_reason"):
+            doc["message"] = f"stopping: {job['cancel_reason']}"
     if state == "done":
         doc["outputs"] = job.get("outputs") or {}
         doc["message"] = f"done: {doc['outputs'].get('video', '')}"
+        doc["timing"] = _timing(job, doc["outputs"].get("seconds"), 0)
     if state in ("failed", "cancelled"):
         doc["error"] = job.get("error") or state
         doc["message"] = f"{state}: {doc['error']}"
     return doc
 
 
-def write_status(job: dict) -> Path:
+def write_status(job: dict) -> tuple[Path, dict]:
+    """Write the status file of `job`; return its path and what was written."""
     path = status_path(Path(job["request_path"]))
-    write_json_atomic(path, status_document(job))
-    return path
+    document = status_document(job)
+    write_json_atomic(path, document)
+    return path, document
 
 
 def _running_message(progress: dict) -> str:
@@ -69,6 +82,13 @@ def _running_message(progress: dict) -> str:
     if progress.get("eta_seconds") is not None:
         text += f", about {progress['eta_seconds']:.0f} s left"
     return text
+
+
+def _timing(job: dict, elapsed: float | None, eta: float | None) -> dict:
+    """The estimate beside the time taken so far and the time it is now expected to take."""
+    expected = None if elapsed is None or eta is None else round(elapsed + eta, 1)
+    return {"estimate_seconds": (job.get("estimate") or {}).get("seconds"), "elapsed_seconds": elapsed,
+            "expected_seconds": expected}
 
 
 def _iso(epoch: float) -> str:

@@ -21,6 +21,7 @@ from daemon.schema import migrations
 
 BUSY_TIMEOUT_SECONDS = 30.0
 ACTIVE_STATES = ("waiting", "queued", "running")
+FINISHED_STATES = ("done", "failed", "cancelled")
 JSON_COLUMNS = ("probe", "settings", "spec", "estimate", "progress", "outputs", "data")
 
 
@@ -190,12 +191,20 @@ class Store:
         return self._all(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", states)
 
     def queue(self) -> list[dict]:
-        """Active jobs in the order they will be claimed."""
+        """Active jobs: running, then queued in the order they will be claimed, then waiting by start time."""
         return self._all(
             "SELECT * FROM jobs WHERE state IN ('running', 'queued', 'waiting') "
             "ORDER BY CASE state WHEN 'running' THEN 0 WHEN 'queued' THEN 1 ELSE 2 END, "
-            "priority DESC, full_clip, id"
+            "CASE WHEN state = 'waiting' THEN COALESCE(start_at, 0) ELSE 0 END, priority DESC, full_clip, id"
         )
+
+    def active_jobs_for(self, request_path: str) -> list[dict]:
+        return self._all("SELECT * FROM jobs WHERE request_path = ? AND state IN ('waiting', 'queued', 'running') "
+                         "ORDER BY id", (request_path,))
+
+    def in_windows(self, state: str) -> list[dict]:
+        """Jobs in `state` that belong to a render window."""
+        return self._all("SELECT * FROM jobs WHERE state = ? AND window IS NOT NULL ORDER BY id", (state,))
 
     def latest_job_for(self, request_path: str) -> dict | None:
         return self._one("SELECT * FROM jobs WHERE request_path = ? ORDER BY id DESC LIMIT 1", (request_path,))
@@ -222,13 +231,21 @@ class Store:
                             finished_at=utc_now())
         return older
 
-    def claim_next(self, worker: str, now: float) -> dict | None:
-        """Atomically move the first claimable queued job to running for `worker`."""
+    def claim_next(self, worker: str, now: float, loaded_models: frozenset[str] = frozenset()) -> dict | None:
+        """Atomically move the first claimable queued job to running for `worker`.
+
+        The order is priority (higher first), range renders before full clips,
+        then jobs whose model the worker has loaded, then age: a loaded model
+        only breaks ties, so it never holds back a more urgent job.
+        """
+        models = sorted(loaded_models)
+        affinity = (f"json_extract(settings, '$.model.value') IN ({','.join('?' * len(models))}) DESC, "
+                    if models else "")
         with self.immediate():
             row = self.db.execute(
                 "SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?) "
-                "ORDER BY priority DESC, full_clip, id LIMIT 1",
-                (now,),
+                f"ORDER BY priority DESC, full_clip, {affinity}id LIMIT 1",
+                (now, *models),
             ).fetchone()
             if row is None:
                 return None
@@ -253,6 +270,22 @@ class Store:
         """An attempt that was paused rather than failed does not count against the limit."""
         with self.db.atomic():
             self.db.execute("UPDATE jobs SET attempts = MAX(attempts - 1, 0) WHERE id = ?", (job_id,))
+
+    def cancel_job(self, job_id: int, reason: str) -> None:
+        """Mark a job cancelled; its checkpoints are gone, so a retry starts from the first chunk."""
+        with self.db.atomic():
+            self.db["jobs"].update(job_id, _encode({
+                "state": "cancelled", "error": reason, "error_kind": "cancelled", "worker": None,
+                "cancel_reason": None, "finished_at": utc_now(), "updated_at": utc_now(),
+            }))
+            self.db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
+            self._event("cancelled", job_id=job_id, message=reason)
+
+    def retry_job(self, job_id: int, state: str, **values: Any) -> None:
+        """Put a failed or cancelled job back in line with a fresh count of attempts."""
+        self.update_job(job_id, "retried", state, state=state, attempts=0, error=None, error_kind=None,
+                        cancel_reason=None, not_before=None, finished_at=None, progress=None, worker=None,
+                        **values)
 
     def recover_running(self) -> list[int]:
         """After a restart, running jobs have no worker: put them back in the queue."""
@@ -296,6 +329,34 @@ class Store:
                 "samples": (row["samples"] if row else 0) + 1, "updated_at": utc_now(),
             }, pk=("model", "device"))
         return value
+
+    # -- flags and commands --------------------------------------------------
+
+    def flag(self, name: str) -> str | None:
+        row = self._one("SELECT value FROM flags WHERE name = ?", (name,))
+        return row["value"] if row else None
+
+    def set_flag(self, name: str, value: str) -> None:
+        with self.db.atomic():
+            self.db["flags"].upsert({"name": name, "value": value, "updated_at": utc_now()}, pk="name")
+            self._event("flag", message=f"{name}={value}")
+
+    def submit_command(self, command: str, target: str | None) -> int:
+        """Leave a command for the running daemon (the CLI's only write while a daemon runs)."""
+        with self.db.atomic():
+            return self.db["commands"].insert({"command": command, "target": target, "state": "pending",
+                                               "created_at": utc_now()}).last_pk
+
+    def pending_commands(self) -> list[dict]:
+        return self._all("SELECT * FROM commands WHERE state = 'pending' ORDER BY id")
+
+    def command(self, command_id: int) -> dict | None:
+        return self._one("SELECT * FROM commands WHERE id = ?", (command_id,))
+
+    def finish_command(self, command_id: int, state: str, result: str) -> None:
+        with self.db.atomic():
+            self.db["commands"].update(command_id, {"state": state, "result": result, "handled_at": utc_now()})
+            self._event(f"command {state}", message=result)
 
     # -- events --------------------------------------------------------------
 

@@ -1,14 +1,17 @@
-"""What `hotshot status` shows: shots with their renders stacked, and the jobs."""
+"""What `hotshot status` shows: shots with their renders stacked, the queue in order, recent jobs."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.store import Store
+from daemon.store import FINISHED_STATES, Store
+
+RECENT = 10
 
 
-def status_data(store: Store) -> dict:
-    """Shots (each source with its renders nested below it) and jobs, as plain data."""
+def status_data(store: Store, daemon_pid: int | None = None) -> dict:
+    """The daemon, shots (each source with its renders nested below it), the queue and every job, as plain data."""
     shots = []
     for shot in store.shots():
         media = store.media_in_shot(shot["id"])
@@ -33,41 +36,68 @@ def status_data(store: Store) -> dict:
             }
 
         shots.append({"shot": shot["rel"], "root": shot["root"], "sources": [node(m) for m in children.get(None, [])]})
-    jobs = []
-    for job in store.jobs():
-        settings = job.get("settings") or {}
-        jobs.append({
-            "job": job["id"],
-            "state": job["state"],
-            "request": job["request_path"],
-            "source": (settings.get("source") or {}).get("value"),
-            "priority": job["priority"],
-            "attempts": job["attempts"],
-            "progress": job.get("progress"),
-            "estimate": job.get("estimate"),
-            "outputs": job.get("outputs"),
-            "error": job.get("error"),
-            "waiting_for": job.get("wait_reason") if job["state"] == "waiting" else None,
-            "created": job["created_at"],
-        })
-    return {"shots": shots, "jobs": jobs}
+    jobs = [_job(job) for job in store.jobs()]
+    return {
+        "daemon": {"running": daemon_pid is not None, "pid": daemon_pid, "paused": store.flag("paused") == "1"},
+        "shots": shots,
+        "queue": [_job(job) for job in store.queue()],
+        "jobs": jobs,
+    }
+
+
+def _job(job: dict) -> dict:
+    settings = job.get("settings") or {}
+    return {
+        "job": job["id"],
+        "state": job["state"],
+        "request": job["request_path"],
+        "source": (settings.get("source") or {}).get("value"),
+        "model": (settings.get("model") or {}).get("value"),
+        "priority": job["priority"],
+        "full_clip": bool(job["full_clip"]),
+        "attempts": job["attempts"],
+        "worker": job["worker"] if job["state"] == "running" else None,
+        "window": job.get("window"),
+        "starts_at": _iso(job["start_at"]) if job["state"] == "waiting" and job.get("start_at") else None,
+        "progress": job.get("progress"),
+        "estimate": job.get("estimate"),
+        "outputs": job.get("outputs"),
+        "error": job.get("error"),
+        "waiting_for": job.get("wait_reason") if job["state"] == "waiting" else None,
+        "cancelling": job.get("cancel_reason"),
+        "created": job["created_at"],
+        "finished": job.get("finished_at"),
+    }
 
 
 def status_text(data: dict, roots: list[Path]) -> str:
     roots = list(dict.fromkeys([*roots, *(Path(shot["root"]) for shot in data["shots"])]))
-    lines = ["Shots"]
+    daemon = data["daemon"]
+    lines = [f"Daemon  {'running (pid ' + str(daemon['pid']) + ')' if daemon['running'] else 'not running'}"
+             + ("; claiming PAUSED (`hotshot resume` to go on)" if daemon["paused"] else ""), "", "Shots"]
     if not data["shots"]:
         lines.append("  (none yet)")
     for shot in data["shots"]:
         lines.append(f"  {Path(shot['root']).name}/{shot['shot']}".removesuffix("/."))
         for source in shot["sources"]:
             _tree(source, lines, "    ", "")
-    lines += ["", "Jobs"]
-    if not data["jobs"]:
+    lines += ["", "Queue (in the order jobs start)"]
+    if not data["queue"]:
+        lines.append("  (empty)")
+    for job in data["queue"]:
+        lines.append(_job_line(job, roots))
+    finished = [job for job in data["jobs"] if job["state"] in FINISHED_STATES][-RECENT:]
+    lines += ["", f"Recent (last {RECENT} ended)"]
+    if not finished:
         lines.append("  (none yet)")
-    for job in data["jobs"]:
-        lines.append(f"  {job['job']:>4}  {job['state']:<9} {_short(job['request'], roots):<44} {_detail(job)}")
+    for job in reversed(finished):
+        lines.append(_job_line(job, roots))
     return "\n".join(lines)
+
+
+def _job_line(job: dict, roots: list[Path]) -> str:
+    priority = f"p{job['priority']:+d}" if job["priority"] else ""
+    return f"  {job['job']:>4}  {job['state']:<9} {priority:<5} {_short(job['request'], roots):<40} {_detail(job)}"
 
 
 def _tree(item: dict, lines: list[str], indent: str, branch: str) -> None:
@@ -86,20 +116,25 @@ def _tree(item: dict, lines: list[str], indent: str, branch: str) -> None:
 
 def _detail(job: dict) -> str:
     state = job["state"]
-    if state == "running" and job["progress"]:
-        progress = job["progress"]
+    if state == "running":
+        if job["cancelling"]:
+            return f"stopping: {job['cancelling']}"
+        progress = job["progress"] or {}
         bar = _bar(progress.get("percent") or 0.0)
         eta = progress.get("eta_seconds")
-        return (f"{bar} {progress.get('percent', 0):5.1f}%  chunk {progress.get('chunk')}/{progress.get('chunks')}"
-                + (f"  ETA {eta:.0f} s" if eta is not None else ""))
+        return (f"{bar} {progress.get('percent') or 0:5.1f}%  chunk {progress.get('chunk', 0)}/"
+                f"{progress.get('chunks', '?')}" + (f"  ETA {eta:.0f} s" if eta is not None else "")
+                + f"  on {job['worker']}")
     if state == "done" and job["outputs"]:
         return f"→ {job['outputs'].get('video')}"
     if state == "waiting":
         return job["waiting_for"] or ""
     if state in ("failed", "cancelled"):
         return job["error"] or ""
-    if state == "queued" and job["estimate"]:
-        return f"estimate {job['estimate'].get('seconds')} s"
+    if state == "queued":
+        kind = "full clip" if job["full_clip"] else "range"
+        estimate = f", estimate {job['estimate'].get('seconds')} s" if job["estimate"] else ""
+        return kind + estimate + (f" (in window {job['window']})" if job["window"] else "")
     return ""
 
 
@@ -115,3 +150,7 @@ def _short(path: str, roots: list[Path]) -> str:
         except ValueError:
             continue
     return path
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")

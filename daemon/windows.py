@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
@@ -84,6 +84,7 @@ class WindowSpec(BaseModel):
     end: str
     days: str = "*"
     timezone: str = "UTC"
+    at_close: Literal["finish", "pause"] = "finish"  # what a render still running at the closing time does
 
     @field_validator("name")
     @classmethod

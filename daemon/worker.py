@@ -2,9 +2,10 @@
 
 It runs in its own process so that a crash or an out-of-memory in rendering
 cannot take the daemon down. It never touches the database: it reports
-progress, finished chunks and the result over its pipe, and the daemon
-records them. Control messages (stop after the current chunk) arrive on the
-same pipe and are read by a small thread while the main thread renders.
+progress, finished chunks, the models it holds and the result over its pipe,
+and the daemon records them. Control messages (stop after the current chunk,
+cancel at the next diffusion step) arrive on the same pipe and are read by a
+small thread while the main thread renders.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from multiprocessing.connection import Connection
 PR_SET_PDEATHSIG = 1
 
 
-def main(conn: Connection, name: str, device: str, log_format: str, log_level: str, parent: int) -> None:
+def main(conn: Connection, name: str, device: str, log_format: str, log_level: str, parent: int,
+         cache_bytes: int | None = None) -> None:
     """Entry point of the worker process."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -35,25 +37,25 @@ def main(conn: Connection, name: str, device: str, log_format: str, log_level: s
     log = structlog.get_logger("hotshot.worker")
 
     jobs: queue.Queue = queue.Queue()
-    stop_reason: list[str] = []
+    control = _Control()
     sender = _Sender(conn)
-    threading.Thread(target=_read_control, args=(conn, jobs, stop_reason), daemon=True).start()
+    threading.Thread(target=_read_control, args=(conn, jobs, control), daemon=True).start()
 
     from engine.models import ModelCache
 
     logs.route_ml_libraries()
-    cache = ModelCache()
+    cache = ModelCache(cache_bytes)
     sender.send({"type": "ready", "pid": os.getpid()})
     log.info("worker ready", device=device)
     while True:
         message = jobs.get()
         if message is None:
             return
-        stop_reason.clear()
-        _run_job(message["job"], device, cache, sender, stop_reason, log)
+        _run_job(message["job"], device, cache, sender, control, log)
 
 
-def _run_job(job_data: dict, device: str, cache, sender: _Sender, stop_reason: list[str], log) -> None:
+def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: _Control,
+             log) -> None:
     import structlog
 
     from engine.errors import EngineError, Interrupted
@@ -61,21 +63,48 @@ def _run_job(job_data: dict, device: str, cache, sender: _Sender, stop_reason: l
     from engine.render import render
 
     job = RenderJob.model_validate({**job_data, "device": device})
-    events = _PipeEvents(job.job_id, sender, stop_reason)
+    events = _PipeEvents(job.job_id, sender, control)
     with structlog.contextvars.bound_contextvars(job=job.job_id):
         try:
             result = render(job, events, cache)
         except Interrupted as exc:
-            sender.send({"type": "interrupted", "job": job.job_id, "reason": exc.reason})
+            reply = {"type": "interrupted", "job": job.job_id, "reason": exc.reason}
         except EngineError as exc:
             log.warning("render failed", error=str(exc), retryable=exc.retryable)
-            sender.send({"type": "failed", "job": job.job_id, "error": str(exc), "retryable": exc.retryable})
+            reply = {"type": "failed", "job": job.job_id, "error": str(exc), "retryable": exc.retryable}
         except Exception as exc:  # noqa: BLE001 - any crash of a render is reported, the worker lives on
             log.error("render crashed", exc_info=True)
-            sender.send({"type": "failed", "job": job.job_id, "retryable": True,
-                         "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=20)})
+            reply = {"type": "failed", "job": job.job_id, "retryable": True,
+                     "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=20)}
         else:
-            sender.send({"type": "done", "job": job.job_id, "result": result.to_dict()})
+            reply = {"type": "done", "job": job.job_id, "result": result.to_dict()}
+    # Before the result, so the daemon knows this worker's models when it next hands out a job.
+    sender.send({"type": "models", "loaded": sorted(set(cache.loaded))})
+    sender.send(reply)
+
+
+class _Control:
+    """What the daemon asked of the job in hand: stop after the current chunk, or cancel at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.job: int | None = None
+        self.stop_reason: str | None = None
+        self.cancel_reason: str | None = None
+
+    def begin(self, job_id: int) -> None:
+        with self.lock:
+            self.job, self.stop_reason, self.cancel_reason = job_id, None, None
+
+    def stop(self, reason: str, job_id: int | None) -> None:
+        with self.lock:
+            if job_id is None or job_id == self.job:
+                self.stop_reason = reason
+
+    def cancel(self, reason: str, job_id: int) -> None:
+        with self.lock:
+            if job_id == self.job:
+                self.cancel_reason = reason
 
 
 class _Sender:
@@ -94,17 +123,26 @@ class _Sender:
 
 
 class _PipeEvents:
-    """RenderEvents that travel to the daemon over the pipe."""
+    """RenderEvents that travel to the daemon over the pipe.
+
+    A cancel stops the render at once: `progress`, which the engine calls after
+    every diffusion step, raises `Interrupted`. A stop (shutdown, a render window
+    closing) is answered by `stop_requested`, between chunks.
+    """
 
     PROGRESS_INTERVAL = 0.5
 
-    def __init__(self, job_id: int, sender: _Sender, stop_reason: list[str]) -> None:
+    def __init__(self, job_id: int, sender: _Sender, control: _Control) -> None:
         self.job_id = job_id
         self.sender = sender
-        self.stop_reason = stop_reason
+        self.control = control
         self._last_progress = 0.0
 
     def progress(self, progress) -> None:
+        if self.control.cancel_reason:
+            from engine.errors import Interrupted
+
+            raise Interrupted(self.control.cancel_reason, max(progress.chunk - 1, 0))
         now = time.monotonic()
         last_step = progress.step in (0, progress.steps)
         if last_step or now - self._last_progress >= self.PROGRESS_INTERVAL:
@@ -115,19 +153,22 @@ class _PipeEvents:
         self.sender.send({"type": "chunk", "job": self.job_id, "record": record.to_dict()})
 
     def stop_requested(self) -> str | None:
-        return self.stop_reason[0] if self.stop_reason else None
+        return self.control.cancel_reason or self.control.stop_reason
 
 
-def _read_control(conn: Connection, jobs: queue.Queue, stop_reason: list[str]) -> None:
+def _read_control(conn: Connection, jobs: queue.Queue, control: _Control) -> None:
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             os._exit(3)
         if message["type"] == "render":
+            control.begin(message["job"]["job_id"])  # here, so a cancel right behind it finds its job
             jobs.put(message)
         elif message["type"] == "stop":
-            stop_reason[:] = [message.get("reason", "stop requested")]
+            control.stop(message.get("reason", "stop requested"), message.get("job"))
+        elif message["type"] == "cancel":
+            control.cancel(message.get("reason", "cancelled"), message["job"])
         elif message["type"] == "exit":
             jobs.put(None)
             return

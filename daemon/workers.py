@@ -27,6 +27,8 @@ class WorkerHandle:
     log_level: str
     job_id: int | None = None
     pid: int | None = None
+    models: frozenset[str] = frozenset()
+    cache_bytes: int | None = None
     process: multiprocessing.process.BaseProcess | None = field(default=None, repr=False)
     conn: object = field(default=None, repr=False)
 
@@ -34,13 +36,14 @@ class WorkerHandle:
         parent_end, child_end = SPAWN.Pipe(duplex=True)
         self.process = SPAWN.Process(
             target=worker.main, name=f"hotshot-{self.name}", daemon=True,
-            args=(child_end, self.name, self.device, self.log_format, self.log_level, os.getpid()),
+            args=(child_end, self.name, self.device, self.log_format, self.log_level, os.getpid(), self.cache_bytes),
         )
         self.process.start()
         child_end.close()
         self.conn = parent_end
         self.pid = self.process.pid
         self.job_id = None
+        self.models = frozenset()
         threading.Thread(target=self._forward, args=(parent_end, self.process), daemon=True,
                          name=f"{self.name}-reader").start()
         log.info("worker started", worker=self.name, device=self.device, pid=self.pid)
@@ -74,8 +77,17 @@ class WorkerHandle:
         self.job_id = job_id
         return self.send({"type": "render", "job": job})
 
-    def stop_after_chunk(self, reason: str) -> None:
-        self.send({"type": "stop", "reason": reason})
+    def stop_after_chunk(self, reason: str, job_id: int | None = None) -> None:
+        """Ask the worker to checkpoint and stop after the current chunk (of `job_id`, or of any job)."""
+        self.send({"type": "stop", "reason": reason, "job": job_id})
+
+    def cancel(self, job_id: int, reason: str) -> None:
+        """Ask the worker to drop `job_id` at the next diffusion step."""
+        self.send({"type": "cancel", "reason": reason, "job": job_id})
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         if self.process is None:
@@ -89,7 +101,8 @@ class WorkerHandle:
             self.conn.close()
 
 
-def make_pool(devices: list[str], inbox: queue.Queue, log_format: str, log_level: str) -> list[WorkerHandle]:
-    """One worker per configured device ("auto" lets the worker pick CUDA or the CPU)."""
-    return [WorkerHandle(f"worker-{index}", device, inbox, log_format, log_level)
+def make_pool(devices: list[str], inbox: queue.Queue, log_format: str, log_level: str,
+              cache_bytes: int | None = None) -> list[WorkerHandle]:
+    """One worker per device, each with its own model cache ("auto" lets the worker pick CUDA or the CPU)."""
+    return [WorkerHandle(f"worker-{index}", device, inbox, log_format, log_level, cache_bytes=cache_bytes)
             for index, device in enumerate(devices)]

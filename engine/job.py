@@ -128,7 +128,13 @@ class RenderResult:
 class RenderEvents(Protocol):
     """What the engine tells its caller while it works, and asks of it."""
 
-    def progress(self, progress: Progress) -> None: ...
+    def progress(self, progress: Progress) -> None:
+        """Where the render stands; called after every diffusion step.
+
+        It may raise `Interrupted` to stop at once (a cancel): the unfinished
+        chunk is dropped and earlier chunks stay checkpointed.
+        """
+        ...
 
     def chunk_done(self, record: ChunkRecord) -> None: ...
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from daemon.config import load_settings
@@ -33,11 +35,24 @@ def drain(settings) -> Daemon:
     return daemon
 
 
+class FakeClock:
+    """Epoch seconds that start at `start` and run at real speed until a test moves them (`set`)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.set(start)
+
+    def __call__(self) -> float:
+        return time.monotonic() + self._offset
+
+    def set(self, when: datetime) -> None:
+        self._offset = when.timestamp() - time.monotonic()
+
+
 class RunningDaemon:
     """The daemon in a background thread, stopped (cleanly) on exit."""
 
-    def __init__(self, settings) -> None:
-        self.daemon = Daemon(settings)
+    def __init__(self, settings, clock: Callable[[], float] = time.time) -> None:
+        self.daemon = Daemon(settings, clock)
         self.thread = threading.Thread(target=self._run, name="test-daemon", daemon=True)
         self.error: BaseException | None = None
 
@@ -57,6 +72,29 @@ class RunningDaemon:
         assert not self.thread.is_alive(), "the daemon did not stop"
         if self.error:
             raise self.error
+
+
+@contextmanager
+def ticked_daemon(settings, clock: Callable[[], float] = time.time) -> Iterator[Daemon]:
+    """A daemon whose loop the test turns itself (`tick_until`), with no worker processes: nothing renders."""
+    daemon = Daemon(settings, clock)
+    try:
+        daemon.reconcile()
+        yield daemon
+    finally:
+        daemon.store.close()
+        daemon._lock.close()
+
+
+def tick_until(daemon: Daemon, condition: Callable[[], object], timeout: float = 30.0, what: str = "condition"):
+    """Turn the loop (rescanning the roots each time) until `condition` holds."""
+
+    def turned():
+        daemon.reconcile()
+        daemon.tick()
+        return condition()
+
+    return wait_for(turned, timeout, what)
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:

@@ -28,7 +28,9 @@ def test_status_and_models_list_do_not_import_torch(tmp_path):
     request.write_text('{"prompt": "x"}')
     for args in (["status", "--state", str(tmp_path)], ["status", "--json", "--state", str(tmp_path)],
                  ["models", "list", "--state", str(tmp_path)], ["presets"],
-                 ["estimate", "--state", str(tmp_path), str(request)]):
+                 ["estimate", "--state", str(tmp_path), str(request)],
+                 ["pause", "--state", str(tmp_path)],
+                 ["resume", "--state", str(tmp_path)]):
         done = run_cli(*args)
         assert done.returncode in (0, 1), done.stderr
         assert "HEAVY=\n" in done.stdout, (args, done.stdout)

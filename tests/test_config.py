@@ -51,3 +51,32 @@ def test_a_second_daemon_on_the_same_state_is_refused(tmp_path):
     finally:
         first.store.close()
         first._lock.close()
+
+
+def test_operations_settings_are_checked(tmp_path):
+    """Render windows, the full-clip policy and notifications are validated at start-up, naming the problem."""
+    root = tmp_path / "root"
+    base = dict(roots=[root], state_dir=tmp_path / "state", catalogs=[CATALOG])
+    with pytest.raises(ConfigError, match="window 'overnight': unknown timezone 'Europe/Londn'"):
+        load_settings(None, **base, windows={"overnight": {"start": "20:00", "end": "06:00",
+                                                           "timezone": "Europe/Londn"}})
+    with pytest.raises(ConfigError, match="window 'overnight': at_close: Input should be 'finish' or 'pause'"):
+        load_settings(None, **base, windows={"overnight": {"start": "20:00", "end": "06:00", "at_close": "stop"}})
+    with pytest.raises(ConfigError, match="defer_full_clips names the render window 'nightly', which is not"):
+        load_settings(None, **base, defer_full_clips={"window": "nightly", "longer_than_frames": 100})
+    with pytest.raises(ConfigError, match=f"notify root {tmp_path / 'elsewhere'} is not a watch root"):
+        load_settings(None, **base, notify=[{"root": str(tmp_path / "elsewhere"), "command": ["true"]}])
+    with pytest.raises(ConfigError, match="notify needs a webhook, a command or both"):
+        load_settings(None, **base, notify=[{"root": str(root)}])
+    settings = load_settings(None, **base, windows={"overnight": {"start": "20:00", "end": "06:00"}},
+                             notify=[{"root": str(root), "webhook": "http://127.0.0.1:9/hook"}])
+    assert list(settings.render_windows) == ["overnight"] and settings.notify[0].root == root.resolve()
+    assert settings.devices == "auto" and settings.keep_failed_checkpoints_hours == 72
+
+
+def test_the_shipped_settings_file_loads(tmp_path):
+    """config/hotshot.toml, with its examples as written, is valid."""
+    from tests.conftest import PROJECT
+
+    settings = load_settings(PROJECT / "config" / "hotshot.toml", state_dir=tmp_path / "state")
+    assert settings.devices == "auto"

@@ -20,7 +20,7 @@ def test_every_render_video_setting_is_a_field():
     expected = {"preset", "model", "source", "style_frame", "reference_frame", "prompt", "auto_prompt",
                 "negative_prompt", "controlnets", "mask", "output_size", "steps", "interpolation",
                 "image_sequence", "cfg", "color_consistency", "seed", "shift", "low_step", "context",
-                "frame_range", "priority", "when"}
+                "frame_range", "priority", "when", "cancel"}
     assert expected <= set(RenderRequest.model_fields)
 
 
@@ -54,8 +54,7 @@ def test_errors_name_the_field_and_value(text, message):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("auto_prompt", True), ("controlnets", [{"type": "depth", "strength": 0.8}]), ("mask", "mask.mp4"),
-    ("priority", 5), ("when", "overnight"),
+    ("auto_prompt", True), ("controlnets", [{"type": "depth", "strength": 0.8}]),
 ])
 def test_settings_not_built_yet_are_refused_not_ignored(field, value):
     with pytest.raises(RequestError, match=f"^{field} is not supported yet$"):
@@ -90,3 +89,13 @@ def test_workspace_settings_are_validated(text, message):
 def test_oversized_request_is_refused_before_parsing():
     with pytest.raises(RequestError, match="over the limit of 100 bytes"):
         parse_request(b'{"prompt": "' + b"x" * 200 + b'"}', 100)
+
+
+def test_queue_fields_parse():
+    """priority, when and cancel are accepted: the queue order, the start time and a cancel."""
+    request = parse(json.dumps({"priority": 5, "when": "overnight", "cancel": True}))
+    assert (request.priority, request.when, request.cancel) == (5, "overnight", True)
+    with pytest.raises(RequestError, match="priority: Input should be less than or equal to 1000"):
+        parse(json.dumps({"priority": 5000}))
+    with pytest.raises(RequestError, match="cancel: Input should be a valid boolean"):
+        parse(json.dumps({"cancel": "yes"}))

@@ -20,7 +20,8 @@ def test_migrations_apply_once(tmp_path):
     Store.open(path).close()
     store = Store.open(path)
     applied = store.db.execute("SELECT name FROM _sqlite_migrations").fetchall()
-    assert [row[0] for row in applied] == ["m001_initial", "m002_calibration"]
+    names = [row[0] for row in applied]
+    assert names[0] == "m001_initial" and "m003_operations" in names and len(names) == len(set(names))
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
 

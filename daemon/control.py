@@ -1,0 +1,303 @@
+"""Operator commands: cancel, retry, pause and resume.
+
+The CLI never changes job state behind a running daemon's back. While a daemon
+holds the state lock, a command is left in the `commands` table; the daemon
+carries it out on its loop and answers in the same row. With no daemon
+running, the CLI takes the lock itself and carries the command out on the
+database directly, with the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+
+from daemon.config import Settings
+from daemon.errors import CommandRefused
+from daemon.notify import RootNotifiers
+from daemon.schedule import Schedule
+from daemon.status_file import write_status
+from daemon.store import ACTIVE_STATES, Store
+
+log = structlog.get_logger("hotshot.control")
+COMMANDS = ("cancel", "retry", "pause", "resume")
+PAUSED = "paused"
+ANSWER_SECONDS = 15.0
+LOCK_FILE = "hotshot.lock"
+
+
+@dataclass
+class Outcome:
+    """What a command did, for the operator; `stopping` lists running jobs still winding down."""
+
+    message: str
+    stopping: list[int] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+class Control:
+    """Carries out operator commands on the store.
+
+    `stop_running(job, reason)` asks a worker to drop a running job and returns
+    True when one will (the daemon finishes the cancel when the worker stops);
+    without it, as with no daemon running, a running job is cancelled at once.
+    """
+
+    def __init__(self, store: Store, settings: Settings, schedule: Schedule, publish: Callable[[int], None],
+                 stop_running: Callable[[dict, str], bool] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.schedule = schedule
+        self.publish = publish
+        self.stop_running = stop_running
+
+    def apply(self, command: str, target: str | None) -> Outcome:
+        if command == "cancel":
+            return self.cancel(target or "")
+        if command == "retry":
+            return self.retry(target or "")
+        if command == "pause":
+            return self.pause()
+        if command == "resume":
+            return self.resume()
+        raise CommandRefused(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
+
+    # -- cancel ---------------------------------------------------------------
+
+    def cancel(self, target: str, reason: str = "cancelled with `hotshot cancel`") -> Outcome:
+        """Cancel a job by id, or the active jobs of a request file."""
+        if target.isdigit():
+            job = self._job(target)
+            if job["state"] not in ACTIVE_STATES:
+                raise CommandRefused(f"job {job['id']} is {job['state']}, not waiting, queued or running; "
+                                     "only those can be cancelled")
+            jobs = [job]
+        else:
+            jobs = self.store.active_jobs_for(target)
+            if not jobs:
+                raise CommandRefused(f"{target} has no waiting, queued or running job")
+        return self._cancel_all(jobs, reason)
+
+    def cancel_request(self, request_path: str, reason: str) -> Outcome:
+        """Cancel every active job of a request file (it was deleted, or says "cancel": true)."""
+        return self._cancel_all(self.store.active_jobs_for(request_path), reason)
+
+    def _cancel_all(self, jobs: list[dict], reason: str) -> Outcome:
+        stopping = [job["id"] for job in jobs if self.cancel_job(job, reason)]
+        done = [job["id"] for job in jobs if job["id"] not in stopping]
+        parts = []
+        if done:
+            parts.append(f"cancelled job{'s' if len(done) > 1 else ''} {', '.join(map(str, done))}")
+        if stopping:
+            parts.append(f"job{'s' if len(stopping) > 1 else ''} {', '.join(map(str, stopping))} stopping "
+                         "at the next diffusion step")
+        return Outcome("; ".join(parts) or "nothing to cancel", stopping)
+
+    def cancel_job(self, job: dict, reason: str) -> bool:
+        """Cancel one job; True when a worker is still stopping it."""
+        if job["state"] == "running" and self.stop_running is not None and self.stop_running(job, reason):
+            return True
+        self.finish_cancel(job, reason)
+        return False
+
+    def finish_cancel(self, job: dict, reason: str) -> None:
+        """Record the cancel, remove the job's checkpoints and temporary files, and say so in its status."""
+        self.store.cancel_job(job["id"], reason)
+        remove_job_files(job, self.settings.work_dir)
+        log.info("job cancelled", job=job["id"], reason=reason)
+        self.publish(job["id"])
+
+    # -- retry ----------------------------------------------------------------
+
+    def retry(self, target: str) -> Outcome:
+        """Put a failed or cancelled job back in line; it resumes from its checkpoints."""
+        job = self._job(target) if target.isdigit() else self.store.latest_job_for(target)
+        if job is None:
+            raise CommandRefused(f"{target} has no job")
+        name = f"job {job['id']}"
+        if job["state"] in ACTIVE_STATES:
+            raise CommandRefused(f"{name} is already {job['state']}")
+        if job["state"] == "done":
+            raise CommandRefused(f"{name} is done; to render again, change the request (a new seed, say) and save it")
+        latest = self.store.latest_job_for(job["request_path"])
+        if latest["id"] != job["id"]:
+            raise CommandRefused(f"{name} is an older version of {job['request_path']}; "
+                                 f"its newest version is job {latest['id']}")
+        if not Path(job["request_path"]).exists():
+            raise CommandRefused(f"the request file {job['request_path']} of {name} is gone; put it back, then retry")
+        request = self.store.request(job["request_id"])
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            if json.loads(request["raw"]).get("cancel") is True:
+                raise CommandRefused(f'the request of {name} says "cancel": true; edit the request instead')
+
+        now = self.schedule.clock()
+        if not job.get("settings"):
+            # Never resolved: its request or its source was at fault. Check it again from the start.
+            self.store.retry_job(job["id"], "waiting", created_ts=now, wait_deadline=now,
+                                 wait_reason="checking the request again", window=None, start_at=None)
+            message = f"{name} will be checked again"
+        elif job.get("window") is not None or job.get("start_at") is not None:
+            self.store.retry_job(job["id"], "waiting",
+                                 wait_reason=self.schedule.describe(job["window"], job["start_at"]))
+            message = f"{name} is back in line for its start time"
+        else:
+            self.store.retry_job(job["id"], "queued", wait_reason=None)
+            message = f"{name} is queued again"
+        chunks = len(self.store.chunks(job["id"]))
+        if job.get("settings"):
+            message += f"; it resumes after {chunks} finished chunk(s)" if chunks else "; it starts at the first chunk"
+        log.info("job retried", job=job["id"], chunks_done=chunks)
+        self.publish(job["id"])
+        return Outcome(message)
+
+    # -- pause ----------------------------------------------------------------
+
+    def pause(self) -> Outcome:
+        if self.store.flag(PAUSED) == "1":
+            return Outcome("claiming is already paused")
+        self.store.set_flag(PAUSED, "1")
+        log.warning("claiming paused")
+        return Outcome("paused: no new job starts (running jobs finish); `hotshot resume` starts claiming again")
+
+    def resume(self) -> Outcome:
+        if self.store.flag(PAUSED) != "1":
+            return Outcome("claiming was not paused")
+        self.store.set_flag(PAUSED, "0")
+        log.warning("claiming resumed")
+        return Outcome("resumed: queued jobs start as workers become free")
+
+    def _job(self, target: str) -> dict:
+        job = self.store.job(int(target))
+        if job is None:
+            raise CommandRefused(f"there is no job {target}")
+        return job
+
+
+def remove_job_files(job: dict, work_dir: Path) -> None:
+    """Remove a job's checkpoints and the hidden temporary outputs it may have left; never a finished file."""
+    shutil.rmtree(work_dir / f"job-{job['id']:06d}", ignore_errors=True)
+    output = Path(job["output_path"]) if job.get("output_path") else None
+    if output is None:
+        return
+    manifest = Path(job["manifest_path"]) if job.get("manifest_path") else None
+    patterns = [f".{output.name}.*.part", f".{output.stem}.frames.part"]
+    if manifest is not None:
+        patterns.append(f".{manifest.name}.*.part")
+    for pattern in patterns:
+        for path in output.parent.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            log.info("removed a temporary file of a cancelled job", path=str(path))
+
+
+def state_lock(state_dir: Path, wait_seconds: float = 0.0) -> TextIO | None:
+    """The state folder's lock, or None when another process (a daemon) holds it for `wait_seconds`."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / LOCK_FILE, "a+")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except OSError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                return None
+            time.sleep(0.1)
+
+
+def daemon_pid(state_dir: Path) -> int | None:
+    """The pid of the daemon running on this state, read without touching the lock."""
+    try:
+        pid = int((state_dir / LOCK_FILE).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def run_command(settings: Settings, command: str, target: str | None = None,
+                answer_seconds: float = ANSWER_SECONDS) -> Outcome:
+    """Carry out a command: through the running daemon, or on the database when none is running."""
+    lock = state_lock(settings.state_dir)
+    if lock is not None:
+        try:
+            store = Store.open(settings.database)
+            try:
+                control = Control(store, settings, Schedule(settings.render_windows, time.time),
+                                  _offline_publisher(store, settings))
+                return control.apply(command, target)
+            finally:
+                store.close()
+        finally:
+            lock.close()
+
+    store = Store.open(settings.database)
+    try:
+        command_id = store.submit_command(command, target)
+        row = _wait_for(lambda: (found := store.command(command_id))["state"] != "pending" and found, answer_seconds)
+        if not row:
+            return Outcome(f"the daemon has not taken the command within {answer_seconds:g} s; "
+                           "it carries it out when it does")
+        result = json.loads(row["result"])
+        if row["state"] == "refused":
+            raise CommandRefused(result["message"])
+        outcome = Outcome(**result)
+        for job_id in outcome.stopping:
+            ended = _wait_for(lambda job_id=job_id: store.job(job_id)["state"] != "running", answer_seconds)
+            state = store.job(job_id)["state"]
+            outcome.message += (f"; job {job_id} {state}" if ended
+                                else f"; job {job_id} is still stopping (its status file will say when)")
+        return outcome
+    finally:
+        store.close()
+
+
+def _wait_for(condition: Callable[[], object], seconds: float) -> object:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.1)
+
+
+def _offline_publisher(store: Store, settings: Settings) -> Callable[[int], None]:
+    """Status files and notifications for commands carried out with no daemon running."""
+    notifiers = RootNotifiers((route.root, route) for route in settings.notify)
+
+    def publish(job_id: int) -> None:
+        job = store.job(job_id)
+        if store.latest_job_for(job["request_path"])["id"] != job_id:
+            return
+        try:
+            path, document = write_status(job)
+        except OSError as exc:
+            log.warning("status file not written", job=job_id, error=str(exc))
+            return
+        for notifier in notifiers.for_request(Path(job["request_path"])):
+            notifier.notify(job["state"], path, document)
+
+    return publish

@@ -1,0 +1,294 @@
+"""Jobs from their claim to their end: workers, start times, progress and outcomes.
+
+The loop hands each queued job to an idle worker (`dispatch`), and each report
+of a worker (`message`) changes the job's row and its status file: progress,
+finished chunks, and its end (done, failed, interrupted). Jobs waiting for a
+render window or a start time are released here when the clock says so, and a
+running job is asked to stop when its window closes (if it pauses then) or
+when it is cancelled.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from daemon.config import Settings
+from daemon.control import Control
+from daemon.progress import Display, LiveJob
+from daemon.resolve import render_job
+from daemon.schedule import Schedule
+from daemon.store import Store, utc_now
+from daemon.workers import WorkerHandle
+from engine.catalog import ModelSpec
+from engine.errors import MediaError
+from engine.probe import probe
+
+log = structlog.get_logger("hotshot.jobs")
+CANCEL_KILL_SECONDS = 30.0  # a worker that has not dropped a cancelled job by then is killed
+
+
+class Jobs:
+    def __init__(self, store: Store, settings: Settings, catalog: dict[str, ModelSpec], schedule: Schedule,
+                 workers: list[WorkerHandle], control: Control, publish: Callable[[int], None],
+                 display: Display) -> None:
+        self.store = store
+        self.settings = settings
+        self.catalog = catalog
+        self.schedule = schedule
+        self.workers = workers
+        self.control = control
+        self.publish = publish
+        self.display = display
+        self.clock = schedule.clock
+        self.live: dict[int, LiveJob] = {}
+        self.finished: list[int] = []
+
+    # -- start times ----------------------------------------------------------
+
+    def review_scheduled(self, waiting: list[dict]) -> None:
+        """Release waiting jobs whose start came; send queued jobs whose window shut back to wait."""
+        for job in waiting:
+            self._review_start(job)
+        for job in self.store.in_windows("queued"):
+            if not self.schedule.may_start(job["window"], None):
+                self.wait_for_start(job, self.schedule.describe(job["window"], None))
+
+    def _review_start(self, job: dict) -> None:
+        problem = self.schedule.unknown_window(job["window"])
+        if problem:
+            self.finish(job["id"], "failed", error=problem, error_kind="request")
+            return
+        if self.schedule.may_start(job["window"], job["start_at"]):
+            self.store.update_job(job["id"], "released", job["window"] or "start time", state="queued",
+                                  wait_reason=None)
+            log.info("job released", job=job["id"], window=job["window"])
+            self.publish(job["id"])
+            return
+        next_start = self.schedule.next_start(job["window"], job["start_at"])
+        if next_start != job["start_at"]:  # the window it waited for was missed: wait for the next one
+            self.wait_for_start(job, self.schedule.describe(job["window"], job["start_at"]))
+
+    def wait_for_start(self, job: dict, reason: str, **values) -> None:
+        self.store.update_job(job["id"], "waiting for start" if job["state"] != "waiting" else None, reason,
+                              state="waiting", worker=None, wait_reason=reason,
+                              start_at=self.schedule.next_start(job["window"], job["start_at"]), **values)
+        self.publish(job["id"])
+
+    # -- workers --------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Give each idle worker the first job in line, preferring one whose model it has loaded."""
+        for handle in self.workers:
+            if not handle.idle:
+                continue
+            job = self.store.claim_next(handle.name, self.clock(), handle.models)
+            if job is None:
+                return
+            with structlog.contextvars.bound_contextvars(job=job["id"]):
+                try:
+                    spec = render_job(job, self.store, self.catalog, self.settings.work_dir)
+                except Exception as exc:  # noqa: BLE001 - a job that cannot even be prepared fails alone
+                    log.error("job preparation failed", exc_info=True)
+                    self.finish(job["id"], "failed", error=f"could not prepare the render: {exc}")
+                    continue
+                if not job.get("spec"):
+                    self.store.update_job(job["id"], spec=spec.model_dump(mode="json", exclude={"done_chunks"}),
+                                          render_number=int(spec.render_id.rsplit("_r", 1)[1]),
+                                          output_path=str(spec.output), manifest_path=str(spec.manifest))
+                request = Path(job["request_path"])
+                estimate = job.get("estimate") or {}
+                self.live[job["id"]] = LiveJob(
+                    job["id"], handle.name, f"{job['id']:>4} {request.parent.name}/{request.name}", time.monotonic(),
+                    estimate.get("seconds"), window=job["window"], pause_at=self.schedule.pause_at(job["window"]),
+                    resumed=len(spec.done_chunks),
+                    reported={"chunk": 0, "chunks": estimate.get("chunks"), "step": 0, "steps": spec.steps,
+                              "frames_done": 0, "frames_total": estimate.get("frames"), "phase": "starting"})
+                handle.assign(job["id"], spec.model_dump(mode="json"))
+                log.info("job started", worker=handle.name, output=spec.output.name, resume=len(spec.done_chunks),
+                         window=job["window"])
+                self.publish(job["id"])
+
+    def message(self, handle: WorkerHandle, message: dict) -> None:
+        """A worker's report: what it has loaded, progress, a finished chunk, or how its job ended."""
+        kind = message["type"]
+        if kind == "ready":
+            handle.pid = message["pid"]
+            return
+        if kind == "models":
+            handle.models = frozenset(message["loaded"])
+            return
+        job_id = message["job"]
+        with structlog.contextvars.bound_contextvars(job=job_id):
+            if kind == "progress":
+                self._progress(job_id, message["progress"])
+            elif kind == "chunk":
+                self.store.add_chunk(job_id, message["record"])
+                self._progress(job_id, None, force_status=True)
+            elif kind == "done":
+                handle.job_id = None
+                self._done(job_id, message["result"])
+            elif kind == "failed":
+                handle.job_id = None
+                self.failed(job_id, message["error"], message.get("retryable", True))
+            elif kind == "interrupted":
+                handle.job_id = None
+                self._interrupted(job_id, message["reason"])
+
+    def stop_running(self, job: dict, reason: str) -> bool:
+        """Ask the worker of a running job to drop it at the next diffusion step; False if no worker has it."""
+        handle = next((handle for handle in self.workers if handle.job_id == job["id"]), None)
+        live = self.live.get(job["id"])
+        if handle is None or live is None:
+            return False
+        self.store.update_job(job["id"], "cancelling", reason, cancel_reason=reason)
+        handle.cancel(job["id"], reason)
+        live.cancel_sent = time.monotonic()
+        log.info("cancelling a running job", job=job["id"], worker=handle.name, reason=reason)
+        self.publish(job["id"])
+        return True
+
+    def review_running(self) -> None:
+        """Refresh the status of running jobs; pause those whose window closed; kill workers that ignore a cancel."""
+        now = self.clock()
+        for live in list(self.live.values()):
+            handle = next(handle for handle in self.workers if handle.name == live.worker)
+            if live.cancel_sent is not None and time.monotonic() - live.cancel_sent > CANCEL_KILL_SECONDS:
+                log.warning("the worker did not drop a cancelled job; killing it", job=live.job_id,
+                            worker=handle.name)
+                live.cancel_sent = None
+                handle.kill()
+            if live.pause_at is not None and now >= live.pause_at and live.stopping is None:
+                live.stopping = f"render window {live.window!r} closed"
+                handle.stop_after_chunk(live.stopping, live.job_id)
+                log.info("render window closed: the job pauses after its current chunk", job=live.job_id,
+                         window=live.window)
+            if time.monotonic() - live.last_status >= self.settings.status_every_seconds:
+                self._refresh(live, publish=True)
+
+    # -- progress and outcomes ------------------------------------------------
+
+    def _progress(self, job_id: int, progress: dict | None, force_status: bool = False) -> None:
+        live = self.live.get(job_id)
+        if live is None:
+            return
+        if progress is not None:
+            live.reported = progress
+        self._refresh(live, publish=force_status)
+
+    def _refresh(self, live: LiveJob, publish: bool = False) -> None:
+        """Work out percent, elapsed and ETA afresh; rewrite the status file when due."""
+        progress = live.refresh()
+        self.store.set_progress(live.job_id, progress)
+        self.display.update(live.job_id, live.label, progress)
+        if publish or time.monotonic() - live.last_status >= self.settings.status_every_seconds:
+            live.last_status = time.monotonic()
+            self.publish(live.job_id)
+
+    def _forget(self, job_id: int) -> LiveJob | None:
+        self.display.finish(job_id)
+        return self.live.pop(job_id, None)
+
+    def _done(self, job_id: int, result: dict) -> None:
+        job = self.store.job(job_id)
+        live = self._forget(job_id)
+        if job["cancel_reason"]:
+            log.info("the render finished before its cancel took effect; it is kept", reason=job["cancel_reason"])
+            self.store.update_job(job_id, cancel_reason=None)
+        source = self.store.media(job["source_media_id"])
+        output = Path(result["output"])
+        try:
+            info = probe(output, self.settings.ffprobe_timeout_seconds)
+            stat = output.stat()
+            self.store.save_media(output, job["shot_id"], kind="render", state="ready", size=stat.st_size,
+                                  mtime_ns=stat.st_mtime_ns, probe=info.to_dict(), error=None,
+                                  parent_id=source["id"], root_id=source["root_id"] or source["id"], job_id=job_id)
+        except (MediaError, OSError) as exc:
+            self.failed(job_id, f"the render finished but its output cannot be read: {exc}", retryable=True)
+            return
+        outputs = {
+            "video": output.name,
+            "render_info": Path(result["manifest"]).name,
+            "frames": result["frames"],
+            "width": result["width"],
+            "height": result["height"],
+            "seconds": round(result["seconds"], 2),
+            "estimate_seconds": (job.get("estimate") or {}).get("seconds"),
+            "chunks_resumed": result["chunks_resumed"],
+        }
+        sequence = result["manifest_data"].get("image_sequence")
+        if sequence:
+            outputs["image_sequence"] = f"{sequence['folder']}/ ({sequence['frames']} {sequence['format']} frames)"
+        self._refine_calibration(job, result["manifest_data"])
+        progress = dict(live.progress) if live else {}
+        progress.update(percent=100.0, eta_seconds=0, frames_done=result["frames"])
+        self.finish(job_id, "done", outputs=outputs, progress=progress)
+        shutil.rmtree(self.settings.work_dir / f"job-{job_id:06d}", ignore_errors=True)
+        log.info("job done", output=str(output), seconds=round(result["seconds"], 2))
+
+    def _refine_calibration(self, job: dict, manifest: dict) -> None:
+        """Learn this model's real speed on this device kind from the chunks rendered in this attempt."""
+        rendered = [chunk for chunk in manifest["chunk_plan"]["chunks"] if not chunk["resumed"]]
+        seconds = sum(chunk["seconds"] for chunk in rendered)
+        out = manifest["output"]
+        settings = job["settings"]
+        passes = 2 if settings["cfg"]["value"] > 1.0 else 1
+        units = sum(chunk["diffused_frames"] for chunk in rendered) * settings["steps"]["value"] * passes \
+            * out["width"] * out["height"] / 1e6
+        if units > 0 and seconds > 0:
+            device = "cuda" if manifest["model"]["device"].startswith("cuda") else "cpu"
+            value = self.store.refine_calibration(manifest["model"]["id"], device, seconds / units)
+            log.info("calibration refined", model=manifest["model"]["id"], device=device,
+                     seconds_per_megapixel_frame_step=round(value, 5))
+
+    def failed(self, job_id: int, error: str, retryable: bool) -> None:
+        """A render failed (or its worker died): retry it later, or fail it; a job being cancelled is cancelled."""
+        self._forget(job_id)
+        job = self.store.job(job_id)
+        if job["cancel_reason"]:
+            self._cancelled(job)
+            return
+        if retryable and job["attempts"] < self.settings.max_attempts:
+            delay = self.settings.retry_backoff_seconds * 2 ** (job["attempts"] - 1)
+            self.store.update_job(job_id, "retry", error, state="queued", worker=None, error=error,
+                                  error_kind="transient", not_before=self.clock() + delay, progress=None)
+            log.warning("job will be retried", error=error, attempt=job["attempts"], delay=delay)
+            self.publish(job_id)
+            return
+        if retryable:
+            error = f"{error} (gave up after {job['attempts']} attempts)"
+        # Its checkpoints stay (keep_failed_checkpoints_hours) so that `hotshot retry` resumes from them.
+        self.finish(job_id, "failed", error=error, error_kind="transient" if retryable else "input")
+        log.warning("job failed", error=error)
+
+    def _interrupted(self, job_id: int, reason: str) -> None:
+        """A worker stopped a job: cancelled, paused at its window's close, or stopped for a shutdown."""
+        self._forget(job_id)
+        job = self.store.job(job_id)
+        if job["cancel_reason"]:
+            self._cancelled(job)
+            return
+        self.store.uncount_attempt(job_id)
+        if job["window"] is not None and not self.schedule.may_start(job["window"], None):
+            self.wait_for_start(job, f"paused when render window {job['window']!r} closed; resumes from its last "
+                                     f"chunk when it opens ({self.schedule.opens(job['window'])})",
+                                progress=None, error=None)
+            log.info("job paused until its render window opens", window=job["window"])
+            return
+        self.store.update_job(job_id, "interrupted", reason, state="queued", worker=None,
+                              progress=None, error=f"paused ({reason}); resumes from its last chunk")
+        self.publish(job_id)
+
+    def _cancelled(self, job: dict) -> None:
+        self.control.finish_cancel(job, job["cancel_reason"])
+        self.finished.append(job["id"])
+
+    def finish(self, job_id: int, state: str, **values) -> None:
+        self.store.update_job(job_id, state, values.get("error"), state=state, worker=None,
+                              finished_at=utc_now(), **values)
+        self.finished.append(job_id)
+        self.publish(job_id)
