@@ -175,11 +175,17 @@ def _read_control(conn: Connection, jobs: queue.Queue, control: _Control) -> Non
 
 
 def _die_with_parent(parent: int) -> None:
-    """Ask Linux to kill this process if the daemon dies, so no orphan keeps rendering."""
+    """Ask Linux to kill this process if its parent dies, so no orphan keeps rendering.
+
+    The parent is the fork server, which exits when the daemon does; a worker
+    that starts after the daemon is already gone exits at once.
+    """
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-    if os.getppid() != parent:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
         os._exit(3)

@@ -13,7 +13,11 @@ import structlog
 from daemon import worker
 
 log = structlog.get_logger("hotshot.workers")
-SPAWN = multiprocessing.get_context("spawn")
+# Workers are forked from a server process that has already imported torch, diffusers and the
+# engine, so a worker (re)starts in a fraction of a second instead of paying those imports each time.
+# The server itself never renders, so forking it is safe.
+SPAWN = multiprocessing.get_context("forkserver")
+SPAWN.set_forkserver_preload(["daemon.worker", "engine.render", "engine.backends.wan_vace"])
 
 
 @dataclass
