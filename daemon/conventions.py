@@ -17,6 +17,8 @@ STATUS_SUFFIX = ".render.status.json"
 MANIFEST_SUFFIX = ".render-info.json"
 TEMPORARY_SUFFIXES = (".part", ".tmp", "~", ".crdownload")
 RENDER_STEM = re.compile(r"^(?P<stem>.+)_r(?P<number>\d{3,})$")
+# Control previews written beside a render: plate_r001.control-depth.mp4
+CONTROL_PREVIEW = re.compile(r"\.control-[a-z+]+\.mp4$")
 
 
 def is_ignored(path: Path, root: Path) -> bool:
@@ -33,6 +35,8 @@ def kind_of(path: Path) -> str | None:
     name = path.name.lower()
     if name.endswith(REQUEST_SUFFIX):
         return "request"
+    if CONTROL_PREVIEW.search(name):
+        return None
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         return "video"
     return None

@@ -19,7 +19,7 @@ from PIL import Image
 from engine.backends import Accelerator, ChunkRequest
 from engine.catalog import ModelSpec
 from engine.devices import device_kind, dtype_named
-from engine.errors import WeightsMissingError
+from engine.errors import SettingsError, WeightsMissingError
 
 KEEP, GENERATE = 0, 255
 
@@ -36,7 +36,17 @@ class WanVaceBackend:
         _set_shift(pipe, request.shift)
         self._use_accelerator(request.accelerator)
         count = len(request.frames)
-        video = [Image.fromarray(frame) for frame in request.frames]
+        scale = 1.0
+        frames = request.frames
+        if request.controls:
+            # Transform: the control video is the conditioning; kept frames stay what they are.
+            if len(request.controls) > 1:
+                raise SettingsError(f"model {self.spec.id!r} takes one control video; combine types with depth+pose")
+            control = request.controls[0]
+            frames = [kept if keep else guide for kept, guide, keep in zip(request.frames, control.frames,
+                                                                           request.keep, strict=True)]
+            scale = control.strength
+        video = [Image.fromarray(frame) for frame in frames]
         if request.mask is not None:
             mask = [Image.new("L", (request.width, request.height), KEEP) if keep
                     else Image.fromarray(np.rint(frame_mask * GENERATE).astype(np.uint8), "L")
@@ -66,6 +76,7 @@ class WanVaceBackend:
                 generator=generator,
                 output_type="np",
                 max_sequence_length=self.spec.max_sequence_length,
+                conditioning_scale=scale,
                 callback_on_step_end=step_end,
             )
         frames = np.asarray(result.frames[0], dtype=np.float32)
