@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from engine.backends import ChunkRequest, ControlFrames
+from engine.backends.common import chosen_strength, pipeline_source, place, schedule_length
 from engine.catalog import ModelSpec, WeightsLocation
 from engine.devices import device_kind, dtype_named
 from engine.errors import SettingsError, WeightsMissingError
@@ -45,10 +46,7 @@ class AnimateDiffBackend:
 
     def render_chunk(self, request: ChunkRequest) -> np.ndarray:
         refuse_unsupported(self.spec.id, request)
-        strength = request.strength if request.strength is not None else self.spec.strength
-        if not 0 < strength <= 1:
-            raise SettingsError(f"strength {strength} is outside (0, 1] for model {self.spec.id!r}; "
-                                "use a value above 0 (unchanged) up to 1 (fully regenerated)")
+        strength = chosen_strength(request, self.spec)
         controls = [(part, control) for control in request.controls for part in self._parts(control)]
         pipe = self._pipeline_for(tuple(part for part, _ in controls))
         options = {}
@@ -145,30 +143,13 @@ def refuse_unsupported(model_id: str, request: ChunkRequest) -> None:
                             "remove it from the request or choose a Wan VACE model")
 
 
-def schedule_length(steps: int, strength: float) -> int:
-    """The schedule to ask diffusers for: `steps`, lengthened if `strength` would leave no step to run.
-
-    diffusers runs the last `int(steps * strength)` steps of the schedule.
-    """
-    length = steps
-    while int(length * strength) < 1:
-        length += 1
-    return length
-
-
 def load(spec: ModelSpec, device: str) -> AnimateDiffBackend:
     from diffusers import AnimateDiffVideoToVideoPipeline, DDIMScheduler, MotionAdapter
 
     kind = device_kind(device)
     # SD 1.5's pipelines run the VAE at the pipeline's dtype (they upcast it themselves to encode).
     dtype = dtype_named(spec.dtype.get(kind, "float32"))
-    if spec.path is not None:
-        if not spec.weights_present():
-            raise WeightsMissingError(spec.id, spec.path,
-                                      "no model_index.json there; point `path` at a diffusers folder")
-        location, options = spec.path, {"local_files_only": True}
-    else:
-        location, options = spec.hub, {"revision": spec.revision}
+    location, options = pipeline_source(spec)
     components = {}
     if spec.motion_adapter is not None:
         components["motion_adapter"] = MotionAdapter.from_pretrained(
@@ -179,12 +160,8 @@ def load(spec: ModelSpec, device: str) -> AnimateDiffBackend:
     if dtype == torch.float32:
         # Nothing to upcast; left on, diffusers re-casts the VAE and warns about it on every chunk.
         pipe.vae.register_to_config(force_upcast=False)
-    offload = kind == "cuda" and spec.offload
-    if not offload:
-        pipe.to(device)
-    if kind == "cuda" and spec.vae_tiling and hasattr(pipe.vae, "enable_tiling"):
-        pipe.vae.enable_tiling()
-    pipe.set_progress_bar_config(disable=True)
+    # Offload hooks belong to one pipeline; the backend attaches them to whichever pipeline it uses.
+    offload = place(pipe, spec, device, move=False)
     backend = AnimateDiffBackend(spec, device, pipe, dtype, offload)
     if offload:
         backend._pipeline_for(())

@@ -18,10 +18,11 @@ import torch
 from PIL import Image
 
 from engine.backends import ChunkRequest
+from engine.backends.common import chosen_strength, pipeline_source, place, schedule_length
 from engine.backends.wan_vace import TINY_LORA, WanVaceBackend, _build_tiny_lora, _set_shift
 from engine.catalog import ModelSpec
 from engine.devices import device_kind, dtype_named
-from engine.errors import SettingsError, WeightsMissingError
+from engine.errors import SettingsError
 
 
 class WanV2VBackend:
@@ -35,10 +36,7 @@ class WanV2VBackend:
 
     def render_chunk(self, request: ChunkRequest) -> np.ndarray:
         refuse_unsupported(self.spec.id, request)
-        strength = request.strength if request.strength is not None else self.spec.strength
-        if not 0 < strength <= 1:
-            raise SettingsError(f"strength {strength} is outside (0, 1] for model {self.spec.id!r}; "
-                                "use a value above 0 (unchanged) up to 1 (fully regenerated)")
+        strength = chosen_strength(request, self.spec)
         pipe = self.pipeline
         _set_shift(pipe, request.shift)
         self._use_accelerator(request.accelerator)
@@ -77,39 +75,16 @@ def refuse_unsupported(model_id: str, request: ChunkRequest) -> None:
                             "remove it from the request or choose a Wan VACE model")
 
 
-def schedule_length(steps: int, strength: float) -> int:
-    """The schedule to ask diffusers for: `steps`, lengthened if `strength` would leave no step to run.
-
-    diffusers runs the last `int(steps * strength)` steps of the schedule.
-    """
-    length = steps
-    while int(length * strength) < 1:
-        length += 1
-    return length
-
-
 def load(spec: ModelSpec, device: str) -> WanV2VBackend:
     from diffusers import AutoencoderKLWan, WanVideoToVideoPipeline
 
     kind = device_kind(device)
     dtype = dtype_named(spec.dtype.get(kind, "float32"))
     vae_dtype = dtype_named(spec.vae_dtype.get(kind, "float32"))
-    if spec.path is not None:
-        if not spec.weights_present():
-            raise WeightsMissingError(spec.id, spec.path,
-                                      "no model_index.json there; point `path` at a diffusers folder")
-        location, options = spec.path, {"local_files_only": True}
-    else:
-        location, options = spec.hub, {"revision": spec.revision}
+    location, options = pipeline_source(spec)
     vae = AutoencoderKLWan.from_pretrained(location, subfolder="vae", dtype=vae_dtype, **options)
     pipe = WanVideoToVideoPipeline.from_pretrained(location, vae=vae, dtype=dtype, **options)
-    if kind == "cuda" and spec.offload:
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
-    if kind == "cuda" and spec.vae_tiling and hasattr(pipe.vae, "enable_tiling"):
-        pipe.vae.enable_tiling()
-    pipe.set_progress_bar_config(disable=True)
+    place(pipe, spec, device)
     return WanV2VBackend(spec, device, pipe)
 
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from engine.backends import Accelerator, ChunkRequest
+from engine.backends.common import pipeline_source, place
 from engine.catalog import ModelSpec
 from engine.devices import device_kind, dtype_named
 from engine.errors import SettingsError, WeightsMissingError
@@ -106,17 +107,10 @@ def load(spec: ModelSpec, device: str) -> WanVaceBackend:
     kind = device_kind(device)
     dtype = dtype_named(spec.dtype.get(kind, "float32"))
     vae_dtype = dtype_named(spec.vae_dtype.get(kind, "float32"))
-    if spec.path is not None:
-        if not spec.weights_present():
-            raise WeightsMissingError(spec.id, spec.path,
-                                      "no model_index.json there; point `path` at a diffusers folder")
-        location, options = spec.path, {"local_files_only": True}
-    else:
-        location, options = spec.hub, {"revision": spec.revision}
+    location, options = pipeline_source(spec)
     vae = AutoencoderKLWan.from_pretrained(location, subfolder="vae", dtype=vae_dtype, **options)
     pipe = WanVACEPipeline.from_pretrained(location, vae=vae, dtype=dtype, **options)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
+    place(pipe, spec, device)
     return WanVaceBackend(spec, device, pipe)
 
 

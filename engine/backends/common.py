@@ -1,0 +1,55 @@
+"""Small pieces every diffusers backend needs the same way: where weights load from, device placement,
+and the strength arithmetic of noise-and-denoise pipelines."""
+
+from __future__ import annotations
+
+from engine.backends import ChunkRequest
+from engine.catalog import ModelSpec
+from engine.devices import device_kind
+from engine.errors import SettingsError, WeightsMissingError
+
+
+def pipeline_source(spec: ModelSpec) -> tuple[str, dict]:
+    """The location to load a pipeline from and the `from_pretrained` options for it."""
+    if spec.path is not None:
+        if not spec.weights_present():
+            raise WeightsMissingError(spec.id, spec.path,
+                                      "no model_index.json there; point `path` at a diffusers folder")
+        return spec.path, {"local_files_only": True}
+    return str(spec.hub), {"revision": spec.revision}
+
+
+def place(pipe, spec: ModelSpec, device: str, move: bool = True) -> bool:
+    """Put a pipeline on its device; on CUDA honour the catalog's `offload` and `vae_tiling`.
+
+    Returns whether the model is offloaded (parts stay in CPU memory until they run).
+    """
+    cuda = device_kind(device) == "cuda"
+    offload = cuda and spec.offload
+    if offload and move:
+        pipe.enable_model_cpu_offload(device=device)
+    elif not offload:
+        pipe.to(device)
+    if cuda and spec.vae_tiling and hasattr(pipe.vae, "enable_tiling"):
+        pipe.vae.enable_tiling()
+    pipe.set_progress_bar_config(disable=True)
+    return offload
+
+
+def chosen_strength(request: ChunkRequest, spec: ModelSpec) -> float:
+    strength = request.strength if request.strength is not None else spec.strength
+    if not 0 < strength <= 1:
+        raise SettingsError(f"strength {strength} is outside (0, 1] for model {spec.id!r}; "
+                            "use a value above 0 (unchanged) up to 1 (fully regenerated)")
+    return strength
+
+
+def schedule_length(steps: int, strength: float) -> int:
+    """The schedule to ask diffusers for: `steps`, lengthened if `strength` would leave no step to run.
+
+    diffusers runs the last `int(steps * strength)` steps of the schedule.
+    """
+    length = steps
+    while int(length * strength) < 1:
+        length += 1
+    return length
