@@ -26,7 +26,7 @@ from daemon.config import Settings
 from daemon.errors import CommandRefused
 from daemon.notify import RootNotifiers
 from daemon.schedule import Schedule
-from daemon.status_file import write_status
+from daemon.status_file import publish_newest
 from daemon.store import ACTIVE_STATES, Store
 
 log = structlog.get_logger("hotshot.control")
@@ -289,14 +289,10 @@ def _offline_publisher(store: Store, settings: Settings) -> Callable[[int], None
     notifiers = RootNotifiers((route.root, route) for route in settings.notify)
 
     def publish(job_id: int) -> None:
-        job = store.job(job_id)
-        if store.latest_job_for(job["request_path"])["id"] != job_id:
+        published = publish_newest(store, job_id)
+        if published is None:
             return
-        try:
-            path, document = write_status(job)
-        except OSError as exc:
-            log.warning("status file not written", job=job_id, error=str(exc))
-            return
+        job, path, document = published
         for notifier in notifiers.for_request(Path(job["request_path"])):
             notifier.notify(job["state"], path, document)
 

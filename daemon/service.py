@@ -39,7 +39,7 @@ from daemon.progress import Display, NoDisplay
 from daemon.scan import candidate_files, changed_files, stale_temporaries
 from daemon.schedule import Schedule
 from daemon.stability import StabilityTracker
-from daemon.status_file import write_status
+from daemon.status_file import publish_newest
 from daemon.store import ACTIVE_STATES, FINISHED_STATES, Store
 from daemon.workers import WorkerHandle, make_pool
 from engine.catalog import CatalogError, load_catalog
@@ -343,17 +343,10 @@ class Daemon:
 
     def publish(self, job_id: int) -> None:
         """Write the status file of a job, if it is the newest job of its request; announce how a job ended."""
-        job = self.store.job(job_id)
-        if job is None:
+        published = publish_newest(self.store, job_id)
+        if published is None:
             return
-        latest = self.store.latest_job_for(job["request_path"])
-        if latest and latest["id"] != job_id:
-            return
-        try:
-            path, document = write_status(job)
-        except OSError as exc:
-            log.warning("status file not written", job=job_id, error=str(exc))
-            return
+        job, path, document = published
         if job["state"] not in FINISHED_STATES:
             self._announced.pop(job_id, None)  # a retried job is announced again when it ends
         elif self._announced.get(job_id) != job["state"]:

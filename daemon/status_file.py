@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import structlog
+
 from daemon.conventions import status_path
 from daemon.store import utc_now
 from engine.files import write_json_atomic
+
+log = structlog.get_logger("hotshot.status")
 
 MESSAGES = {
     "waiting": "waiting",
@@ -73,6 +77,26 @@ def write_status(job: dict) -> tuple[Path, dict]:
     document = status_document(job)
     write_json_atomic(path, document)
     return path, document
+
+
+def publish_newest(store, job_id: int) -> tuple[dict, Path, dict] | None:
+    """Write a job's status file if it is the newest job of its request; return the job, path and document.
+
+    An older version of an edited request never overwrites the status of the newer one. A status file
+    that cannot be written (the shot folder is gone, the share is read-only) is logged, not raised.
+    """
+    job = store.job(job_id)
+    if job is None:
+        return None
+    latest = store.latest_job_for(job["request_path"])
+    if latest and latest["id"] != job_id:
+        return None
+    try:
+        path, document = write_status(job)
+    except OSError as exc:
+        log.warning("status file not written", job=job_id, error=str(exc))
+        return None
+    return job, path, document
 
 
 def _running_message(progress: dict) -> str:

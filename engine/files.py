@@ -26,7 +26,7 @@ def publish(tmp: Path, final: Path, mode: int = OUTPUT_MODE) -> None:
     os.chmod(tmp, mode)
     _fsync_file(tmp)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 @contextlib.contextmanager
@@ -63,7 +63,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (best effort: not every file system allows it)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:

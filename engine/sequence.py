@@ -124,7 +124,7 @@ class SequenceWriter:
         if replacing:
             os.replace(self.final, aside)
         os.replace(self.staging, self.final)
-        _fsync_dir(self.final.parent)
+        files.fsync_dir(self.final.parent)
         if replacing:
             _remove(aside)
         return self.final
@@ -175,12 +175,3 @@ def _remove(path: Path) -> None:
             path.unlink()
     elif path.is_dir():
         shutil.rmtree(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
