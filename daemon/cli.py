@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--json", action="store_true", help="machine-readable output")
     estimate.set_defaults(handler=cmd_estimate)
 
+    prompt = commands.add_parser("prompt", parents=[common],
+                                 help="suggest a prompt for a shot (Auto Prompt) and write it to <source>.prompt.txt")
+    prompt.add_argument("shot", type=Path, help="a shot folder")
+    prompt.add_argument("--source", help="the video to describe (default: the shot's only source)")
+    prompt.add_argument("--reference", type=Path, help="a reference or style image to describe too")
+    prompt.add_argument("--range", type=int, nargs=2, metavar=("FIRST", "LAST"), help="frames to sample from")
+    prompt.add_argument("--device", default="auto", help="auto (default), cpu, cuda:0, ...")
+    prompt.set_defaults(handler=cmd_prompt)
+
     presets = commands.add_parser("presets", parents=[common], help="the presets a request can name")
     presets.set_defaults(handler=cmd_presets)
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a job, or the active jobs of a request")
@@ -271,6 +280,25 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prompt(args: argparse.Namespace) -> int:
+    from daemon import logs
+    from daemon.prompt_cli import suggest
+
+    settings = settings_from(args)
+    logs.configure(settings.log_format, "warning")
+    logs.route_ml_libraries()
+    target, result = suggest(settings, args.shot, args.source, args.reference,
+                             tuple(args.range) if args.range else None, args.device)
+    print(result.prompt)
+    print(f"\nnegative prompt: {result.negative_prompt}")
+    if result.dropped_terms:
+        print(f"dropped (no people in the shot): {', '.join(result.dropped_terms)}")
+    print(f"people: {'yes' if result.people else 'no'} (from {result.people_from}); "
+          f"frames described: {', '.join(map(str, result.frames))}")
+    print(f"written to {target}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from daemon.presets import load_presets
 
@@ -317,6 +345,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     logs.configure(settings.log_format, "warning")
+    logs.route_ml_libraries()
     print(smoke_test(settings, args.id, args.device))
     return 0
 

@@ -7,12 +7,10 @@ from pathlib import Path
 
 from daemon.config import Settings
 from daemon.conventions import kind_of, manifest_path, root_of
-from daemon.errors import HotshotError, RequestError
-from daemon.presets import load_presets
+from daemon.errors import ConfigError, HotshotError, RequestError
 from daemon.request import parse_request
-from daemon.resolve import Context, ShotFacts, resolve
+from daemon.resolve import ShotFacts, load_context, resolve
 from daemon.store import Store
-from engine.catalog import CatalogError, load_catalog
 from engine.errors import MediaError
 from engine.probe import probe
 
@@ -24,19 +22,14 @@ def estimate_request(settings: Settings, request_path: Path) -> dict:
         raw = request_path.read_bytes()
     except OSError as exc:
         raise HotshotError(f"cannot read {request_path}: {exc.strerror}") from exc
-    try:
-        catalog = load_catalog(settings.catalogs, settings.models_dir)
-    except CatalogError as exc:
-        raise HotshotError(str(exc)) from exc
     folder = request_path.parent
     root = root_of(folder, settings.roots) or folder
     store = Store.open(settings.database, read_only=True) if settings.database.exists() else None
     try:
-        context = Context(catalog=catalog, presets=load_presets(settings.presets_file),
-                          default_model=settings.default_model, device_kind=settings.device_kind,
-                          first_frame_number=settings.first_frame_number,
-                          credits_per_gpu_second=settings.credits_per_gpu_second,
-                          calibration=store.calibration if store else (lambda model, device: None))
+        try:
+            context = load_context(settings, settings.device_kind, store.calibration if store else None)
+        except ConfigError as exc:
+            raise HotshotError(str(exc)) from exc
         try:
             request = parse_request(raw, settings.max_request_bytes)
             resolution = resolve(request, _shot_facts(folder, root, settings), context)

@@ -18,13 +18,11 @@ import structlog
 from daemon.config import Settings
 from daemon.conventions import kind_of, manifest_path, root_of
 from daemon.errors import RequestError
-from daemon.presets import Preset
 from daemon.request import RenderRequest, parse_request
 from daemon.resolve import Context, ShotFacts, resolve
 from daemon.schedule import Schedule
 from daemon.stability import StableFile
 from daemon.store import Store, utc_now
-from engine.catalog import ModelSpec
 from engine.errors import MediaError
 from engine.probe import probe
 
@@ -33,18 +31,14 @@ CANCELLED_BY_FIELD = 'cancelled by "cancel": true in the request'
 
 
 class Ingest:
-    def __init__(self, store: Store, settings: Settings, catalog: dict[str, ModelSpec], presets: dict[str, Preset],
-                 clock: Callable[[], float], device_kind: str, publish: Callable[[int], None],
-                 schedule: Schedule | None = None, cancel_request: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, store: Store, settings: Settings, context: Context, clock: Callable[[], float],
+                 publish: Callable[[int], None], schedule: Schedule | None = None,
+                 cancel_request: Callable[[str, str], None] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.publish = publish
-        self.context = Context(
-            catalog=catalog, presets=presets, default_model=settings.default_model, device_kind=device_kind,
-            first_frame_number=settings.first_frame_number,
-            credits_per_gpu_second=settings.credits_per_gpu_second, calibration=store.calibration,
-        )
+        self.context = context
         self.schedule = schedule or Schedule(settings.render_windows, clock)
         self.cancel_request = cancel_request
 

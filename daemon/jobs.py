@@ -20,11 +20,10 @@ import structlog
 from daemon.config import Settings
 from daemon.control import Control
 from daemon.progress import Display, LiveJob
-from daemon.resolve import render_job
+from daemon.resolve import Context, render_job
 from daemon.schedule import Schedule
 from daemon.store import Store, utc_now
 from daemon.workers import WorkerHandle
-from engine.catalog import ModelSpec
 from engine.errors import MediaError
 from engine.probe import probe
 
@@ -33,12 +32,12 @@ CANCEL_KILL_SECONDS = 30.0  # a worker that has not dropped a cancelled job by t
 
 
 class Jobs:
-    def __init__(self, store: Store, settings: Settings, catalog: dict[str, ModelSpec], schedule: Schedule,
+    def __init__(self, store: Store, settings: Settings, context: Context, schedule: Schedule,
                  workers: list[WorkerHandle], control: Control, publish: Callable[[int], None],
                  display: Display) -> None:
         self.store = store
         self.settings = settings
-        self.catalog = catalog
+        self.context = context
         self.schedule = schedule
         self.workers = workers
         self.control = control
@@ -91,7 +90,7 @@ class Jobs:
                 return
             with structlog.contextvars.bound_contextvars(job=job["id"]):
                 try:
-                    spec = render_job(job, self.store, self.catalog, self.settings.work_dir)
+                    spec = render_job(job, self.store, self.context, self.settings.work_dir)
                 except Exception as exc:  # noqa: BLE001 - a job that cannot even be prepared fails alone
                     log.error("job preparation failed", exc_info=True)
                     self.finish(job["id"], "failed", error=f"could not prepare the render: {exc}")

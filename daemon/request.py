@@ -84,7 +84,7 @@ SUPPORTED = {
     "mask", "mask_feather", "mask_grow", "strength",
     "steps", "interpolation", "image_sequence", "cfg", "color_consistency", "seed", "shift", "low_step",
     "context.size", "context.overlap", "context.start_frame_buffer", "context.dynamic_reference", "frame_range",
-    "priority", "when", "cancel",
+    "priority", "when", "cancel", "controlnets", "auto_prompt",
 }
 
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.conventions import VIDEO_EXTENSIONS, kind_of, manifest_path, render_stem, resolve_in_shot
-from daemon.errors import RequestError, SourceChoiceError
+from daemon.errors import ConfigError, RequestError, SourceChoiceError
 from daemon.presets import Preset, apply_preset
 from daemon.request import RenderRequest, reject_unsupported
 from daemon.store import Store
-from engine.catalog import ModelSpec
+from engine.captions import CaptionerSpec, load_captioner_spec
+from engine.catalog import CatalogError, ModelSpec, load_catalog
+from engine.controls.catalog import ControlCatalog, load_control_catalog
 from engine.errors import FrameRangeError, SettingsError, UnknownModelError
 from engine.estimate import estimate_cost
 from engine.geometry import output_dims
@@ -52,7 +54,7 @@ class ShotFacts:
 
 @dataclass
 class Context:
-    """What the resolver needs to know beyond the shot."""
+    """What the resolver needs to know beyond the shot: the catalogs, presets and settings."""
 
     catalog: dict[str, ModelSpec]
     presets: dict[str, Preset]
@@ -61,6 +63,33 @@ class Context:
     first_frame_number: int = 1001
     credits_per_gpu_second: float = 0.0
     calibration: Callable[[str, str], float | None] = lambda model, device: None
+    controls: ControlCatalog | None = None
+    captioner: CaptionerSpec | None = None
+    control_cache: Path | None = None
+
+
+def load_context(settings, device_kind: str, calibration=None) -> Context:
+    """Read the model catalog (with its [controls] and [captioner] tables) and the presets; refuse bad ones."""
+    from daemon.presets import load_presets
+
+    try:
+        catalog = load_catalog(settings.catalogs, settings.models_dir)
+        controls = load_control_catalog(settings.catalogs, settings.models_dir)
+    except CatalogError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        captioner = load_captioner_spec(settings.catalogs, settings.models_dir)
+    except CatalogError as exc:
+        if "no [captioner]" not in str(exc):
+            raise ConfigError(str(exc)) from exc
+        captioner = None
+    return Context(
+        catalog=catalog, presets=load_presets(settings.presets_file), default_model=settings.default_model,
+        device_kind=device_kind, first_frame_number=settings.first_frame_number,
+        credits_per_gpu_second=settings.credits_per_gpu_second,
+        calibration=calibration or (lambda model, device: None), controls=controls, captioner=captioner,
+        control_cache=settings.state_dir / "controls",
+    )
 
 
 def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int | None = None) -> Resolution:
@@ -74,6 +103,7 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
         raise RequestError(str(UnknownModelError(model_id, sorted(context.catalog))))
     model = context.catalog[model_id]
     check_capabilities(request, model)
+    check_guidance(request, model, context)
 
     # 2. The source: named, or the shot's only original; and the stills.
     source_path, waiting = choose_source(request, shot)
@@ -201,6 +231,23 @@ def check_capabilities(request: RenderRequest, model: ModelSpec) -> None:
         raise RequestError("mask_feather and mask_grow need a mask")
 
 
+def check_guidance(request: RenderRequest, model: ModelSpec, context: Context) -> None:
+    """Controls and Auto Prompt need their models in the catalog; Wan VACE follows one control video."""
+    if request.controlnets and model.backend == "wan-vace" and len(request.controlnets) > 1:
+        raise RequestError(f"model {model.id!r} follows one control video; combine depth and pose with "
+                           "\"depth+pose\" instead of listing several controlnets")
+    roles = {"depth": ["depth"], "normal": ["depth"], "pose": ["pose_detector", "pose"],
+             "depth+pose": ["depth", "pose_detector", "pose"], "softedge": []}
+    for control in request.controlnets:
+        missing = [role for role in roles[control.type]
+                   if context.controls is None or getattr(context.controls, role) is None]
+        if missing:
+            raise RequestError(f"controlnets {control.type!r} needs {' and '.join(missing)} in the [controls] "
+                               "table of the model catalog (see docs/controls.md)")
+    if request.auto_prompt and context.captioner is None:
+        raise RequestError("auto_prompt needs a [captioner] table in the model catalog (see docs/controls.md)")
+
+
 def resolve_mask(value: str | None, shot: ShotFacts) -> tuple[str | None, str | None]:
     """The mask's name in the shot (a video, an image or a folder of images), or a reason to wait for it."""
     if value is None:
@@ -251,6 +298,9 @@ def resolve_settings(request: RenderRequest, model: ModelSpec, given: set[str], 
         "interpolation": pick("interpolation", request.interpolation, False, "default"),
         "image_sequence": pick("image_sequence", request.image_sequence, None, "default"),
         "color_consistency": pick("color_consistency", request.color_consistency, 0.0, "default"),
+        "controlnets": {"value": [control.model_dump() for control in request.controlnets],
+                        "from": _origin("controlnets", given, from_preset)},
+        "auto_prompt": pick("auto_prompt", request.auto_prompt, False, "default"),
         "mask_feather": pick("mask_feather", request.mask_feather, 0, "default"),
         "mask_grow": pick("mask_grow", request.mask_grow, 0, "default"),
         "strength": pick("strength", request.strength, model.strength if model.capabilities.strength else None,
@@ -281,7 +331,7 @@ def _origin(name: str, given: set[str], from_preset: dict) -> str:
     return "default"
 
 
-def render_job(job: dict, store: Store, catalog: dict[str, ModelSpec], work_root: Path) -> RenderJob:
+def render_job(job: dict, store: Store, context: Context, work_root: Path) -> RenderJob:
     """The engine job for a claimed job row; the first claim fixes its render number and names."""
     if job.get("spec"):
         spec = dict(job["spec"])
@@ -298,7 +348,8 @@ def render_job(job: dict, store: Store, catalog: dict[str, ModelSpec], work_root
     while (folder / f"{render_stem(stem, number)}.mp4").exists() or (folder / render_stem(stem, number)).exists():
         number += 1
     output = folder / f"{render_stem(stem, number)}.mp4"
-    model = catalog[settings["model"]]
+    model = context.catalog[settings["model"]]
+    uses_controls = bool(settings.get("controlnets"))
     accelerator = job["settings"]["low_step"].get("accelerator") if settings["low_step"] else None
     request_row = store.request(job["request_id"])
     return RenderJob(
@@ -325,6 +376,12 @@ def render_job(job: dict, store: Store, catalog: dict[str, ModelSpec], work_root
         mask={"path": str(folder / settings["mask"]), "feather": settings["mask_feather"],
               "grow": settings["mask_grow"]} if settings["mask"] else None,
         strength=settings["strength"],
+        controls=settings.get("controlnets") or [],
+        control_catalog=context.controls if uses_controls or settings.get("auto_prompt") else None,
+        control_cache=context.control_cache if uses_controls else None,
+        auto_prompt=bool(settings.get("auto_prompt")),
+        captioner=context.captioner if settings.get("auto_prompt") else None,
+        negative_from_model=job["settings"]["negative_prompt"]["from"] == "model",
         interpolation=settings["interpolation"],
         color_consistency=settings["color_consistency"],
         image_sequence=settings["image_sequence"],

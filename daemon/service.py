@@ -34,15 +34,14 @@ from daemon.gpus import device_kind, worker_devices
 from daemon.ingest import Ingest
 from daemon.jobs import Jobs
 from daemon.notify import NotificationQueue, RootNotifiers
-from daemon.presets import load_presets
 from daemon.progress import Display, NoDisplay
+from daemon.resolve import load_context
 from daemon.scan import candidate_files, changed_files, stale_temporaries
 from daemon.schedule import Schedule
 from daemon.stability import StabilityTracker
 from daemon.status_file import publish_newest
 from daemon.store import ACTIVE_STATES, FINISHED_STATES, Store
 from daemon.workers import WorkerHandle, make_pool
-from engine.catalog import CatalogError, load_catalog
 
 log = structlog.get_logger("hotshot.daemon")
 TICK_SECONDS = 0.1
@@ -55,11 +54,6 @@ class Daemon:
         self.settings = settings
         self.clock = clock
         self.display = display or NoDisplay()
-        try:
-            self.catalog = load_catalog(settings.catalogs, settings.models_dir)
-        except CatalogError as exc:
-            raise ConfigError(str(exc)) from exc
-        self.presets = load_presets(settings.presets_file)
         for root in settings.roots:
             if not root.is_dir():
                 raise ConfigError(f"watch root {root} does not exist or is not a folder")
@@ -71,22 +65,24 @@ class Daemon:
             self._lock.write(str(os.getpid()))
             self._lock.flush()
         self.store = Store.open(settings.database)
+        devices = worker_devices(settings.devices)
+        self.context = load_context(settings, device_kind(devices), self.store.calibration)
+        self.catalog = self.context.catalog
         self.inbox: queue.Queue = queue.Queue()
         self.tracker = StabilityTracker(settings.stable_seconds, clock)
         policy = settings.defer_full_clips
         self.schedule = Schedule(settings.render_windows, clock, policy.window if policy else None,
                                  policy.longer_than_frames if policy else 0)
-        devices = worker_devices(settings.devices)
         # On a terminal the bars stand for the workers' info lines, which would break them up.
         worker_level = "warning" if display and settings.log_level in ("debug", "info") else settings.log_level
         self.workers = make_pool(devices, self.inbox, settings.log_format, worker_level,
                                  int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None)
         self.control = Control(self.store, settings, self.schedule, self.publish)
-        self.jobs = Jobs(self.store, settings, self.catalog, self.schedule, self.workers, self.control,
+        self.jobs = Jobs(self.store, settings, self.context, self.schedule, self.workers, self.control,
                          self.publish, self.display)
         self.control.stop_running = self.jobs.stop_running
-        self.ingest = Ingest(self.store, settings, self.catalog, self.presets, clock, device_kind(devices),
-                             self.publish, self.schedule, self._cancel_request)
+        self.ingest = Ingest(self.store, settings, self.context, clock, self.publish, self.schedule,
+                             self._cancel_request)
         self.notifications = NotificationQueue()
         self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
                                        sleep=self.notifications.wait)

@@ -13,9 +13,20 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.captions import CaptionerSpec
 from engine.catalog import ModelSpec
+from engine.controls.catalog import ControlCatalog
 from engine.masks import MaskSpec
 from engine.stills import StillSpec
+
+
+class ControlSpec(BaseModel):
+    """One control signal a Transform render follows, and how strongly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["depth", "pose", "softedge", "depth+pose", "normal"]
+    strength: float = Field(default=1.0, ge=0, le=2)
 
 
 class RenderJob(BaseModel):
@@ -44,6 +55,13 @@ class RenderJob(BaseModel):
     style_frame: StillSpec | None = None
     reference_frame: StillSpec | None = None
     mask: MaskSpec | None = None
+    controls: list[ControlSpec] = Field(default_factory=list)
+    control_catalog: ControlCatalog | None = None
+    control_cache: Path | None = Field(default=None, description="where control videos are cached, per source")
+    auto_prompt: bool = False
+    captioner: CaptionerSpec | None = None
+    negative_from_model: bool = Field(default=True, description="the negative prompt is the model's default, "
+                                                                "which auto prompt may adapt to the scene")
     strength: float | None = Field(default=None, gt=0, le=1)
     interpolation: bool = False
     color_consistency: float = Field(default=0.0, ge=0.0, le=1.0)

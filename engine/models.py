@@ -7,6 +7,7 @@ import gc
 import shutil
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -27,6 +28,8 @@ def footprint(backend: Backend) -> int:
     if pipeline is not None and hasattr(pipeline, "components"):
         modules += [part for part in pipeline.components.values() if isinstance(part, torch.nn.Module)]
     modules += [part for part in getattr(backend, "extra_modules", []) if isinstance(part, torch.nn.Module)]
+    if isinstance(getattr(backend, "model", None), torch.nn.Module):
+        modules.append(backend.model)
     seen, total = set(), 0
     for module in modules:
         for tensor in [*module.parameters(), *module.buffers()]:
@@ -108,7 +111,7 @@ class ModelCache:
 
     @property
     def loaded(self) -> list[str]:
-        return [key[0] for key in self._loaded]
+        return [key[0] for key in self._loaded if not key[0].startswith("helper:")]
 
     @property
     def total_bytes(self) -> int:
@@ -123,6 +126,17 @@ class ModelCache:
             self._sizes.pop(oldest, None)
             log.info("model unloaded to stay within the cache budget", model=oldest[0])
             _release_memory()
+
+    def helper(self, key: str, device: str, load: Callable[[], object]) -> object:
+        """A helper model (a captioner, a depth or pose model), loaded once and kept under the same budget."""
+        cache_key = (f"helper:{key}", key, device)
+        if cache_key in self._loaded:
+            self._loaded.move_to_end(cache_key)
+            return self._loaded[cache_key]
+        self._loaded[cache_key] = load()
+        self._sizes[cache_key] = footprint(self._loaded[cache_key])
+        self._evict(keep=cache_key)
+        return self._loaded[cache_key]
 
     def add(self, spec: ModelSpec, device: str, backend: Backend) -> None:
         """Use an already-built backend for this model (embedding hotshot, or a test's own backend)."""

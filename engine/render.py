@@ -21,6 +21,7 @@ from engine.encode import encode_segment, mux_output
 from engine.errors import FrameRangeError, Interrupted, MediaError
 from engine.files import write_json_atomic
 from engine.geometry import output_dims
+from engine.guidance import Control, chunk_controls, prepare_controls, write_previews, write_prompt
 from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob, RenderResult, SilentEvents
 from engine.manifest import build_manifest
 from engine.masks import Compositor, MaskSource
@@ -82,14 +83,21 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     aspect = source.width / source.height
     sinks = Sinks(masks=MaskSource(job.mask, width, height, aspect) if job.mask else None)
 
-    # 4. Load the model (kept in the worker's cache between jobs).
+    # 4. Prepare what guides the render: control videos (cached) and the written prompt.
     device = resolve_device(job.device)
+    work = WorkFolder(job.work_dir)
+    work.prepare()
+    events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count, phase="preparing"))
+    controls = prepare_controls(job, timeline, width, height, device)
+    written = write_prompt(job, work, cache, device)
+    if written:
+        job = job.model_copy(update={"prompt": written["prompt"], "negative_prompt": written["negative_prompt"]})
+
+    # 5. Load the model (kept in the worker's cache between jobs).
     events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count, phase="loading model"))
     backend = cache.get(job.model, device)
 
-    # 5. Find the checkpoint to resume from.
-    work = WorkFolder(job.work_dir)
-    work.prepare()
+    # 6. Find the checkpoint to resume from.
     resume_at, previous_raw, last_final = work.resume_point(
         set(job.done_chunks), len(plan.chunks), lambda index: raw_shape(plan.chunks[index], height, width),
         (height, width, 3),
@@ -104,7 +112,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
         sinks.sequence = SequenceWriter(job.sequence_staging, job.sequence_folder, job.render_id,
                                         job.image_sequence, job.first_frame_number)
 
-    # 6. Render chunk by chunk: decode, diffuse, correct colour, checkpoint, composite, encode the segment.
+    # 7. Render chunk by chunk: decode, diffuse, correct colour, checkpoint, composite, encode the segment.
     if resume_at < len(plan.chunks):
         from_position = plan.chunks[resume_at].start
         decode_from = timeline.sources[from_position]
@@ -121,7 +129,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
                         raise Interrupted(reason, chunk.index)
                     with structlog.contextvars.bound_contextvars(chunk=chunk.index):
                         render_chunk(job, plan, timeline, chunk, window, backend, style, reference, state, work,
-                                     sinks, width, height, source.fps, resume_at, events)
+                                     sinks, controls, width, height, source.fps, resume_at, events)
         finally:
             if sinks.compositor:
                 sinks.compositor.close()
@@ -129,7 +137,8 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
         sinks.masks.close()
         warnings += sinks.masks.warnings
 
-    # 7. Join the segments with the source audio into the output MP4; publish the image sequence.
+    # 8. Join the segments with the source audio into the output MP4; publish the image sequence and the
+    #    control previews.
     check_source_unchanged(job)
     events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
                              timeline.frame_count, resume_at, phase="writing output"))
@@ -137,8 +146,9 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
                job.output, str(job.source) if source.has_audio else None, first, job.work_dir)
     if sinks.sequence is not None:
         sinks.sequence.publish()
+    control_entries = write_previews(controls, job, source.fps)
 
-    # 8. Write the Render Info manifest beside it.
+    # 9. Write the Render Info manifest beside it.
     output = probe(job.output)
     seconds = time.monotonic() - started
     extra = {
@@ -161,6 +171,9 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
         "image_sequence": sequence_manifest(job, timeline) if sinks.sequence else None,
         "mask": sinks.masks.describe() if sinks.masks else None,
         "strength": job.strength,
+        "controls": control_entries,
+        "auto_prompt": {**written["manifest"], "prompt": written["prompt"],
+                        "negative_prompt": written["negative_prompt"]} if written else None,
     }
     manifest = build_manifest(job, source, output, plan, timeline, device, state.chunk_seconds,
                               set(range(resume_at)), seconds, warnings, extra)
@@ -171,7 +184,8 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
 
 def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chunk, window: SourceWindow, backend,
                  style: Still | None, reference: Still | None, state: RenderState, work: WorkFolder, sinks: Sinks,
-                 width: int, height: int, fps: str, resume_at: int, events: RenderEvents) -> None:
+                 controls: list[Control], width: int, height: int, fps: str, resume_at: int,
+                 events: RenderEvents) -> None:
     """Diffuse one chunk, checkpoint it, and encode the final frames it completes."""
     started = time.monotonic()
     previous = plan.chunks[chunk.index - 1] if chunk.index else None
@@ -198,6 +212,7 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
         accelerator=Accelerator(job.accelerator_lora, job.accelerator_lora_scale) if job.accelerator_lora else None,
         mask=chunk_masks(chunk, timeline, keep, sinks.masks) if sinks.masks else None,
         strength=job.strength,
+        controls=chunk_controls(controls, chunk, timeline),
         on_step=on_step,
     )
     raw = backend.render_chunk(request)

@@ -81,3 +81,32 @@ def tiny_clip_tokenizer(model_max_length: int = 77):
     vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
     return CLIPTokenizer(vocab=vocab, merges=merges, unk_token=CLIP_EOS, bos_token=CLIP_BOS, eos_token=CLIP_EOS,
                          pad_token=CLIP_EOS, model_max_length=model_max_length)
+
+
+BART_SPECIAL = ("<s>", "<pad>", "</s>", "<unk>")
+IMAGE_TOKEN = "<image>"
+
+
+def tiny_bart_tokenizer(model_max_length: int = 1024):
+    """A BART tokenizer (byte-level BPE, `Ġ` marks a word start) over the same word list, for the tiny captioner.
+
+    The special tokens sit where BART has them (`<s>` 0, `<pad>` 1, `</s>` 2,
+    `<unk>` 3) and `<image>` is the image placeholder Florence-2's processor
+    expects. Every byte has a token, so any text tokenizes; each word of the
+    list becomes one token `Ġword`, built by one merge per letter.
+    """
+    from tokenizers import pre_tokenizers
+    from transformers import BartTokenizer
+
+    tokens = [*BART_SPECIAL, *sorted(pre_tokenizers.ByteLevel.alphabet())]
+    merges: list[tuple[str, str]] = []
+    for word in dict.fromkeys(WORDS):
+        spelled = "\u0120" + word
+        for end in range(1, len(spelled)):
+            pair = (spelled[:end], spelled[end])
+            if pair not in merges:
+                merges.append(pair)
+                tokens.append(pair[0] + pair[1])
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    return BartTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length,
+                         extra_special_tokens={"image_token": IMAGE_TOKEN})

@@ -40,7 +40,8 @@ def run(tmp_path_factory, models_dir, tiny_spec, media):
     write_request(shot("unknown-field") / "r.render.json", colour="red", **GOOD)
     write_request(shot("wrong-type") / "r.render.json", **{**GOOD, "steps": "twenty"})
     write_request(shot("unknown-model") / "r.render.json", model="sdxl-turbo-9000", **GOOD)
-    write_request(shot("unsupported") / "r.render.json", auto_prompt=True, **GOOD)
+    write_request(shot("unsupported") / "r.render.json", model="tiny-wan-v2v",
+                  controlnets=[{"type": "depth", "strength": 0.5}], **GOOD)
     write_request(shot("missing-source") / "r.render.json", source="plate_v2.mov", **GOOD)
     ambiguous = shot("ambiguous")
     shutil.copyfile(clip, ambiguous / "alt.mp4")
@@ -71,7 +72,7 @@ CASES = {
     "unknown-field": "unknown field 'colour'",
     "wrong-type": "steps: Input should be a valid integer (got \"twenty\")",
     "unknown-model": "unknown model 'sdxl-turbo-9000'; the catalog has: ",
-    "unsupported": "auto_prompt is not supported yet",
+    "unsupported": "model 'tiny-wan-v2v' has no 'depth' ControlNet",
     "missing-source": "waiting for source plate_v2.mov to appear in the shot",
     "ambiguous": "the shot has 2 source videos (alt.mp4, plate.mp4)",
     "range": "frame_range [40, 60] is outside the clip, which has 50 frames",

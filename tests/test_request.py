@@ -53,16 +53,11 @@ def test_errors_name_the_field_and_value(text, message):
     assert message in str(caught.value)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("auto_prompt", True), ("controlnets", [{"type": "depth", "strength": 0.8}]),
-])
-def test_settings_not_built_yet_are_refused_not_ignored(field, value):
-    with pytest.raises(RequestError, match=f"^{field} is not supported yet$"):
-        parse(json.dumps({field: value}))
-
-
-def test_defaults_of_unbuilt_settings_are_accepted():
-    parse(json.dumps({"auto_prompt": False, "controlnets": [], "priority": 0, "when": "now"}))
+def test_controls_and_auto_prompt_parse():
+    request = parse(json.dumps({"auto_prompt": True, "controlnets": [{"type": "depth+pose", "strength": 0.8}]}))
+    assert request.auto_prompt and request.controlnets[0].type == "depth+pose"
+    with pytest.raises(RequestError, match="controlnets.0.type"):
+        parse(json.dumps({"controlnets": [{"type": "canny"}]}))
 
 
 def test_workspace_settings_parse():

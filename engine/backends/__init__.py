@@ -33,11 +33,16 @@ class Accelerator:
 
 @dataclass
 class ControlFrames:
-    """A control video for one window (depth, pose, ...), one frame per rendered frame, and its strength."""
+    """A control video for one window (depth, pose, ...), one frame per rendered frame, and its strength.
+
+    A combined type (depth+pose) carries the composite in `frames` and each part in `parts`, for
+    backends with one ControlNet per part.
+    """
 
     type: str
     frames: list[np.ndarray]
     strength: float = 1.0
+    parts: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass

@@ -51,7 +51,8 @@ class AnimateDiffBackend:
         pipe = self._pipeline_for(tuple(part for part, _ in controls))
         options = {}
         if controls:
-            videos = [[Image.fromarray(frame) for frame in control.frames] for _, control in controls]
+            videos = [[Image.fromarray(frame) for frame in control.parts.get(part, control.frames)]
+                      for part, control in controls]
             scales = [float(control.strength) for _, control in controls]
             single = len(controls) == 1
             options = {"conditioning_frames": videos[0] if single else videos,

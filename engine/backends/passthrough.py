@@ -1,6 +1,7 @@
 """A trivial backend that diffuses nothing: it returns its conditioning frames.
 
-Kept frames come back exactly as given, every other frame is the source frame.
+Kept frames come back exactly as given, every other frame is the source frame,
+or, for a Transform render, the control frame (the conditioning Wan VACE gets).
 It makes the engine's data flow visible (which frame went where, what was
 pinned, how chunks were joined) without a model, for tests and for dry runs
 that check a request before spending GPU time on it.
@@ -24,7 +25,12 @@ class PassthroughBackend:
         self.last = request
         for step in range(1, request.steps + 1):
             request.on_step(step, request.steps)
-        return np.stack(request.frames).astype(np.uint8, copy=True)
+        frames = request.frames
+        if request.controls:
+            guide = request.controls[0].frames
+            frames = [frame if keep else control for frame, control, keep in zip(frames, guide, request.keep,
+                                                                                   strict=True)]
+        return np.stack(frames).astype(np.uint8, copy=True)
 
 
 def load(spec: ModelSpec, device: str) -> PassthroughBackend:

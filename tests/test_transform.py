@@ -1,0 +1,122 @@
+"""Transform renders follow control videos; Auto Prompt writes the prompt. Through the real daemon."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.controls import ControlVideo, load_control_catalog
+from engine.decode import read_frames
+from engine.probe import probe
+from tests.conftest import CATALOG, PROJECT
+from tests.harness import drain, settings_for, status_of, write_request
+
+RANGE = [0, 16]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, media, models_dir, tiny_spec):
+    tmp = tmp_path_factory.mktemp("transform")
+    quiet = tmp / "no-people.toml"
+    quiet.write_text('[controls]\npose_detector = { path = "tiny-controls/person-detector", tiny = true, '
+                     'threshold = 1.5 }\n')
+    settings = settings_for(tmp, models_dir, catalogs=[CATALOG, quiet])
+    root = settings.roots[0]
+
+    def shot(name):
+        folder = root / name
+        folder.mkdir()
+        shutil.copyfile(media / "chaplin.mp4", folder / "plate.mp4")
+        return folder
+
+    common = {"frame_range": RANGE, "output_size": 64, "steps": 1, "seed": 5}
+    write_request(shot("passthrough") / "r.render.json", model="passthrough",
+                  controlnets=[{"type": "depth", "strength": 0.7}], **common)
+    write_request(shot("vace") / "r.render.json", controlnets=[{"type": "pose", "strength": 1.0}], **common)
+    write_request(shot("animatediff") / "r.render.json", model="tiny-animatediff",
+                  controlnets=[{"type": "depth+pose", "strength": 0.8}], **common)
+    write_request(shot("two") / "r.render.json", controlnets=[{"type": "depth"}, {"type": "pose"}], **common)
+    write_request(shot("auto") / "r.render.json", auto_prompt=True, prompt="in the style of a woodcut", **common)
+    drain(settings)
+    return settings, root
+
+
+def manifest_of(folder: Path) -> dict:
+    return json.loads((folder / "plate_r001.render-info.json").read_text())
+
+
+def test_transform_follows_the_control_video_and_saves_a_preview(run):
+    """With the passthrough model the output is the control video itself: the render used the depth control.
+    The Render Info names the control and its cache key; a viewable preview sits beside the render."""
+    settings, root = run
+    folder = root / "passthrough"
+    assert status_of(folder / "r.render.json")["state"] == "done"
+    controls = manifest_of(folder)["controls"]
+    assert [entry["type"] for entry in controls] == ["depth"] and controls[0]["strength"] == 0.7
+    preview = folder / "plate_r001.control-depth.mp4"
+    assert controls[0]["preview"] == preview.name
+    assert probe(preview).frame_count == 17
+    catalog = load_control_catalog([CATALOG], settings.models_dir)
+    video = ControlVideo("depth", catalog, folder / "plate.mp4", 64, 32, settings.state_dir / "controls")
+    assert video.cache_key == controls[0]["cache_key"]
+    expected = np.stack(video.frames(range(0, 17))).astype(int)
+    out = np.stack(list(read_frames(folder / "plate_r001.mp4", 0, 16, 64, 32))).astype(int)
+    assert np.abs(out - expected).mean() < 4
+    source = np.stack(list(read_frames(folder / "plate.mp4", 0, 16, 64, 32))).astype(int)
+    assert np.abs(out - source).mean() > 10
+    from daemon.store import Store
+
+    store = Store.open(settings.database, read_only=True)
+    media = {row["name"]: row["kind"] for row in store.media_in_shot(store.shots()[0]["id"])}
+    store.close()
+    assert "plate_r001.control-depth.mp4" not in media
+
+
+def test_wan_vace_and_animatediff_transforms(run):
+    _, root = run
+    for name, control in (("vace", "pose"), ("animatediff", "depth+pose")):
+        status = status_of(root / name / "r.render.json")
+        assert status["state"] == "done", status
+        manifest = manifest_of(root / name)
+        assert manifest["controls"][0]["type"] == control
+        assert (root / name / f"plate_r001.control-{control}.mp4").is_file()
+
+
+def test_wan_vace_takes_one_control_video(run):
+    _, root = run
+    status = status_of(root / "two" / "r.render.json")
+    assert status["state"] == "failed" and "follows one control video" in status["error"]
+
+
+def test_auto_prompt_combines_and_adapts_to_a_shot_without_people(run):
+    """The user's words come first, the generated description follows; with no person detected the human
+    terms leave the default negative prompt. The Render Info keeps the captions it came from."""
+    _, root = run
+    folder = root / "auto"
+    assert status_of(folder / "r.render.json")["state"] == "done"
+    manifest = manifest_of(folder)
+    auto = manifest["auto_prompt"]
+    assert auto["prompt"].startswith("in the style of a woodcut")
+    assert len(auto["captions"]) == 4 and auto["people"] is False and auto["people_from"] == "detector"
+    assert "extra faces" not in auto["negative_prompt"] and "blurry" in auto["negative_prompt"]
+    assert "extra faces" in auto["dropped_terms"]
+    assert manifest["settings"]["auto_prompt"] == {"value": True, "from": "request"}
+
+
+def test_prompt_command_writes_the_suggestion_beside_the_source(tmp_path, media, models_dir):
+    shot = tmp_path / "sh010"
+    shot.mkdir()
+    shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
+    done = subprocess.run([sys.executable, "-m", "daemon.cli", "prompt", str(shot), "--range", "0", "40",
+                           "--state", str(tmp_path / "state")], capture_output=True, text=True, cwd=PROJECT,
+                          timeout=180, env={"HOTSHOT_MODELS_DIR": str(models_dir), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = (shot / "plate.prompt.txt").read_text().strip()
+    assert written and written in done.stdout
+    assert "frames described: 0, 13, 27, 40" in done.stdout
