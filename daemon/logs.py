@@ -45,6 +45,8 @@ def configure(fmt: str = "auto", level: str = "info", handler: logging.Handler |
     root.setLevel(level.upper())
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # hotshot deliberately runs without torchvision; transformers' note about its fallback is not news.
+    logging.getLogger("transformers.utils.import_utils").setLevel(logging.ERROR)
     logging.captureWarnings(True)
 
 
