@@ -24,6 +24,7 @@ from daemon.resolve import Context, ShotFacts, resolve
 from daemon.schedule import Schedule
 from daemon.stability import StableFile
 from daemon.store import Store, utc_now
+from engine import faults
 from engine.catalog import ModelSpec
 from engine.errors import MediaError
 from engine.probe import probe
@@ -88,6 +89,7 @@ class Ingest:
                 values.update(state="ready", probe=info.to_dict(), error=None)
             except MediaError as exc:
                 values.update(state="unreadable", probe=None, error=exc.reason)
+        faults.reached("ingest")
         self.store.save_media(path, shot_id, **values)
         log.info("media registered", kind=kind, state=values["state"], error=values.get("error"))
         return shot_id
@@ -134,6 +136,7 @@ class Ingest:
         request_row = {"shot_id": shot_id, "path": str(path), "content_hash": digest,
                        "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
         job_id = self.store.add_request_and_job(request_row, job)
+        faults.reached("ingest")
         if cancel and self.cancel_request is not None:
             self.cancel_request(str(path), CANCELLED_BY_FIELD)
         self.store.supersede(str(path), keep_job=job_id)

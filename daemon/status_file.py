@@ -71,7 +71,7 @@ def write_status(job: dict) -> tuple[Path, dict]:
     """Write the status file of `job`; return its path and what was written."""
     path = status_path(Path(job["request_path"]))
     document = status_document(job)
-    write_json_atomic(path, document)
+    write_json_atomic(path, document, fault_point="status")
     return path, document
 
 

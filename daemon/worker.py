@@ -23,10 +23,13 @@ PR_SET_PDEATHSIG = 1
 
 
 def main(conn: Connection, name: str, device: str, log_format: str, log_level: str, parent: int,
-         cache_bytes: int | None = None) -> None:
+         cache_bytes: int | None = None, fault_variables: dict[str, str] | None = None) -> None:
     """Entry point of the worker process."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from engine import faults
+
+    faults.adopt(fault_variables or {})  # the fork server's environment may be older than the daemon's
 
     from daemon import logs
 

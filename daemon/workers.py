@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from daemon import worker
+from engine import faults
 
 log = structlog.get_logger("hotshot.workers")
 # Workers are forked from a server process that has already imported torch, diffusers and the
@@ -40,7 +41,8 @@ class WorkerHandle:
         parent_end, child_end = SPAWN.Pipe(duplex=True)
         self.process = SPAWN.Process(
             target=worker.main, name=f"hotshot-{self.name}", daemon=True,
-            args=(child_end, self.name, self.device, self.log_format, self.log_level, os.getpid(), self.cache_bytes),
+            args=(child_end, self.name, self.device, self.log_format, self.log_level, os.getpid(), self.cache_bytes,
+                  faults.environment()),
         )
         self.process.start()
         child_end.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from engine import files
+from engine import faults, files
 from engine.errors import EncodeError
 from engine.media_safety import compile_command, fenced_input, last_line
 
@@ -31,7 +31,7 @@ COLOUR_TAGS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "
 def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: str, final: Path,
                    timeout: float = 3600.0) -> int:
     """Encode RGB frames to H.264 in an MP4 at `final` (atomically); return the frame count."""
-    with files.writing(final) as tmp:
+    with files.writing(final, fault_point="chunk") as tmp:
         stream = (
             ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
             .filter("scale", out_color_matrix="bt709", out_range="tv")
@@ -48,6 +48,8 @@ def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: s
             for frame in frames:
                 process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
                 count += 1
+                if count == 1:
+                    faults.reached("chunk")  # the segment is half-written
             process.stdin.close()
             process.wait(timeout=timeout)
         except (BrokenPipeError, subprocess.TimeoutExpired) as exc:
@@ -67,7 +69,7 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, so
     joined = (work_dir or final.parent) / "segments.txt"
     joined.write_text("".join(f"file '{_quote(segment)}'\n" for segment in segments))
     try:
-        with files.writing(final) as tmp:
+        with files.writing(final, fault_point="after-chunks") as tmp:
             video = ffmpeg.input(str(joined), format="concat", safe=0, protocol_whitelist="file").video
             streams = [video]
             if source is not None:

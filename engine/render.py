@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from engine import faults
 from engine.backends import Accelerator, ChunkRequest
 from engine.blend import segment_frames
 from engine.checkpoint import WorkFolder
@@ -130,6 +131,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
         warnings += sinks.masks.warnings
 
     # 7. Join the segments with the source audio into the output MP4; publish the image sequence.
+    faults.reached("after-chunks")
     check_source_unchanged(job)
     events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
                              timeline.frame_count, resume_at, phase="writing output"))
@@ -139,6 +141,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
         sinks.sequence.publish()
 
     # 8. Write the Render Info manifest beside it.
+    faults.reached("after-chunks")
     output = probe(job.output)
     seconds = time.monotonic() - started
     extra = {
@@ -164,7 +167,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     }
     manifest = build_manifest(job, source, output, plan, timeline, device, state.chunk_seconds,
                               set(range(resume_at)), seconds, warnings, extra)
-    write_json_atomic(job.manifest, manifest)
+    write_json_atomic(job.manifest, manifest, fault_point="manifest")
     return RenderResult(str(job.output), str(job.manifest), output.frame_count, width, height,
                         len(plan.chunks) - resume_at, resume_at, seconds, manifest)
 
@@ -201,6 +204,7 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
         on_step=on_step,
     )
     raw = backend.render_chunk(request)
+    faults.reached("chunk")
     expected = raw_shape(chunk, height, width)
     if raw.shape != expected:
         raise RuntimeError(f"backend returned frames of shape {raw.shape}, expected {expected}")
@@ -224,6 +228,7 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
     state.chunk_seconds[chunk.index] = seconds
     state.previous_raw = raw
     first = job.frame_range[0]
+    faults.reached("chunk")
     events.chunk_done(ChunkRecord(chunk.index, timeline.sources[chunk.start], timeline.sources[chunk.end - 1],
                                   chunk.seed, seconds, str(work.raw_path(chunk.index)),
                                   str(work.segment_path(chunk.index))))
