@@ -25,6 +25,7 @@ import structlog
 from daemon.config import Settings
 from daemon.errors import CommandRefused
 from daemon.notify import RootNotifiers
+from daemon.scan import stale_temporaries
 from daemon.schedule import Schedule
 from daemon.status_file import write_status
 from daemon.store import ACTIVE_STATES, Store
@@ -203,6 +204,14 @@ def remove_job_files(job: dict, work_dir: Path) -> None:
                 with contextlib.suppress(OSError):
                     path.unlink()
             log.info("removed a temporary file of a cancelled job", path=str(path))
+
+
+def remove_stale_temporaries(folders: list[Path]) -> None:
+    """Remove hotshot's temporary files under `folders` whose writing process is gone (it crashed or was killed)."""
+    for path in stale_temporaries([folder for folder in folders if folder.is_dir()]):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            log.info("removed a stale temporary file", path=str(path))
 
 
 def state_lock(state_dir: Path, wait_seconds: float = 0.0) -> TextIO | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
-from daemon.control import Control
+from daemon.control import Control, remove_stale_temporaries
 from daemon.progress import Display, LiveJob
 from daemon.resolve import render_job
 from daemon.schedule import Schedule
@@ -228,6 +228,7 @@ class Jobs:
         progress.update(percent=100.0, eta_seconds=0, frames_done=result["frames"])
         self.finish(job_id, "done", outputs=outputs, progress=progress)
         shutil.rmtree(self.settings.work_dir / f"job-{job_id:06d}", ignore_errors=True)
+        remove_stale_temporaries([output.parent])  # of earlier attempts whose worker was killed
         log.info("job done", output=str(output), seconds=round(result["seconds"], 2))
 
     def _refine_calibration(self, job: dict, manifest: dict) -> None:

@@ -27,7 +27,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.config import Settings
-from daemon.control import PAUSED, Control, Outcome, remove_job_files, state_lock
+from daemon.control import PAUSED, Control, Outcome, remove_job_files, remove_stale_temporaries, state_lock
 from daemon.conventions import is_ignored, kind_of, root_of
 from daemon.errors import CommandRefused, ConfigError
 from daemon.gpus import device_kind, worker_devices
@@ -36,7 +36,7 @@ from daemon.jobs import Jobs
 from daemon.notify import NotificationQueue, RootNotifiers
 from daemon.presets import load_presets
 from daemon.progress import Display, NoDisplay
-from daemon.scan import candidate_files, changed_files, stale_temporaries
+from daemon.scan import candidate_files, changed_files
 from daemon.schedule import Schedule
 from daemon.stability import StabilityTracker
 from daemon.status_file import write_status
@@ -258,10 +258,7 @@ class Daemon:
 
     def _remove_stale_temporaries(self) -> None:
         """Half-written files of a daemon or worker that crashed are deleted, never published."""
-        for path in stale_temporaries([*self.settings.roots, self.settings.work_dir]):
-            with contextlib.suppress(OSError):
-                path.unlink()
-                log.info("removed a stale temporary file", path=str(path))
+        remove_stale_temporaries([*self.settings.roots, self.settings.work_dir])
 
     def _recover(self) -> None:
         """After a stop or a crash: finish cancels that were under way, put running jobs back in the queue."""
@@ -325,6 +322,12 @@ class Daemon:
         job_id, handle.job_id = handle.job_id, None
         log.warning("worker exited", worker=handle.name, code=info.get("code"), job=job_id)
         if job_id is not None:
+            # What it was writing stays half-written under hidden names: remove it now, not at the next start.
+            job = self.store.job(job_id)
+            folders = [self.settings.work_dir / f"job-{job_id:06d}"]
+            if job and job["output_path"]:
+                folders.append(Path(job["output_path"]).parent)
+            remove_stale_temporaries(folders)
             self.jobs.failed(job_id, f"the worker process died (exit code {info.get('code')})", retryable=True)
         if not self._stop.is_set():
             self._start_worker(handle)

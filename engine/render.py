@@ -99,7 +99,9 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     state.chunk_seconds = {index: job.done_chunks.get(index, 0.0) for index in range(resume_at)}
     state.anchor = colour_anchor(job, style, work)
     if resume_at:
-        state.frames_out = output_frames_before(plan.chunks[resume_at], timeline)
+        # Every chunk may be done already: the render stopped while writing the output or its Render Info.
+        state.frames_out = output_frames_before(plan.chunks[resume_at], timeline) \
+            if resume_at < len(plan.chunks) else timeline.frame_count
         log.info("resuming", chunks_done=resume_at, chunks=len(plan.chunks))
     if job.image_sequence:
         sinks.sequence = SequenceWriter(job.sequence_staging, job.sequence_folder, job.render_id,

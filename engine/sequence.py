@@ -116,6 +116,8 @@ class SequenceWriter:
 
     def publish(self) -> Path:
         """Rename the staging folder to the final one, replacing any earlier sequence; return the final path."""
+        if not self.staging.exists() and self.final.is_dir() and not self.final.is_symlink():
+            return self.final  # published by an attempt that stopped before its Render Info was written
         self._prepare()
         # A directory cannot be renamed over a non-empty one, so an earlier sequence is moved aside first.
         aside = self.final.with_name(f".{self.final.name}.{os.getpid()}.old.part")
