@@ -135,11 +135,10 @@ class Ingest:
             job.update(state="failed", error=str(exc), error_kind="request", finished_at=utc_now())
         request_row = {"shot_id": shot_id, "path": str(path), "content_hash": digest,
                        "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
-        job_id = self.store.add_request_and_job(request_row, job)
+        job_id = self.store.add_request_and_job(request_row, job, cancels_older=CANCELLED_BY_FIELD if cancel else None)
         faults.reached("ingest")
         if cancel and self.cancel_request is not None:
-            self.cancel_request(str(path), CANCELLED_BY_FIELD)
-        self.store.supersede(str(path), keep_job=job_id)
+            self.cancel_request(str(path), CANCELLED_BY_FIELD)  # running jobs stop on their worker
         log.info("request registered", job=job_id, state=job["state"], error=job.get("error"))
         self.publish(job_id)
         return shot_id
