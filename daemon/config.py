@@ -65,6 +65,7 @@ class Settings(BaseSettings):
         default="auto", description='"auto" (one worker per CUDA device found) or one worker per listed device')
     model_cache_gb: float = Field(default=40.0, ge=0, description="models a worker keeps loaded; 0 = no limit")
     status_every_seconds: float = Field(default=2.0, gt=0)
+    worker_stall_seconds: float = Field(default=1800.0, ge=0, description="kill a worker silent this long; 0 = never")
     ffprobe_timeout_seconds: float = Field(default=30.0, gt=0)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -118,11 +118,15 @@ class Jobs:
         kind = message["type"]
         if kind == "ready":
             handle.pid = message["pid"]
+            if handle.job_id in self.live:  # a job handed to a worker still starting: its silence starts now
+                self.live[handle.job_id].last_report = time.monotonic()
             return
         if kind == "models":
             handle.models = frozenset(message["loaded"])
             return
         job_id = message["job"]
+        if job_id in self.live and self.live[job_id].last_report != float("inf"):
+            self.live[job_id].last_report = time.monotonic()
         with structlog.contextvars.bound_contextvars(job=job_id):
             if kind == "progress":
                 self._progress(job_id, message["progress"])
@@ -161,7 +165,13 @@ class Jobs:
                 log.warning("the worker did not drop a cancelled job; killing it", job=live.job_id,
                             worker=handle.name)
                 live.cancel_sent = None
-                handle.kill()
+                handle.kill("it did not drop a cancelled job")
+            stall = self.settings.worker_stall_seconds
+            if stall and live.cancel_sent is None and time.monotonic() - live.last_report > stall:
+                log.warning("the worker made no progress; killing it", job=live.job_id, worker=handle.name,
+                            seconds=stall)
+                live.last_report = float("inf")  # once
+                handle.kill(f"it made no progress for {stall:g} s (worker_stall_seconds)")
             if live.pause_at is not None and now >= live.pause_at and live.stopping is None:
                 live.stopping = f"render window {live.window!r} closed"
                 handle.stop_after_chunk(live.stopping, live.job_id)

@@ -98,6 +98,7 @@ class Daemon:
         self._dirty_folders: set[Path] = set()
         self._reconciled = False
         self._worker_started: dict[str, float] = {}
+        self._restart_at: dict[str, float] = {}
         self.scheduler: BackgroundScheduler | None = None
 
     # -- running --------------------------------------------------------------
@@ -155,6 +156,7 @@ class Daemon:
         self._cancel_deleted_requests()
         self._review_waiting()
         self.jobs.review_running()
+        self._restart_workers()
         if not self._stop.is_set() and not self.paused:
             self.jobs.dispatch()
 
@@ -328,14 +330,20 @@ class Daemon:
             if job and job["output_path"]:
                 folders.append(Path(job["output_path"]).parent)
             remove_stale_temporaries(folders)
-            self.jobs.failed(job_id, f"the worker process died (exit code {info.get('code')})", retryable=True)
+            error = f"the worker was killed: {handle.killed_because}" if handle.killed_because \
+                else f"the worker process died (exit code {info.get('code')})"
+            self.jobs.failed(job_id, error, retryable=True)
         if not self._stop.is_set():
-            self._start_worker(handle)
+            # A worker that keeps dying restarts at most every WORKER_RESTART_SECONDS; the loop turns meanwhile.
+            self._restart_at[handle.name] = self._worker_started.get(handle.name, 0.0) + WORKER_RESTART_SECONDS
+
+    def _restart_workers(self) -> None:
+        for name, when in list(self._restart_at.items()):
+            if time.monotonic() >= when and not self._stop.is_set():
+                del self._restart_at[name]
+                self._start_worker(self._worker(name))
 
     def _start_worker(self, handle: WorkerHandle) -> None:
-        last = self._worker_started.get(handle.name)
-        if last is not None and time.monotonic() - last < WORKER_RESTART_SECONDS:
-            time.sleep(WORKER_RESTART_SECONDS - (time.monotonic() - last))
         self._worker_started[handle.name] = time.monotonic()
         handle.start()
 

@@ -222,3 +222,44 @@ def test_a_worker_killed_after_publishing_its_sequence_keeps_it(tmp_path, media,
     assert status["outputs"]["chunks_resumed"] == status["estimate"]["chunks"]
     assert len(list((shot / "plate_r001").glob("plate_r001.*.png"))) == 41
     assert not temporaries(shot, settings.work_dir)
+
+
+def test_a_hung_worker_is_killed_and_its_job_retried(tmp_path, media, models_dir, quick_reference, monkeypatch):
+    """A worker that stops reporting in the middle of a chunk is killed after `worker_stall_seconds`; its job
+    is retried (a second attempt), resumes from its checkpoints and renders byte-identical output."""
+    faults = Faults(tmp_path / "faults")
+    monkeypatch.setenv(FAULTS_ENV, str(faults.path))
+    monkeypatch.setattr("daemon.service.WORKER_RESTART_SECONDS", 0.5)
+    settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=2.0)
+    shot = settings.roots[0] / "sh010"
+    copy_plate(media, shot)
+    faults.arm("chunk", 15, "hang")  # in the third chunk
+    with RunningDaemon(settings):
+        request = write_json(shot / "r.render.json", QUICK)
+        status = wait_for_state(request, ("done", "failed"), 120)
+    assert faults.fired(), "the fault never fired"
+    assert status["state"] == "done" and status["attempts"] == 2, status
+    assert status["outputs"]["chunks_resumed"] >= 2
+    assert sha(shot / "plate_r001.mp4") == quick_reference
+    store = Store.open(settings.database, read_only=True)
+    retried = [event["message"] for event in store.events(status["job"]) if event["kind"] == "retry"]
+    store.close()
+    assert retried == ["the worker was killed: it made no progress for 2 s (worker_stall_seconds)"]
+    assert not temporaries(shot, settings.work_dir)
+
+
+def test_the_loop_keeps_turning_while_a_dead_worker_waits_to_restart(tmp_path, media, models_dir, monkeypatch):
+    """A worker that died right after starting is restarted only after WORKER_RESTART_SECONDS, and meanwhile
+    the daemon keeps registering requests (it used to sleep in its loop)."""
+    monkeypatch.setattr("daemon.service.WORKER_RESTART_SECONDS", 30.0)
+    settings = settings_for(tmp_path, models_dir, default_model="passthrough")
+    shot = settings.roots[0] / "sh010"
+    copy_plate(media, shot)
+    with RunningDaemon(settings) as daemon:
+        handle = daemon.workers[0]
+        wait_for(lambda: handle.alive, 60, "the worker")
+        os.kill(handle.pid, 9)
+        wait_for(lambda: not handle.alive, 10, "the worker to die")
+        request = write_json(shot / "r.render.json", QUICK)
+        wait_for(lambda: state_of(request) == "queued", 10, "the request to be queued")
+        assert not handle.alive, "the worker was restarted before its time"
