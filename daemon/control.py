@@ -29,6 +29,7 @@ from daemon.scan import stale_temporaries
 from daemon.schedule import Schedule
 from daemon.status_file import write_status
 from daemon.store import ACTIVE_STATES, Store
+from engine.errors import DiskFullError
 
 log = structlog.get_logger("hotshot.control")
 COMMANDS = ("cancel", "retry", "pause", "resume")
@@ -186,9 +187,11 @@ class Control:
         return job
 
 
-def remove_job_files(job: dict, work_dir: Path) -> None:
-    """Remove a job's checkpoints and the hidden temporary outputs it may have left; never a finished file."""
-    shutil.rmtree(work_dir / f"job-{job['id']:06d}", ignore_errors=True)
+def remove_job_files(job: dict, work_dir: Path, keep_checkpoints: bool = False) -> None:
+    """Remove a job's checkpoints (unless kept for a retry) and the hidden temporary outputs it may have left
+    beside its output; never a finished file."""
+    if not keep_checkpoints:
+        shutil.rmtree(work_dir / f"job-{job['id']:06d}", ignore_errors=True)
     output = Path(job["output_path"]) if job.get("output_path") else None
     if output is None:
         return
@@ -203,7 +206,7 @@ def remove_job_files(job: dict, work_dir: Path) -> None:
             else:
                 with contextlib.suppress(OSError):
                     path.unlink()
-            log.info("removed a temporary file of a cancelled job", path=str(path))
+            log.info("removed a temporary file of a job that ended", path=str(path))
 
 
 def remove_stale_temporaries(folders: list[Path]) -> None:
@@ -303,7 +306,7 @@ def _offline_publisher(store: Store, settings: Settings) -> Callable[[int], None
             return
         try:
             path, document = write_status(job)
-        except OSError as exc:
+        except (OSError, DiskFullError) as exc:
             log.warning("status file not written", job=job_id, error=str(exc))
             return
         for notifier in notifiers.for_request(Path(job["request_path"])):

@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
-from daemon.control import Control, remove_stale_temporaries
+from daemon.control import Control, remove_job_files, remove_stale_temporaries
 from daemon.progress import Display, LiveJob
 from daemon.resolve import render_job
 from daemon.schedule import Schedule
@@ -180,6 +180,22 @@ class Jobs:
             if time.monotonic() - live.last_status >= self.settings.status_every_seconds:
                 self._refresh(live, publish=True)
 
+    def requeue_orphans(self) -> None:
+        """Running jobs that no worker has: their end was not recorded (the database could not be written
+        then). Put them back in the queue; they resume from their checkpoints."""
+        held = {handle.job_id for handle in self.workers if handle.job_id is not None}
+        for job in self.store.jobs(("running",)):
+            if job["id"] in held:
+                continue
+            self._forget(job["id"])
+            if job["cancel_reason"]:
+                self._cancelled(job)
+                continue
+            self.store.update_job(job["id"], "recovered", "no worker had the running job; it resumes",
+                                  state="queued", worker=None, progress=None)
+            log.warning("a running job had no worker; it is queued again", job=job["id"])
+            self.publish(job["id"])
+
     # -- progress and outcomes ------------------------------------------------
 
     def _progress(self, job_id: int, progress: dict | None, force_status: bool = False) -> None:
@@ -272,8 +288,10 @@ class Jobs:
             return
         if retryable:
             error = f"{error} (gave up after {job['attempts']} attempts)"
-        # Its checkpoints stay (keep_failed_checkpoints_hours) so that `hotshot retry` resumes from them.
+        # Its checkpoints stay (keep_failed_checkpoints_hours) so that `hotshot retry` resumes from them; its
+        # hidden partial outputs beside the source go (they may be what filled the share).
         self.finish(job_id, "failed", error=error, error_kind="transient" if retryable else "input")
+        remove_job_files(job, self.settings.work_dir, keep_checkpoints=True)
         log.warning("job failed", error=error)
 
     def _interrupted(self, job_id: int, reason: str) -> None:

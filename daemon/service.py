@@ -43,10 +43,12 @@ from daemon.status_file import write_status
 from daemon.store import ACTIVE_STATES, FINISHED_STATES, Store
 from daemon.workers import WorkerHandle, make_pool
 from engine.catalog import CatalogError, load_catalog
+from engine.errors import DiskFullError
 
 log = structlog.get_logger("hotshot.daemon")
 TICK_SECONDS = 0.1
 WORKER_RESTART_SECONDS = 5.0
+STEP_ERROR_LOG_SECONDS = 60.0
 
 
 class Daemon:
@@ -99,6 +101,8 @@ class Daemon:
         self._reconciled = False
         self._worker_started: dict[str, float] = {}
         self._restart_at: dict[str, float] = {}
+        self._failing_steps: set[str] = set()
+        self._step_logged: dict[str, float] = {}
         self.scheduler: BackgroundScheduler | None = None
 
     # -- running --------------------------------------------------------------
@@ -118,7 +122,7 @@ class Daemon:
         self._log_windows()
         try:
             self._remove_stale_temporaries()
-            self.reconcile()
+            self._guarded("reconcile", self.reconcile)
             while True:
                 self.tick()
                 if self._stop.is_set() and not any(handle.job_id for handle in self.workers):
@@ -148,17 +152,37 @@ class Daemon:
             self.inbox.put(("stop",))
 
     def tick(self) -> None:
+        """One turn of the loop. A step that fails (a full disk, a database that cannot be written) is logged
+        and tried again on a later turn; it never stops the daemon."""
         self._take_inbox(TICK_SECONDS)
         for stable in sorted(self.tracker.poll(), key=lambda item: kind_of(item.path) != "video"):
-            self.ingest.file_stable(stable)
+            if not self._guarded("ingest", self.ingest.file_stable, stable):
+                self.tracker.observe(stable.path)  # looked at again once it has been stable again
             self._dirty_folders.add(stable.path.parent)
-        self._take_commands()
-        self._cancel_deleted_requests()
-        self._review_waiting()
-        self.jobs.review_running()
+        self._guarded("commands", self._take_commands)
+        self._guarded("deleted requests", self._cancel_deleted_requests)
+        self._guarded("waiting jobs", self._review_waiting)
+        self._guarded("running jobs", self.jobs.review_running)
         self._restart_workers()
         if not self._stop.is_set() and not self.paused:
-            self.jobs.dispatch()
+            self._guarded("dispatch", self.jobs.dispatch)
+
+    def _guarded(self, step: str, action: Callable, *args) -> bool:
+        """Run one step of the loop; log a failure (once a minute per step) and carry on. True if it worked."""
+        try:
+            action(*args)
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive a full disk or an unwritable database
+            now = time.monotonic()
+            self._failing_steps.add(step)
+            if now - self._step_logged.get(step, -STEP_ERROR_LOG_SECONDS) >= STEP_ERROR_LOG_SECONDS:
+                self._step_logged[step] = now
+                log.error("a step of the loop failed; it is tried again", step=step,
+                          error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            return False
+        if step in self._failing_steps:
+            self._failing_steps.discard(step)
+            log.info("a failed step of the loop works again", step=step)
+        return True
 
     @property
     def finished(self) -> list[int]:
@@ -184,7 +208,7 @@ class Daemon:
         except queue.Empty:
             return
         while True:
-            self._handle(item)
+            self._guarded(item[0], self._handle, item)
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
@@ -242,6 +266,7 @@ class Daemon:
         for job in self.store.jobs(ACTIVE_STATES):
             if not Path(job["request_path"]).exists():
                 self._gone_requests.setdefault(Path(job["request_path"]), time.monotonic())
+        self.jobs.requeue_orphans()
         self._sweep_work_folders()
         self._reconciled = True
 
@@ -323,6 +348,9 @@ class Daemon:
             return
         job_id, handle.job_id = handle.job_id, None
         log.warning("worker exited", worker=handle.name, code=info.get("code"), job=job_id)
+        if not self._stop.is_set():
+            # A worker that keeps dying restarts at most every WORKER_RESTART_SECONDS; the loop turns meanwhile.
+            self._restart_at[handle.name] = self._worker_started.get(handle.name, 0.0) + WORKER_RESTART_SECONDS
         if job_id is not None:
             # What it was writing stays half-written under hidden names: remove it now, not at the next start.
             job = self.store.job(job_id)
@@ -333,9 +361,6 @@ class Daemon:
             error = f"the worker was killed: {handle.killed_because}" if handle.killed_because \
                 else f"the worker process died (exit code {info.get('code')})"
             self.jobs.failed(job_id, error, retryable=True)
-        if not self._stop.is_set():
-            # A worker that keeps dying restarts at most every WORKER_RESTART_SECONDS; the loop turns meanwhile.
-            self._restart_at[handle.name] = self._worker_started.get(handle.name, 0.0) + WORKER_RESTART_SECONDS
 
     def _restart_workers(self) -> None:
         for name, when in list(self._restart_at.items()):
@@ -362,7 +387,7 @@ class Daemon:
             return
         try:
             path, document = write_status(job)
-        except OSError as exc:
+        except (OSError, DiskFullError) as exc:
             log.warning("status file not written", job=job_id, error=str(exc))
             return
         if job["state"] not in FINISHED_STATES:

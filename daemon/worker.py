@@ -61,7 +61,7 @@ def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: _Cont
              log) -> None:
     import structlog
 
-    from engine.errors import EngineError, Interrupted
+    from engine.errors import EngineError, Interrupted, is_disk_full
     from engine.job import RenderJob
     from engine.render import render
 
@@ -77,8 +77,12 @@ def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: _Cont
             reply = {"type": "failed", "job": job.job_id, "error": str(exc), "retryable": exc.retryable}
         except Exception as exc:  # noqa: BLE001 - any crash of a render is reported, the worker lives on
             log.error("render crashed", exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"
+            if is_disk_full(exc):
+                error = f"no space left on a disk the render writes to ({exc}); free some space, then " \
+                        "`hotshot retry` resumes the job"
             reply = {"type": "failed", "job": job.job_id, "retryable": True,
-                     "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=20)}
+                     "error": error, "traceback": traceback.format_exc(limit=20)}
         else:
             reply = {"type": "done", "job": job.job_id, "result": result.to_dict()}
     # Before the result, so the daemon knows this worker's models when it next hands out a job.

@@ -19,8 +19,9 @@ import ffmpeg
 import numpy as np
 
 from engine import faults, files
-from engine.errors import EncodeError
+from engine.errors import DISK_FULL_MESSAGES, DiskFullError, EncodeError, MediaError
 from engine.media_safety import compile_command, fenced_input, last_line
+from engine.probe import probe
 
 X264_PRESET = "medium"
 X264_CRF = 16
@@ -56,10 +57,12 @@ def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: s
             process.kill()
             process.wait()
             reader.join(timeout=5)
-            raise EncodeError(f"encoding {final.name} failed: {last_line(b''.join(errors))}") from exc
+            raise _failure(final, "encoding", b"".join(errors)) from exc
         reader.join(timeout=5)
         if process.returncode != 0:
-            raise EncodeError(f"encoding {final.name} failed: {last_line(b''.join(errors))}")
+            raise _failure(final, "encoding", b"".join(errors))
+        if count:
+            _check_written(tmp, final, count, b"".join(errors))
     return count
 
 
@@ -87,13 +90,38 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, so
                 options.update(acodec="aac", audio_bitrate=AUDIO_BITRATE)
             command = compile_command(ffmpeg.output(*streams, str(tmp), **options))
             try:
-                subprocess.run(command, capture_output=True, timeout=timeout, check=True, stdin=subprocess.DEVNULL)
+                done = subprocess.run(command, capture_output=True, timeout=timeout, check=True,
+                                      stdin=subprocess.DEVNULL)
             except subprocess.CalledProcessError as exc:
-                raise EncodeError(f"writing {final.name} failed: {last_line(exc.stderr)}") from exc
+                raise _failure(final, "writing", exc.stderr) from exc
             except subprocess.TimeoutExpired as exc:
                 raise EncodeError(f"writing {final.name} took longer than {timeout:g} s") from exc
+            _check_written(tmp, final, frame_count, done.stderr)
     finally:
         joined.unlink(missing_ok=True)
+
+
+def _check_written(tmp: Path, final: Path, frames: int, stderr: bytes | None) -> None:
+    """Refuse to publish what ffmpeg wrote unless it is whole: ffmpeg exits 0 even when it could not write
+    its trailer (a full disk), leaving a file no player can open."""
+    text = (stderr or b"").decode("utf-8", "replace")
+    if any(message in text for message in DISK_FULL_MESSAGES):
+        raise _failure(final, "writing", stderr)
+    try:
+        written = probe(tmp).frame_count
+    except MediaError as exc:
+        raise EncodeError(f"writing {final.name} failed: what ffmpeg wrote is not readable ({exc.reason})") from exc
+    if written != frames:
+        raise EncodeError(f"writing {final.name} failed: it holds {written} frames instead of {frames}")
+
+
+def _failure(final: Path, doing: str, stderr: bytes | None) -> EncodeError | DiskFullError:
+    """What ffmpeg's failure to write `final` means: a full disk, or an encoding error with its last line."""
+    text = (stderr or b"").decode("utf-8", "replace")
+    full = next((message for message in DISK_FULL_MESSAGES if message in text), None)
+    if full:
+        return DiskFullError(final, full)
+    return EncodeError(f"{doing} {final.name} failed: {last_line(stderr)}")
 
 
 def _quote(path: Path) -> str:

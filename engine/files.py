@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine import faults
+from engine.errors import DiskFullError, is_disk_full
 
 OUTPUT_MODE = 0o644
 
@@ -45,9 +46,11 @@ def writing(final: Path, fault_point: str | None = None) -> Iterator[Path]:
         if fault_point:
             faults.reached(fault_point)
         publish(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if is_disk_full(exc):
+            raise DiskFullError(final, exc.strerror) from exc
         raise
 
 

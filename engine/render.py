@@ -106,6 +106,9 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     if job.image_sequence:
         sinks.sequence = SequenceWriter(job.sequence_staging, job.sequence_folder, job.render_id,
                                         job.image_sequence, job.first_frame_number)
+        if resume_at and not sinks.sequence.holds(first, state.frames_out):
+            log.warning("the image sequence's earlier frames are gone; rendering from the first chunk")
+            resume_at, state = 0, RenderState(anchor=state.anchor)
 
     # 6. Render chunk by chunk: decode, diffuse, correct colour, checkpoint, composite, encode the segment.
     if resume_at < len(plan.chunks):

@@ -114,6 +114,12 @@ class SequenceWriter:
         self._prepare()
         write_frame(self.staging, self.render_id, source_frame, frame, self.fmt, self.first_frame_number)
 
+    def holds(self, first_frame: int, count: int) -> bool:
+        """Whether the `count` frames from source frame `first_frame` on are staged (or already published)."""
+        folder = self.staging if self.staging.is_dir() else self.final
+        return all((folder / frame_name(self.render_id, frame, self.first_frame_number, self.fmt)).is_file()
+                   for frame in range(first_frame, first_frame + count))
+
     def publish(self) -> Path:
         """Rename the staging folder to the final one, replacing any earlier sequence; return the final path."""
         if not self.staging.exists() and self.final.is_dir() and not self.final.is_symlink():

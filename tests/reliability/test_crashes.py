@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.control import run_command
 from daemon.store import Store
 from engine.faults import ENV as FAULTS_ENV
 from tests.harness import RunningDaemon, settings_for, status_of, wait_for, wait_for_state
@@ -263,3 +264,26 @@ def test_the_loop_keeps_turning_while_a_dead_worker_waits_to_restart(tmp_path, m
         request = write_json(shot / "r.render.json", QUICK)
         wait_for(lambda: state_of(request) == "queued", 10, "the request to be queued")
         assert not handle.alive, "the worker was restarted before its time"
+
+
+def test_a_retry_whose_staged_frames_are_gone_renders_the_whole_sequence(tmp_path, media, models_dir,
+                                                                         quick_reference, monkeypatch):
+    """A job that failed for good loses its hidden staging folder (it may be what filled the share); a later
+    `hotshot retry` notices the missing frames and renders from the first chunk: a complete sequence."""
+    faults = Faults(tmp_path / "faults")
+    monkeypatch.setenv(FAULTS_ENV, str(faults.path))
+    settings = settings_for(tmp_path, models_dir, default_model="passthrough", max_attempts=1)
+    shot = settings.roots[0] / "sh010"
+    copy_plate(media, shot)
+    faults.arm("chunk", 20)  # in the fourth chunk
+    with RunningDaemon(settings):
+        request = write_json(shot / "r.render.json", {**QUICK, "image_sequence": "png"})
+        failed = wait_for_state(request, ("done", "failed"), 120)
+        assert failed["state"] == "failed" and not (shot / ".plate_r001.frames.part").exists()
+        assert (settings.work_dir / "job-000001").is_dir()
+        assert "resumes after 3 finished chunk(s)" in run_command(settings, "retry", str(request)).message
+        wait_for(lambda: state_of(request) != "failed", 30, "the retry")
+        status = wait_for_state(request, ("done", "failed"), 120)
+    assert status["state"] == "done" and status["outputs"]["chunks_resumed"] == 0, status
+    assert len(list((shot / "plate_r001").glob("*.png"))) == 41
+    assert sha(shot / "plate_r001.mp4") == quick_reference
