@@ -19,8 +19,10 @@ import structlog
 
 from daemon.config import Settings
 from daemon.control import Control, remove_job_files, remove_stale_temporaries
+from daemon.conventions import root_of
 from daemon.progress import Display, LiveJob
 from daemon.resolve import render_job
+from daemon.roots import RootStates
 from daemon.schedule import Schedule
 from daemon.store import Store, utc_now
 from daemon.workers import WorkerHandle
@@ -35,7 +37,7 @@ CANCEL_KILL_SECONDS = 30.0  # a worker that has not dropped a cancelled job by t
 class Jobs:
     def __init__(self, store: Store, settings: Settings, catalog: dict[str, ModelSpec], schedule: Schedule,
                  workers: list[WorkerHandle], control: Control, publish: Callable[[int], None],
-                 display: Display) -> None:
+                 display: Display, roots: RootStates | None = None) -> None:
         self.store = store
         self.settings = settings
         self.catalog = catalog
@@ -44,6 +46,7 @@ class Jobs:
         self.control = control
         self.publish = publish
         self.display = display
+        self.roots = roots
         self.clock = schedule.clock
         self.live: dict[int, LiveJob] = {}
         self.finished: list[int] = []
@@ -86,7 +89,8 @@ class Jobs:
         for handle in self.workers:
             if not handle.idle:
                 continue
-            job = self.store.claim_next(handle.name, self.clock(), handle.models)
+            away = sorted(str(root) for root in self.roots.unavailable) if self.roots else []
+            job = self.store.claim_next(handle.name, self.clock(), handle.models, away)
             if job is None:
                 return
             with structlog.contextvars.bound_contextvars(job=job["id"]):
@@ -278,6 +282,16 @@ class Jobs:
         job = self.store.job(job_id)
         if job["cancel_reason"]:
             self._cancelled(job)
+            return
+        root = root_of(Path(job["request_path"]), self.settings.roots)
+        if self.roots is not None and root is not None and not self.roots.look(root):
+            # Its share went away under it: not the job's fault. It waits for the root and resumes.
+            self.store.uncount_attempt(job_id)
+            self.store.update_job(job_id, "interrupted", f"watch root {root} is unavailable", state="queued",
+                                  worker=None, progress=None,
+                                  error=f"its watch root {root} went away ({error}); it resumes when the root is back")
+            log.warning("the job's watch root went away; it resumes when the root is back", root=str(root))
+            self.publish(job_id)
             return
         if retryable and job["attempts"] < self.settings.max_attempts:
             delay = self.settings.retry_backoff_seconds * 2 ** (job["attempts"] - 1)

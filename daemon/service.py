@@ -36,6 +36,7 @@ from daemon.jobs import Jobs
 from daemon.notify import NotificationQueue, RootNotifiers
 from daemon.presets import load_presets
 from daemon.progress import Display, NoDisplay
+from daemon.roots import CHECK_SECONDS, RootStates
 from daemon.scan import candidate_files, changed_files
 from daemon.schedule import Schedule
 from daemon.stability import StabilityTracker
@@ -73,6 +74,10 @@ class Daemon:
             self._lock.write(str(os.getpid()))
             self._lock.flush()
         self.store = Store.open(settings.database)
+        self.roots = RootStates(settings.roots, {root for root in settings.roots
+                                                 if self.store.flag(f"mount {root}") == "1"},
+                                lambda root, mounted: self.store.set_flag(f"mount {root}", "1" if mounted else "0"))
+        self._roots_checked = float("-inf")
         self.inbox: queue.Queue = queue.Queue()
         self.tracker = StabilityTracker(settings.stable_seconds, clock)
         policy = settings.defer_full_clips
@@ -85,7 +90,7 @@ class Daemon:
                                  int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None)
         self.control = Control(self.store, settings, self.schedule, self.publish)
         self.jobs = Jobs(self.store, settings, self.catalog, self.schedule, self.workers, self.control,
-                         self.publish, self.display)
+                         self.publish, self.display, self.roots)
         self.control.stop_running = self.jobs.stop_running
         self.ingest = Ingest(self.store, settings, self.catalog, self.presets, clock, device_kind(devices),
                              self.publish, self.schedule, self._cancel_request)
@@ -104,6 +109,7 @@ class Daemon:
         self._failing_steps: set[str] = set()
         self._step_logged: dict[str, float] = {}
         self.scheduler: BackgroundScheduler | None = None
+        self.watcher = None
 
     # -- running --------------------------------------------------------------
 
@@ -113,7 +119,7 @@ class Daemon:
         self._recover()
         for handle in self.workers:
             self._start_worker(handle)
-        watcher = self._start_watcher()
+        self.watcher = watcher = self._start_watcher()
         self.notifications.start()
         self.scheduler = scheduler = self._start_scheduler()
         log.info("daemon started", roots=[str(root) for root in self.settings.roots], drain=drain,
@@ -122,6 +128,7 @@ class Daemon:
         self._log_windows()
         try:
             self._remove_stale_temporaries()
+            self._guarded("watch roots", self._check_roots)
             self._guarded("reconcile", self.reconcile)
             while True:
                 self.tick()
@@ -155,6 +162,7 @@ class Daemon:
         """One turn of the loop. A step that fails (a full disk, a database that cannot be written) is logged
         and tried again on a later turn; it never stops the daemon."""
         self._take_inbox(TICK_SECONDS)
+        self._guarded("watch roots", self._check_roots)
         for stable in sorted(self.tracker.poll(), key=lambda item: kind_of(item.path) != "video"):
             if not self._guarded("ingest", self.ingest.file_stable, stable):
                 self.tracker.observe(stable.path)  # looked at again once it has been stable again
@@ -234,8 +242,8 @@ class Daemon:
 
     def _hint(self, kind: str, path: Path) -> None:
         root = root_of(path, self.settings.roots)
-        if root is None or is_ignored(path, root):
-            return
+        if root is None or is_ignored(path, root) or not self.roots.available(root):
+            return  # events from a root that is away describe nothing that is there
         if kind == "folder":
             if path.is_dir():
                 for found in candidate_files(path):
@@ -245,6 +253,8 @@ class Daemon:
             return
         self._dirty_folders.add(path.parent)
         if not path.exists():
+            if not self._root_present(root):
+                return  # the root went away, the file was not deleted
             self.tracker.forget(path)
             self.ingest.file_gone(path)
             if kind_of(path) == "request":
@@ -254,21 +264,43 @@ class Daemon:
         self.tracker.observe(path)
 
     def reconcile(self) -> None:
-        """Compare the roots with the database: observe what changed, note what vanished."""
+        """Compare the roots that are there with the database: observe what changed, note what vanished."""
+        present = [root for root in self.settings.roots if self.roots.available(root) and self._root_present(root)]
         known = self.store.known_files()
-        for path in changed_files(self.settings.roots, known):
+        for path in changed_files(present, known):
             self.tracker.observe(path)
         for row in self.store.db.execute("SELECT path FROM media WHERE state != 'missing'").fetchall():
             path = Path(row[0])
-            if not path.exists():
+            if root_of(path, present) is not None and not path.exists():
                 self.ingest.file_gone(path)
                 self._dirty_folders.add(path.parent)
         for job in self.store.jobs(ACTIVE_STATES):
-            if not Path(job["request_path"]).exists():
-                self._gone_requests.setdefault(Path(job["request_path"]), time.monotonic())
+            request = Path(job["request_path"])
+            if root_of(request, present) is not None and not request.exists():
+                self._gone_requests.setdefault(request, time.monotonic())
         self.jobs.requeue_orphans()
         self._sweep_work_folders()
         self._reconciled = True
+
+    def _check_roots(self) -> None:
+        """Notice watch roots going away and coming back (at most every CHECK_SECONDS)."""
+        if time.monotonic() - self._roots_checked < CHECK_SECONDS:
+            return
+        self._roots_checked = time.monotonic()
+        gone, back = self.roots.check()
+        for root in gone:
+            log.warning("watch root is unavailable; nothing under it counts as deleted and its jobs wait for it",
+                        root=str(root))
+        for root in back:
+            log.warning("watch root is back; watching it again", root=str(root))
+            if self.watcher is not None:
+                self.watcher.rewatch(root)
+        if back and self._reconciled:
+            self.reconcile()
+
+    def _root_present(self, root: Path | None) -> bool:
+        """Whether `root` is there right now (a file that vanished with its root was not deleted)."""
+        return root is None or self.roots.look(root)
 
     def _sweep_work_folders(self) -> None:
         """Checkpoints nobody can use any more: of finished jobs, and of failed ones kept long enough for a retry."""
@@ -325,6 +357,8 @@ class Daemon:
                 del self._gone_requests[path]
             elif time.monotonic() - since >= self.settings.stable_seconds:
                 del self._gone_requests[path]
+                if not self._root_present(root_of(path, self.settings.roots)):
+                    continue  # its root went away; the reconcile after it is back looks again
                 if self.store.active_jobs_for(str(path)):
                     log.info("request deleted: cancelling its jobs", path=str(path))
                     self.control.cancel_request(str(path), "the request file was deleted")
@@ -334,6 +368,8 @@ class Daemon:
         now = self.clock()
         scheduled = []
         for job in self.store.jobs(("waiting",)):
+            if not self.roots.available(root_of(Path(job["request_path"]), self.settings.roots)):
+                continue
             if job["window"] is not None or job["start_at"] is not None:
                 scheduled.append(job)
             elif Path(job["request_path"]).parent in self._dirty_folders or now >= (job["wait_deadline"] or 0):

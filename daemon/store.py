@@ -245,21 +245,25 @@ class Store:
                             finished_at=utc_now())
         return older
 
-    def claim_next(self, worker: str, now: float, loaded_models: frozenset[str] = frozenset()) -> dict | None:
+    def claim_next(self, worker: str, now: float, loaded_models: frozenset[str] = frozenset(),
+                   skip_roots: list[str] | tuple[str, ...] = ()) -> dict | None:
         """Atomically move the first claimable queued job to running for `worker`.
 
         The order is priority (higher first), range renders before full clips,
         then jobs whose model the worker has loaded, then age: a loaded model
-        only breaks ties, so it never holds back a more urgent job.
+        only breaks ties, so it never holds back a more urgent job. Jobs of
+        shots under `skip_roots` (watch roots that are away) are not claimed.
         """
         models = sorted(loaded_models)
         affinity = (f"json_extract(settings, '$.model.value') IN ({','.join('?' * len(models))}) DESC, "
                     if models else "")
+        skip = (f"AND shot_id NOT IN (SELECT id FROM shots WHERE root IN ({','.join('?' * len(skip_roots))})) "
+                if skip_roots else "")
         with self.immediate():
             row = self.db.execute(
-                "SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?) "
+                f"SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?) {skip}"
                 f"ORDER BY priority DESC, full_clip, {affinity}id LIMIT 1",
-                (now, *models),
+                (now, *skip_roots, *models),
             ).fetchone()
             if row is None:
                 return None
