@@ -145,7 +145,17 @@ class Control:
                 raise CommandRefused(f'the request of {name} says "cancel": true; edit the request instead')
 
         now = self.schedule.clock()
-        if not job.get("settings"):
+        changed = source_changed(job)
+        if changed:
+            # Its checkpoints come from a file that is not there any more: resolve and render it from the start.
+            remove_job_files(job, self.settings.work_dir)
+            self.store.clear_chunks(job["id"])
+            self.store.update_job(job["id"], spec=None, render_number=None, output_path=None, manifest_path=None)
+            self.store.retry_job(job["id"], "waiting", created_ts=now, wait_deadline=now,
+                                 wait_reason="checking the request again", window=None, start_at=None)
+            message = f"{name}'s source changed since it was queued; it will be checked again and rendered " \
+                      "from the start"
+        elif not job.get("settings"):
             # Never resolved: its request or its source was at fault. Check it again from the start.
             self.store.retry_job(job["id"], "waiting", created_ts=now, wait_deadline=now,
                                  wait_reason="checking the request again", window=None, start_at=None)
@@ -158,7 +168,7 @@ class Control:
             self.store.retry_job(job["id"], "queued", wait_reason=None)
             message = f"{name} is queued again"
         chunks = len(self.store.chunks(job["id"]))
-        if job.get("settings"):
+        if job.get("settings") and not changed:
             message += f"; it resumes after {chunks} finished chunk(s)" if chunks else "; it starts at the first chunk"
         log.info("job retried", job=job["id"], chunks_done=chunks)
         self.publish(job["id"])
@@ -185,6 +195,20 @@ class Control:
         if job is None:
             raise CommandRefused(f"there is no job {target}")
         return job
+
+
+def source_changed(job: dict) -> bool:
+    """Whether the source a job was first claimed for is gone, or is another file (or other bytes) now."""
+    spec = job.get("spec")
+    if not spec:
+        return False
+    try:
+        stat = os.stat(spec["source"])
+    except OSError:
+        return True
+    recorded = (spec["source_size"], spec["source_mtime_ns"], spec.get("source_inode"), spec.get("source_ctime_ns"))
+    return recorded != (stat.st_size, stat.st_mtime_ns, stat.st_ino if recorded[2] is not None else None,
+                        stat.st_ctime_ns if recorded[3] is not None else None)
 
 
 def remove_job_files(job: dict, work_dir: Path, keep_checkpoints: bool = False) -> None:

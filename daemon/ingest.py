@@ -74,11 +74,18 @@ class Ingest:
         path = stable.path
         shot_id = self.store.shot_id(path.parent, root)
         existing = self.store.media_at(path)
-        if existing and (existing["size"], existing["mtime_ns"]) == (stable.size, stable.mtime_ns) \
-                and existing["state"] != "missing":
+        try:
+            st = path.stat()
+        except OSError:
+            return shot_id  # gone again; its event says so
+        identity = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "ctime_ns": st.st_ctime_ns}
+        if existing and existing["state"] != "missing" and all(
+                existing[key] in (value, None) for key, value in identity.items()):
+            if existing["inode"] is None:
+                self.store.save_media(path, shot_id, **identity)
             return shot_id
         kind = "render" if self._is_render(path, existing) else "original"
-        values = {"kind": kind, "size": stable.size, "mtime_ns": stable.mtime_ns}
+        values = {"kind": kind, **identity}
         real = Path(os.path.realpath(path))
         real_root = Path(os.path.realpath(root))
         if real_root not in real.parents:

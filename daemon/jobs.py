@@ -235,7 +235,8 @@ class Jobs:
             info = probe(output, self.settings.ffprobe_timeout_seconds)
             stat = output.stat()
             self.store.save_media(output, job["shot_id"], kind="render", state="ready", size=stat.st_size,
-                                  mtime_ns=stat.st_mtime_ns, probe=info.to_dict(), error=None,
+                                  mtime_ns=stat.st_mtime_ns, inode=stat.st_ino, ctime_ns=stat.st_ctime_ns,
+                                  probe=info.to_dict(), error=None,
                                   parent_id=source["id"], root_id=source["root_id"] or source["id"], job_id=job_id)
         except (MediaError, OSError) as exc:
             self.failed(job_id, f"the render finished but its output cannot be read: {exc}", retryable=True)

@@ -307,6 +307,8 @@ def render_job(job: dict, store: Store, catalog: dict[str, ModelSpec], work_root
         source=Path(source["path"]),
         source_size=source["size"],
         source_mtime_ns=source["mtime_ns"],
+        source_inode=source.get("inode"),
+        source_ctime_ns=source.get("ctime_ns"),
         frame_range=tuple(settings["frame_range"]),
         output_size=settings["output_size"],
         model=model,

@@ -13,6 +13,7 @@ process fires each armed fault), appends its pid, and then
 
     kill <pid>|self   sends SIGKILL to that process (`self`: itself)
     hang              stops making progress (sleeps) until it is killed
+    pause <seconds>   sleeps that long, then goes on (so a test can act at that exact point)
     enospc            raises OSError(ENOSPC), as a full disk would
 
 Points: `ingest` (the daemon registering a video or a request), `chunk`
@@ -71,6 +72,8 @@ def _check(path: str, point: str) -> None:
     elif action == "hang":
         while True:
             time.sleep(3600)
+    elif action == "pause":
+        time.sleep(float(argument))
     elif action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"(injected at {point})")
 

@@ -331,9 +331,11 @@ def check_source_unchanged(job: RenderJob) -> None:
         stat = Path(job.source).stat()
     except FileNotFoundError as exc:
         raise MediaError(str(job.source), "it was deleted before the render finished") from exc
-    if stat.st_size != job.source_size or stat.st_mtime_ns != job.source_mtime_ns:
+    identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino if job.source_inode is not None else None,
+                stat.st_ctime_ns if job.source_ctime_ns is not None else None)
+    if identity != (job.source_size, job.source_mtime_ns, job.source_inode, job.source_ctime_ns):
         raise MediaError(str(job.source), "it was replaced or modified after the render was queued; "
-                                          "re-save the request to render the new file")
+                                          "`hotshot retry` renders the new file from the start")
 
 
 def plan_warnings(plan: ChunkPlan) -> list[str]:
