@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 from engine import faults, files
 from engine.errors import DISK_FULL_MESSAGES, DiskFullError, EncodeError, MediaError
 from engine.media_safety import compile_command, fenced_input, last_line
-from engine.probe import probe
+from engine.probe import VideoInfo, probe
 
 X264_PRESET = "medium"
 X264_CRF = 16
@@ -62,13 +63,14 @@ def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: s
         if process.returncode != 0:
             raise _failure(final, "encoding", b"".join(errors))
         if count:
-            _check_written(tmp, final, count, b"".join(errors))
+            _check_boxes(tmp, final, b"".join(errors))
     return count
 
 
 def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, source: str | None,
-               audio_start_frame: int = 0, work_dir: Path | None = None, timeout: float = 3600.0) -> None:
-    """Join the segments into `final` (MP4, atomically), adding the source audio when given."""
+               audio_start_frame: int = 0, work_dir: Path | None = None, timeout: float = 3600.0) -> VideoInfo:
+    """Join the segments into `final` (MP4, atomically), adding the source audio when given; return what the
+    output holds (checked before it was published)."""
     joined = (work_dir or final.parent) / "segments.txt"
     joined.write_text("".join(f"file '{_quote(segment)}'\n" for segment in segments))
     try:
@@ -96,23 +98,48 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, so
                 raise _failure(final, "writing", exc.stderr) from exc
             except subprocess.TimeoutExpired as exc:
                 raise EncodeError(f"writing {final.name} took longer than {timeout:g} s") from exc
-            _check_written(tmp, final, frame_count, done.stderr)
+            written = _check_written(tmp, final, frame_count, done.stderr)
     finally:
         joined.unlink(missing_ok=True)
+    return replace(written, path=str(final))
 
 
-def _check_written(tmp: Path, final: Path, frames: int, stderr: bytes | None) -> None:
+def _check_written(tmp: Path, final: Path, frames: int, stderr: bytes | None) -> VideoInfo:
     """Refuse to publish what ffmpeg wrote unless it is whole: ffmpeg exits 0 even when it could not write
-    its trailer (a full disk), leaving a file no player can open."""
-    text = (stderr or b"").decode("utf-8", "replace")
-    if any(message in text for message in DISK_FULL_MESSAGES):
-        raise _failure(final, "writing", stderr)
+    its trailer (a full disk), leaving a file no player can open. Return what it holds."""
+    _check_boxes(tmp, final, stderr)
     try:
-        written = probe(tmp).frame_count
+        written = probe(tmp)
     except MediaError as exc:
         raise EncodeError(f"writing {final.name} failed: what ffmpeg wrote is not readable ({exc.reason})") from exc
-    if written != frames:
-        raise EncodeError(f"writing {final.name} failed: it holds {written} frames instead of {frames}")
+    if written.frame_count != frames:
+        raise EncodeError(f"writing {final.name} failed: it holds {written.frame_count} frames instead of {frames}")
+    return written
+
+
+def _check_boxes(tmp: Path, final: Path, stderr: bytes | None) -> None:
+    """A quick check of an MP4 ffmpeg says it wrote: no write error in its output, and top-level boxes that
+    fill the file exactly and include the index (`moov`), which a truncated file lacks."""
+    text = (stderr or b"").decode("utf-8", "replace")
+    if any(message in text for message in DISK_FULL_MESSAGES) or "Error writing trailer" in text \
+            or "Error closing file" in text:
+        raise _failure(final, "writing", stderr)
+    names, offset, size = set(), 0, tmp.stat().st_size
+    with open(tmp, "rb") as handle:
+        while offset < size:
+            handle.seek(offset)
+            header = handle.read(16)
+            length, name = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1 and len(header) == 16:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - offset
+            if length < 8 or offset + length > size:
+                raise EncodeError(f"writing {final.name} failed: the file ffmpeg wrote is cut short at byte {offset}")
+            names.add(name)
+            offset += length
+    if b"moov" not in names:
+        raise EncodeError(f"writing {final.name} failed: the file ffmpeg wrote has no index (moov box)")
 
 
 def _failure(final: Path, doing: str, stderr: bytes | None) -> EncodeError | DiskFullError:

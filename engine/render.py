@@ -140,14 +140,14 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     check_source_unchanged(job)
     events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
                              timeline.frame_count, resume_at, phase="writing output"))
-    mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], source.fps, timeline.frame_count,
-               job.output, str(job.source) if source.has_audio else None, first, job.work_dir)
+    output = mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], source.fps,
+                        timeline.frame_count, job.output, str(job.source) if source.has_audio else None, first,
+                        job.work_dir)
     if sinks.sequence is not None:
         sinks.sequence.publish()
 
     # 8. Write the Render Info manifest beside it.
     faults.reached("after-chunks")
-    output = probe(job.output)
     seconds = time.monotonic() - started
     extra = {
         "timeline": {
