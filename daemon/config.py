@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(default=30.0, gt=0)
     source_wait_seconds: float = Field(default=600.0, ge=0)
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    allow_hard_links: bool = Field(default=False, description="read sources, stills and masks with several links")
     max_attempts: int = Field(default=3, ge=1)
     retry_backoff_seconds: float = Field(default=30.0, ge=0)
     devices: list[str] | Literal["auto"] = Field(

@@ -140,7 +140,7 @@ class Control:
         if not Path(job["request_path"]).exists():
             raise CommandRefused(f"the request file {job['request_path']} of {name} is gone; put it back, then retry")
         request = self.store.request(job["request_id"])
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
+        with contextlib.suppress(ValueError, TypeError, AttributeError, RecursionError):
             if json.loads(request["raw"]).get("cancel") is True:
                 raise CommandRefused(f'the request of {name} says "cancel": true; edit the request instead')
 

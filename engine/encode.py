@@ -9,6 +9,7 @@ uninterrupted one encode the same segments, their outputs are identical.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from collections.abc import Iterable
@@ -70,37 +71,44 @@ def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: s
 def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, source: str | None,
                audio_start_frame: int = 0, work_dir: Path | None = None, timeout: float = 3600.0) -> VideoInfo:
     """Join the segments into `final` (MP4, atomically), adding the source audio when given; return what the
-    output holds (checked before it was published)."""
-    joined = (work_dir or final.parent) / "segments.txt"
+    output holds.
+
+    ffmpeg writes the joined file in the work folder, where nobody else writes; it is checked there and
+    copied in beside the source through a temporary file hotshot creates itself, then renamed into place.
+    """
+    work = work_dir or final.parent
+    joined = work / "segments.txt"
     joined.write_text("".join(f"file '{_quote(segment)}'\n" for segment in segments))
+    tmp = work / f".{final.name}.joined.{os.getpid()}.part"
     try:
-        with files.writing(final, fault_point="after-chunks") as tmp:
-            video = ffmpeg.input(str(joined), format="concat", safe=0, protocol_whitelist="file").video
-            streams = [video]
-            if source is not None:
-                rate = Fraction(fps)
-                start = float(audio_start_frame / rate)
-                duration = float(frame_count / rate)
-                audio = (
-                    fenced_input(source)
-                    .audio.filter("atrim", start=f"{start:.6f}", duration=f"{duration:.6f}")
-                    .filter("asetpts", "PTS-STARTPTS")
-                )
-                streams.append(audio)
-            options = {"vcodec": "copy", "format": "mp4", "movflags": "+faststart", "map_metadata": -1}
-            if source is not None:
-                options.update(acodec="aac", audio_bitrate=AUDIO_BITRATE)
-            command = compile_command(ffmpeg.output(*streams, str(tmp), **options))
-            try:
-                done = subprocess.run(command, capture_output=True, timeout=timeout, check=True,
-                                      stdin=subprocess.DEVNULL)
-            except subprocess.CalledProcessError as exc:
-                raise _failure(final, "writing", exc.stderr) from exc
-            except subprocess.TimeoutExpired as exc:
-                raise EncodeError(f"writing {final.name} took longer than {timeout:g} s") from exc
-            written = _check_written(tmp, final, frame_count, done.stderr)
+        video = ffmpeg.input(str(joined), format="concat", safe=0, protocol_whitelist="file").video
+        streams = [video]
+        if source is not None:
+            rate = Fraction(fps)
+            start = float(audio_start_frame / rate)
+            duration = float(frame_count / rate)
+            audio = (
+                fenced_input(source)
+                .audio.filter("atrim", start=f"{start:.6f}", duration=f"{duration:.6f}")
+                .filter("asetpts", "PTS-STARTPTS")
+            )
+            streams.append(audio)
+        options = {"vcodec": "copy", "format": "mp4", "movflags": "+faststart", "map_metadata": -1}
+        if source is not None:
+            options.update(acodec="aac", audio_bitrate=AUDIO_BITRATE)
+        command = compile_command(ffmpeg.output(*streams, str(tmp), **options))
+        try:
+            done = subprocess.run(command, capture_output=True, timeout=timeout, check=True,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.CalledProcessError as exc:
+            raise _failure(tmp, "writing", exc.stderr) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise EncodeError(f"writing {final.name} took longer than {timeout:g} s") from exc
+        written = _check_written(tmp, tmp, frame_count, done.stderr)
+        files.copy_atomic(tmp, final, fault_point="after-chunks")
     finally:
         joined.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return replace(written, path=str(final))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from engine import faults
 from engine.errors import DiskFullError, is_disk_full
 
 OUTPUT_MODE = 0o644
+COPY_BUFFER = 1 << 20
 
 
 def temp_path(final: Path) -> Path:
@@ -65,6 +67,15 @@ def write_bytes_atomic(final: Path, data: bytes, fault_point: str | None = None)
                 faults.reached(fault_point)
                 data = data[half:]
             handle.write(data)
+
+
+def copy_atomic(source: Path, final: Path, fault_point: str | None = None) -> None:
+    """Copy `source` to `final` atomically, through a temporary file this process creates itself, so that
+    nothing is ever written through a link planted beside the output."""
+    with writing(final, fault_point) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, OUTPUT_MODE)
+        with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
+            shutil.copyfileobj(reader, writer, COPY_BUFFER)
 
 
 def write_json_atomic(final: Path, data: object, fault_point: str | None = None) -> None:

@@ -116,7 +116,9 @@ class SequenceWriter:
 
     def holds(self, first_frame: int, count: int) -> bool:
         """Whether the `count` frames from source frame `first_frame` on are staged (or already published)."""
-        folder = self.staging if self.staging.is_dir() else self.final
+        folder = self.staging if self.staging.is_dir() and not self.staging.is_symlink() else self.final
+        if folder.is_symlink():
+            return False
         return all((folder / frame_name(self.render_id, frame, self.first_frame_number, self.fmt)).is_file()
                    for frame in range(first_frame, first_frame + count))
 
@@ -142,6 +144,8 @@ class SequenceWriter:
         _remove(self.staging)
 
     def _prepare(self) -> None:
+        if self.staging.is_symlink() or (self.staging.exists() and not self.staging.is_dir()):
+            _remove(self.staging)  # planted there: never write frames through it
         self.staging.mkdir(parents=True, exist_ok=True)
         os.chmod(self.staging, FOLDER_MODE)
 
