@@ -232,11 +232,14 @@ class Jobs:
         source = self.store.media(job["source_media_id"])
         output = Path(result["output"])
         try:
-            info = probe(output, self.settings.ffprobe_timeout_seconds)
+            # The engine checked the output before publishing it; its probe stands unless the file changed since.
+            info = result.get("output_info") or {}
             stat = output.stat()
+            if info.get("size_bytes") != stat.st_size:
+                info = probe(output, self.settings.ffprobe_timeout_seconds).to_dict()
             self.store.save_media(output, job["shot_id"], kind="render", state="ready", size=stat.st_size,
                                   mtime_ns=stat.st_mtime_ns, inode=stat.st_ino, ctime_ns=stat.st_ctime_ns,
-                                  probe=info.to_dict(), error=None,
+                                  probe=info, error=None,
                                   parent_id=source["id"], root_id=source["root_id"] or source["id"], job_id=job_id)
         except (MediaError, OSError) as exc:
             self.failed(job_id, f"the render finished but its output cannot be read: {exc}", retryable=True)

@@ -123,6 +123,7 @@ class RenderResult:
     chunks_resumed: int
     seconds: float
     manifest_data: dict = field(default_factory=dict)
+    output_info: dict = field(default_factory=dict)  # the output's probe, taken before it was published
 
     def to_dict(self) -> dict:
         return asdict(self)

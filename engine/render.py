@@ -174,7 +174,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
                               set(range(resume_at)), seconds, warnings, extra)
     write_json_atomic(job.manifest, manifest, fault_point="manifest")
     return RenderResult(str(job.output), str(job.manifest), output.frame_count, width, height,
-                        len(plan.chunks) - resume_at, resume_at, seconds, manifest)
+                        len(plan.chunks) - resume_at, resume_at, seconds, manifest, output.to_dict())
 
 
 def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chunk, window: SourceWindow, backend,

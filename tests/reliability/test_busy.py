@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import pytest
 from structlog.testing import capture_logs
 
 from daemon.store import Store
@@ -20,6 +21,7 @@ from tests.reliability.support import QUICK, copy_plate, report, write_json
 SHOTS, PER_SHOT = 6, 5
 
 
+@pytest.mark.slow
 def test_status_readers_and_the_daemon_never_get_in_each_others_way(tmp_path, media, models_dir):
     """Two reader threads and a `hotshot status --json --watch` process read the database as fast as they can
     while the daemon registers and renders 30 requests (every claim, progress report and chunk a write)."""

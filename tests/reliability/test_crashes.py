@@ -188,7 +188,7 @@ def test_kill_at_seeded_points(tmp_path, media, models_dir, quick_reference, tar
            f"make test-reliability K='test_kill_at_seeded_points and {target} and {point}'")
 
 
-@pytest.mark.parametrize("point", ["chunk", "manifest"])
+@pytest.mark.parametrize("point", [pytest.param("chunk", marks=pytest.mark.slow), "manifest"])
 def test_worker_killed_at_a_point_in_process(tmp_path, media, models_dir, quick_reference, monkeypatch, point):
     """The fast subset: two seeded kill -9s of the worker of an in-process daemon, at a point of the render."""
     faults = Faults(tmp_path / "faults")
@@ -266,6 +266,7 @@ def test_the_loop_keeps_turning_while_a_dead_worker_waits_to_restart(tmp_path, m
         assert not handle.alive, "the worker was restarted before its time"
 
 
+@pytest.mark.slow
 def test_a_retry_whose_staged_frames_are_gone_renders_the_whole_sequence(tmp_path, media, models_dir,
                                                                          quick_reference, monkeypatch):
     """A job that failed for good loses its hidden staging folder (it may be what filled the share); a later

@@ -30,8 +30,11 @@ BIG_MP4 = {**QUICK, "output_size": 640}
 def small_disk(path: Path, kib: int):
     """A real tmpfs of `kib` KiB at `path`; yields False (nothing mounted) where mounting is not permitted."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0755", "tmpfs", str(path)],
-                             capture_output=True).returncode == 0
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0755", "tmpfs", str(path)],
+                                 capture_output=True).returncode == 0
+    except OSError:  # no mount command here
+        mounted = False
     try:
         yield mounted
     finally:
@@ -43,7 +46,7 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("what", ["frames", "mp4"])
+@pytest.mark.parametrize("what", [pytest.param("frames", marks=pytest.mark.slow), "mp4"])
 def test_a_full_share_fails_the_job_clearly_and_loses_nothing(tmp_path, media, models_dir, monkeypatch, what):
     """The share a render writes to fills up while it writes its image sequence (or its MP4): the job fails
     saying which disk is full, the daemon carries on, a job on another root renders, nothing else changes."""
@@ -96,7 +99,7 @@ def test_a_full_database_disk_does_not_stop_the_daemon(tmp_path, media, models_d
     state = tmp_path / "state"
     with small_disk(state, 4096) as real:
         settings = settings_for(tmp_path, models_dir, default_model="passthrough", state_dir=state)
-        shots = [settings.roots[0] / f"sh{index:03d}" for index in range(6)]
+        shots = [settings.roots[0] / f"sh{index:03d}" for index in range(4)]
         for shot in shots:
             copy_plate(media, shot)
         with capture_logs() as logs, RunningDaemon(settings) as daemon:
@@ -124,7 +127,7 @@ def test_a_full_database_disk_does_not_stop_the_daemon(tmp_path, media, models_d
         store.close()
     assert integrity == "ok"
     assert failures and all("database or disk is full" in entry["error"] for entry in failures), failures
-    assert [status_of(request)["state"] for request in [first, *requests]] == ["done"] * 6
+    assert [status_of(request)["state"] for request in [first, *requests]] == ["done"] * len(shots)
     assert sorted(job["request_path"] for job in jobs) == sorted(str(shot / "r.render.json") for shot in shots)
     report(f"database disk full ({'tmpfs' if real else 'max_page_count'})", 1, 0, 0,
            "pytest tests/reliability/test_disk_full.py -k database")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
 from daemon.control import run_command
 from engine.faults import ENV as FAULTS_ENV
 from tests.harness import RunningDaemon, drain, settings_for, status_of, wait_for, wait_for_state, write_request
@@ -37,6 +39,7 @@ def reference_of(tmp_path, models_dir, media, clip: str) -> str:
     return sha(shot / "plate_r001.mp4")
 
 
+@pytest.mark.slow
 def test_a_source_deleted_mid_render_fails_the_job_clearly(tmp_path, media, models_dir, monkeypatch):
     """The source is deleted while chunk 2 renders: the job fails saying so, nothing is published."""
     faults, settings, shot = start_paused(tmp_path, models_dir, media, monkeypatch)
@@ -50,6 +53,7 @@ def test_a_source_deleted_mid_render_fails_the_job_clearly(tmp_path, media, mode
     assert not list(shot.glob("plate_r*")) and not temporaries(shot)
 
 
+@pytest.mark.slow
 def test_a_source_replaced_mid_render_never_mixes_and_retry_renders_the_new_file(tmp_path, media, models_dir,
                                                                                   monkeypatch):
     """Another clip is renamed over the source while chunk 2 renders: the job fails (its first chunks came from
