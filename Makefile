@@ -1,4 +1,5 @@
-# hotshot: `make demo` renders the example shot, `make test` runs the tests.
+# hotshot: `make demo` renders the example shot, `make test` runs the tests (with the fast part of the
+# reliability suite), `make test-reliability` runs the whole reliability suite and prints its figures.
 # Both set everything up first: a virtual environment in .venv (torch's CPU
 # build is installed first, pinned, so pip never pulls a CUDA build), ffmpeg
 # (installed with apt when missing and run as root), the tiny local model.
@@ -9,8 +10,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TORCH  ?= torch==2.13.0
 DEMO   := hotfolders/demo
+FIGURES := var/reliability/report.jsonl
+K      ?=
 
-.PHONY: setup ffmpeg tiny demo test test-slow lint bench clean
+.PHONY: setup ffmpeg tiny demo test test-slow test-reliability lint bench clean
 
 setup: $(STAMP) ffmpeg
 
@@ -45,7 +48,14 @@ test: tiny
 	$(BIN)/pytest
 
 test-slow: tiny
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -m 'slow and not reliability'
+
+# Crashes, faults, load and hostile input (tests/reliability/, about an hour); K='...' picks tests by name.
+# HOTSHOT_RELIABILITY_TRIALS sets the kill trials per scenario (default 20). Figures: docs/reliability.md.
+test-reliability: tiny
+	@mkdir -p $(dir $(FIGURES)) && rm -f $(FIGURES)
+	HOTSHOT_RELIABILITY_REPORT=$(CURDIR)/$(FIGURES) $(BIN)/pytest tests/reliability -m reliability $(if $(K),-k "$(K)")
+	@$(BIN)/python -m tests.reliability.figures $(FIGURES)
 
 lint: setup
 	$(BIN)/ruff check daemon engine tests bench

@@ -59,12 +59,14 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(default=30.0, gt=0)
     source_wait_seconds: float = Field(default=600.0, ge=0)
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    allow_hard_links: bool = Field(default=False, description="read sources, stills and masks with several links")
     max_attempts: int = Field(default=3, ge=1)
     retry_backoff_seconds: float = Field(default=30.0, ge=0)
     devices: list[str] | Literal["auto"] = Field(
         default="auto", description='"auto" (one worker per CUDA device found) or one worker per listed device')
     model_cache_gb: float = Field(default=40.0, ge=0, description="models a worker keeps loaded; 0 = no limit")
     status_every_seconds: float = Field(default=2.0, gt=0)
+    worker_stall_seconds: float = Field(default=1800.0, ge=0, description="kill a worker silent this long; 0 = never")
     ffprobe_timeout_seconds: float = Field(default=30.0, gt=0)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

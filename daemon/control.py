@@ -25,6 +25,7 @@ import structlog
 from daemon.config import Settings
 from daemon.errors import CommandRefused
 from daemon.notify import RootNotifiers
+from daemon.scan import stale_temporaries
 from daemon.schedule import Schedule
 from daemon.status_file import publish_newest
 from daemon.store import ACTIVE_STATES, Store
@@ -138,12 +139,22 @@ class Control:
         if not Path(job["request_path"]).exists():
             raise CommandRefused(f"the request file {job['request_path']} of {name} is gone; put it back, then retry")
         request = self.store.request(job["request_id"])
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
+        with contextlib.suppress(ValueError, TypeError, AttributeError, RecursionError):
             if json.loads(request["raw"]).get("cancel") is True:
                 raise CommandRefused(f'the request of {name} says "cancel": true; edit the request instead')
 
         now = self.schedule.clock()
-        if not job.get("settings"):
+        changed = source_changed(job)
+        if changed:
+            # Its checkpoints come from a file that is not there any more: resolve and render it from the start.
+            remove_job_files(job, self.settings.work_dir)
+            self.store.clear_chunks(job["id"])
+            self.store.update_job(job["id"], spec=None, render_number=None, output_path=None, manifest_path=None)
+            self.store.retry_job(job["id"], "waiting", created_ts=now, wait_deadline=now,
+                                 wait_reason="checking the request again", window=None, start_at=None)
+            message = f"{name}'s source changed since it was queued; it will be checked again and rendered " \
+                      "from the start"
+        elif not job.get("settings"):
             # Never resolved: its request or its source was at fault. Check it again from the start.
             self.store.retry_job(job["id"], "waiting", created_ts=now, wait_deadline=now,
                                  wait_reason="checking the request again", window=None, start_at=None)
@@ -156,7 +167,7 @@ class Control:
             self.store.retry_job(job["id"], "queued", wait_reason=None)
             message = f"{name} is queued again"
         chunks = len(self.store.chunks(job["id"]))
-        if job.get("settings"):
+        if job.get("settings") and not changed:
             message += f"; it resumes after {chunks} finished chunk(s)" if chunks else "; it starts at the first chunk"
         log.info("job retried", job=job["id"], chunks_done=chunks)
         self.publish(job["id"])
@@ -185,9 +196,25 @@ class Control:
         return job
 
 
-def remove_job_files(job: dict, work_dir: Path) -> None:
-    """Remove a job's checkpoints and the hidden temporary outputs it may have left; never a finished file."""
-    shutil.rmtree(work_dir / f"job-{job['id']:06d}", ignore_errors=True)
+def source_changed(job: dict) -> bool:
+    """Whether the source a job was first claimed for is gone, or is another file (or other bytes) now."""
+    spec = job.get("spec")
+    if not spec:
+        return False
+    try:
+        stat = os.stat(spec["source"])
+    except OSError:
+        return True
+    recorded = (spec["source_size"], spec["source_mtime_ns"], spec.get("source_inode"), spec.get("source_ctime_ns"))
+    return recorded != (stat.st_size, stat.st_mtime_ns, stat.st_ino if recorded[2] is not None else None,
+                        stat.st_ctime_ns if recorded[3] is not None else None)
+
+
+def remove_job_files(job: dict, work_dir: Path, keep_checkpoints: bool = False) -> None:
+    """Remove a job's checkpoints (unless kept for a retry) and the hidden temporary outputs it may have left
+    beside its output; never a finished file."""
+    if not keep_checkpoints:
+        shutil.rmtree(work_dir / f"job-{job['id']:06d}", ignore_errors=True)
     output = Path(job["output_path"]) if job.get("output_path") else None
     if output is None:
         return
@@ -202,7 +229,15 @@ def remove_job_files(job: dict, work_dir: Path) -> None:
             else:
                 with contextlib.suppress(OSError):
                     path.unlink()
-            log.info("removed a temporary file of a cancelled job", path=str(path))
+            log.info("removed a temporary file of a job that ended", path=str(path))
+
+
+def remove_stale_temporaries(folders: list[Path]) -> None:
+    """Remove hotshot's temporary files under `folders` whose writing process is gone (it crashed or was killed)."""
+    for path in stale_temporaries([folder for folder in folders if folder.is_dir()]):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            log.info("removed a stale temporary file", path=str(path))
 
 
 def state_lock(state_dir: Path, wait_seconds: float = 0.0) -> TextIO | None:

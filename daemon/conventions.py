@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
+from typing import NoReturn
 
 from daemon.errors import PathEscapeError
 
@@ -63,11 +65,14 @@ def root_of(path: Path, roots: list[Path]) -> Path | None:
     return None
 
 
-def resolve_in_shot(shot: Path, root: Path, value: str, field: str) -> Path:
+def resolve_in_shot(shot: Path, root: Path, value: str, field: str, allow_hard_links: bool = False) -> Path:
     """The file a request names, checked to stay inside its shot and its watch root.
 
-    Refused: absolute paths, any `..`, and names whose real location (after
-    following symlinks) is outside the watch root.
+    Refused: absolute paths, any `..`, names whose real location (after
+    following symlinks) is outside the watch root, anything but a regular file
+    or a folder (a pipe would block the reader), and, unless `allow_hard_links`,
+    a file with more than one hard link: a hard link to a file outside the root
+    cannot be told from a file inside it. A folder's images are checked alike.
     """
     if not value or value.strip() != value:
         raise PathEscapeError(field, value, "is empty or has leading or trailing spaces")
@@ -79,8 +84,32 @@ def resolve_in_shot(shot: Path, root: Path, value: str, field: str) -> Path:
     if any(part.startswith(".") for part in candidate.parts):
         raise PathEscapeError(field, value, "names a hidden file, which hotshot ignores")
     path = shot / candidate
+    check_inside(path, root, field, value, allow_hard_links)
+    if path.is_dir():
+        for entry in sorted(path.iterdir()):
+            if not entry.name.startswith("."):
+                check_inside(entry, root, field, value, allow_hard_links, inside=str(candidate / entry.name))
+    return path
+
+
+def check_inside(path: Path, root: Path, field: str, value: str, allow_hard_links: bool,
+                 inside: str | None = None) -> None:
+    """Refuse `path` (`inside` the folder a request names) if it leads outside `root`, is neither a regular
+    file nor a folder, or is a file with several hard links that are not allowed."""
+
+    def refuse(why: str) -> NoReturn:
+        raise PathEscapeError(field, value, f"holds {inside}, which {why}" if inside else why)
+
     real = Path(os.path.realpath(path))
     real_root = Path(os.path.realpath(root))
     if real != real_root and real_root not in real.parents:
-        raise PathEscapeError(field, value, f"leads outside the watch root (to {real})")
-    return path
+        refuse(f"leads outside the watch root (to {real})")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # not there (yet): the caller waits for it
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        refuse("is not a regular file (a pipe or a device)")
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and not allow_hard_links:
+        refuse(f"has {st.st_nlink} hard links; a hard link may be a file outside the watch root, so hotshot only "
+               "reads files with one (copy it, or set allow_hard_links = true)")

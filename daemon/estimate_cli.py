@@ -57,5 +57,5 @@ def _shot_facts(folder: Path, root: Path, settings: Settings) -> ShotFacts:
         except MediaError as exc:
             row.update(state="unreadable", probe=None, error=exc.reason)
         media.append(row)
-    return ShotFacts(folder, root, media, files, set())
+    return ShotFacts(folder, root, media, files, set(), settings.allow_hard_links)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from daemon.resolve import Context, ShotFacts, resolve
 from daemon.schedule import Schedule
 from daemon.stability import StableFile
 from daemon.store import Store, utc_now
+from engine import faults
 from engine.errors import MediaError
 from engine.probe import probe
 
@@ -49,6 +51,10 @@ class Ingest:
         root = root_of(stable.path, self.settings.roots)
         if root is None:
             return None
+        if os.path.realpath(stable.path.parent) != str(stable.path.parent):
+            # A shot folder (or one above it) is a link: what it leads to is not in the watch root.
+            log.warning("ignored: a folder on its way is a link", path=str(stable.path))
+            return None
         kind = kind_of(stable.path)
         with structlog.contextvars.bound_contextvars(path=str(stable.path)):
             if kind == "video":
@@ -67,21 +73,37 @@ class Ingest:
         path = stable.path
         shot_id = self.store.shot_id(path.parent, root)
         existing = self.store.media_at(path)
-        if existing and (existing["size"], existing["mtime_ns"]) == (stable.size, stable.mtime_ns) \
-                and existing["state"] != "missing":
+        try:
+            st = path.stat()
+        except OSError:
+            return shot_id  # gone again; its event says so
+        identity = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "ctime_ns": st.st_ctime_ns,
+                    "links": st.st_nlink}
+        links = identity.pop("links")
+        if existing and existing["state"] != "missing" and all(
+                existing[key] in (value, None) for key, value in identity.items()):
+            if existing["inode"] is None:
+                self.store.save_media(path, shot_id, **identity)
             return shot_id
         kind = "render" if self._is_render(path, existing) else "original"
-        values = {"kind": kind, "size": stable.size, "mtime_ns": stable.mtime_ns}
+        values = {"kind": kind, **identity}
         real = Path(os.path.realpath(path))
         real_root = Path(os.path.realpath(root))
         if real_root not in real.parents:
             values.update(state="unreadable", probe=None, error=f"it is a link to {real}, outside the watch root")
+        elif not stat.S_ISREG(st.st_mode):
+            values.update(state="unreadable", probe=None, error="it is not a regular file (a pipe or a device)")
+        elif links > 1 and not self.settings.allow_hard_links:
+            values.update(state="unreadable", probe=None,
+                          error=f"it has {links} hard links; a hard link may be a file outside the watch root, so "
+                                "hotshot only reads files with one (copy it, or set allow_hard_links = true)")
         else:
             try:
                 info = probe(path, self.settings.ffprobe_timeout_seconds)
                 values.update(state="ready", probe=info.to_dict(), error=None)
             except MediaError as exc:
                 values.update(state="unreadable", probe=None, error=exc.reason)
+        faults.reached("ingest")
         self.store.save_media(path, shot_id, **values)
         log.info("media registered", kind=kind, state=values["state"], error=values.get("error"))
         return shot_id
@@ -99,12 +121,11 @@ class Ingest:
         path = stable.path
         shot_id = self.store.shot_id(path.parent, root)
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read(self.settings.max_request_bytes + 1)
+            raw, refused = self._read_request(path, root)
         except OSError as exc:
             log.warning("request unreadable", error=str(exc))
             return shot_id
-        digest = hashlib.sha256(raw).hexdigest()
+        digest = hashlib.sha256(raw if refused is None else f"not read: {refused}".encode()).hexdigest()
         known = self.store.request_version(path, digest)
         if known:
             self.store.touch_request(known["id"], stable.size, stable.mtime_ns)
@@ -114,6 +135,8 @@ class Ingest:
         text = raw.decode("utf-8", "replace") if len(raw) <= self.settings.max_request_bytes else ""
         cancel = False
         try:
+            if refused is not None:
+                raise RequestError(refused)
             request = parse_request(raw, self.settings.max_request_bytes)
             cancel = request.cancel
             if cancel:
@@ -127,13 +150,24 @@ class Ingest:
             job.update(state="failed", error=str(exc), error_kind="request", finished_at=utc_now())
         request_row = {"shot_id": shot_id, "path": str(path), "content_hash": digest,
                        "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
-        job_id = self.store.add_request_and_job(request_row, job)
+        job_id = self.store.add_request_and_job(request_row, job, cancels_older=CANCELLED_BY_FIELD if cancel else None)
+        faults.reached("ingest")
         if cancel and self.cancel_request is not None:
-            self.cancel_request(str(path), CANCELLED_BY_FIELD)
-        self.store.supersede(str(path), keep_job=job_id)
+            self.cancel_request(str(path), CANCELLED_BY_FIELD)  # running jobs stop on their worker
         log.info("request registered", job=job_id, state=job["state"], error=job.get("error"))
         self.publish(job_id)
         return shot_id
+
+    def _read_request(self, path: Path, root: Path) -> tuple[bytes, str | None]:
+        """The request's bytes (up to one over the limit), or nothing and why it is not read."""
+        real = Path(os.path.realpath(path))
+        if Path(os.path.realpath(root)) not in real.parents:
+            return b"", f"the request file is a link that leads outside the watch root (to {real}); it is not read"
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe would block the daemon until someone wrote
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return b"", "the request is not a regular file (a pipe or a device); save it as a file"
+            return handle.read(self.settings.max_request_bytes + 1), None
 
     def _resolution(self, request: RenderRequest, path: Path, root: Path, shot_id: int,
                     seed: int | None = None) -> dict:
@@ -156,12 +190,14 @@ class Ingest:
 
     def _shot_facts(self, folder: Path, root: Path, shot_id: int) -> ShotFacts:
         try:
-            files = [folder / name for name in os.listdir(folder) if not name.startswith(".")]
+            files = [folder / name for name in os.listdir(folder)
+                     if not name.startswith(".") and os.path.exists(folder / name)]  # not a dangling link
         except OSError:
             files = []
         outputs = {row[0] for row in self.store.db.execute(
             "SELECT output_path FROM jobs WHERE shot_id = ? AND output_path IS NOT NULL", (shot_id,))}
-        return ShotFacts(folder, root, self.store.media_in_shot(shot_id), files, outputs)
+        return ShotFacts(folder, root, self.store.media_in_shot(shot_id), files, outputs,
+                         self.settings.allow_hard_links)
 
     # -- waiting jobs ---------------------------------------------------------
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
-from daemon.control import Control
+from daemon.control import Control, remove_job_files, remove_stale_temporaries
+from daemon.conventions import root_of
 from daemon.progress import Display, LiveJob
 from daemon.resolve import Context, render_job
+from daemon.roots import RootStates
 from daemon.schedule import Schedule
 from daemon.store import Store, utc_now
 from daemon.workers import WorkerHandle
@@ -34,7 +36,7 @@ CANCEL_KILL_SECONDS = 30.0  # a worker that has not dropped a cancelled job by t
 class Jobs:
     def __init__(self, store: Store, settings: Settings, context: Context, schedule: Schedule,
                  workers: list[WorkerHandle], control: Control, publish: Callable[[int], None],
-                 display: Display) -> None:
+                 display: Display, roots: RootStates | None = None) -> None:
         self.store = store
         self.settings = settings
         self.context = context
@@ -43,6 +45,7 @@ class Jobs:
         self.control = control
         self.publish = publish
         self.display = display
+        self.roots = roots
         self.clock = schedule.clock
         self.live: dict[int, LiveJob] = {}
         self.finished: list[int] = []
@@ -85,7 +88,8 @@ class Jobs:
         for handle in self.workers:
             if not handle.idle:
                 continue
-            job = self.store.claim_next(handle.name, self.clock(), handle.models)
+            away = sorted(str(root) for root in self.roots.unavailable) if self.roots else []
+            job = self.store.claim_next(handle.name, self.clock(), handle.models, away)
             if job is None:
                 return
             with structlog.contextvars.bound_contextvars(job=job["id"]):
@@ -117,11 +121,15 @@ class Jobs:
         kind = message["type"]
         if kind == "ready":
             handle.pid = message["pid"]
+            if handle.job_id in self.live:  # a job handed to a worker still starting: its silence starts now
+                self.live[handle.job_id].last_report = time.monotonic()
             return
         if kind == "models":
             handle.models = frozenset(message["loaded"])
             return
         job_id = message["job"]
+        if job_id in self.live and self.live[job_id].last_report != float("inf"):
+            self.live[job_id].last_report = time.monotonic()
         with structlog.contextvars.bound_contextvars(job=job_id):
             if kind == "progress":
                 self._progress(job_id, message["progress"])
@@ -160,7 +168,13 @@ class Jobs:
                 log.warning("the worker did not drop a cancelled job; killing it", job=live.job_id,
                             worker=handle.name)
                 live.cancel_sent = None
-                handle.kill()
+                handle.kill("it did not drop a cancelled job")
+            stall = self.settings.worker_stall_seconds
+            if stall and live.cancel_sent is None and time.monotonic() - live.last_report > stall:
+                log.warning("the worker made no progress; killing it", job=live.job_id, worker=handle.name,
+                            seconds=stall)
+                live.last_report = float("inf")  # once
+                handle.kill(f"it made no progress for {stall:g} s (worker_stall_seconds)")
             if live.pause_at is not None and now >= live.pause_at and live.stopping is None:
                 live.stopping = f"render window {live.window!r} closed"
                 handle.stop_after_chunk(live.stopping, live.job_id)
@@ -168,6 +182,22 @@ class Jobs:
                          window=live.window)
             if time.monotonic() - live.last_status >= self.settings.status_every_seconds:
                 self._refresh(live, publish=True)
+
+    def requeue_orphans(self) -> None:
+        """Running jobs that no worker has: their end was not recorded (the database could not be written
+        then). Put them back in the queue; they resume from their checkpoints."""
+        held = {handle.job_id for handle in self.workers if handle.job_id is not None}
+        for job in self.store.jobs(("running",)):
+            if job["id"] in held:
+                continue
+            self._forget(job["id"])
+            if job["cancel_reason"]:
+                self._cancelled(job)
+                continue
+            self.store.update_job(job["id"], "recovered", "no worker had the running job; it resumes",
+                                  state="queued", worker=None, progress=None)
+            log.warning("a running job had no worker; it is queued again", job=job["id"])
+            self.publish(job["id"])
 
     # -- progress and outcomes ------------------------------------------------
 
@@ -201,10 +231,14 @@ class Jobs:
         source = self.store.media(job["source_media_id"])
         output = Path(result["output"])
         try:
-            info = probe(output, self.settings.ffprobe_timeout_seconds)
+            # The engine checked the output before publishing it; its probe stands unless the file changed since.
+            info = result.get("output_info") or {}
             stat = output.stat()
+            if info.get("size_bytes") != stat.st_size:
+                info = probe(output, self.settings.ffprobe_timeout_seconds).to_dict()
             self.store.save_media(output, job["shot_id"], kind="render", state="ready", size=stat.st_size,
-                                  mtime_ns=stat.st_mtime_ns, probe=info.to_dict(), error=None,
+                                  mtime_ns=stat.st_mtime_ns, inode=stat.st_ino, ctime_ns=stat.st_ctime_ns,
+                                  probe=info, error=None,
                                   parent_id=source["id"], root_id=source["root_id"] or source["id"], job_id=job_id)
         except (MediaError, OSError) as exc:
             self.failed(job_id, f"the render finished but its output cannot be read: {exc}", retryable=True)
@@ -227,6 +261,7 @@ class Jobs:
         progress.update(percent=100.0, eta_seconds=0, frames_done=result["frames"])
         self.finish(job_id, "done", outputs=outputs, progress=progress)
         shutil.rmtree(self.settings.work_dir / f"job-{job_id:06d}", ignore_errors=True)
+        remove_stale_temporaries([output.parent])  # of earlier attempts whose worker was killed
         log.info("job done", output=str(output), seconds=round(result["seconds"], 2))
 
     def _refine_calibration(self, job: dict, manifest: dict) -> None:
@@ -251,6 +286,16 @@ class Jobs:
         if job["cancel_reason"]:
             self._cancelled(job)
             return
+        root = root_of(Path(job["request_path"]), self.settings.roots)
+        if self.roots is not None and root is not None and not self.roots.look(root):
+            # Its share went away under it: not the job's fault. It waits for the root and resumes.
+            self.store.uncount_attempt(job_id)
+            self.store.update_job(job_id, "interrupted", f"watch root {root} is unavailable", state="queued",
+                                  worker=None, progress=None,
+                                  error=f"its watch root {root} went away ({error}); it resumes when the root is back")
+            log.warning("the job's watch root went away; it resumes when the root is back", root=str(root))
+            self.publish(job_id)
+            return
         if retryable and job["attempts"] < self.settings.max_attempts:
             delay = self.settings.retry_backoff_seconds * 2 ** (job["attempts"] - 1)
             self.store.update_job(job_id, "retry", error, state="queued", worker=None, error=error,
@@ -260,8 +305,10 @@ class Jobs:
             return
         if retryable:
             error = f"{error} (gave up after {job['attempts']} attempts)"
-        # Its checkpoints stay (keep_failed_checkpoints_hours) so that `hotshot retry` resumes from them.
+        # Its checkpoints stay (keep_failed_checkpoints_hours) so that `hotshot retry` resumes from them; its
+        # hidden partial outputs beside the source go (they may be what filled the share).
         self.finish(job_id, "failed", error=error, error_kind="transient" if retryable else "input")
+        remove_job_files(job, self.settings.work_dir, keep_checkpoints=True)
         log.warning("job failed", error=error)
 
     def _interrupted(self, job_id: int, reason: str) -> None:

@@ -27,6 +27,7 @@ class LiveJob:
     pause_at: float | None = None      # epoch seconds its render window closes, if it pauses then
     stopping: str | None = None        # why it was asked to stop after the current chunk
     cancel_sent: float | None = None   # monotonic time a cancel was sent to its worker
+    last_report: float = field(default_factory=time.monotonic)  # monotonic time its worker last reported
     last_status: float = 0.0
     resumed: int = 0
     reported: dict = field(default_factory=dict)

@@ -50,6 +50,7 @@ class ShotFacts:
     media: list[dict]
     files_on_disk: list[Path]
     output_paths: set[str]
+    allow_hard_links: bool = False
 
 
 @dataclass
@@ -169,7 +170,7 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
 def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None, str | None]:
     """The source path, or a reason to wait; raises when the choice is impossible."""
     if request.source is not None:
-        path = resolve_in_shot(shot.folder, shot.root, request.source, "source")
+        path = resolve_in_shot(shot.folder, shot.root, request.source, "source", shot.allow_hard_links)
         if kind_of(path) != "video":
             raise RequestError(
                 f"source {request.source!r} is not a video; use one of: {', '.join(sorted(VIDEO_EXTENSIONS))}"
@@ -202,7 +203,7 @@ def resolve_still(value, name: str, shot: ShotFacts, info: VideoInfo) -> tuple[d
             raise RequestError(f"{name} keyframe {value.keyframe} is outside the source, which has "
                                f"{info.frame_count} frames")
         return {"keyframe": value.keyframe}, None
-    path = resolve_in_shot(shot.folder, shot.root, value, name)
+    path = resolve_in_shot(shot.folder, shot.root, value, name, shot.allow_hard_links)
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise RequestError(f"{name} {value!r} is not an image; use one of: {', '.join(IMAGE_EXTENSIONS)}")
     if not path.is_file():
@@ -252,7 +253,7 @@ def resolve_mask(value: str | None, shot: ShotFacts) -> tuple[str | None, str | 
     """The mask's name in the shot (a video, an image or a folder of images), or a reason to wait for it."""
     if value is None:
         return None, None
-    path = resolve_in_shot(shot.folder, shot.root, value, "mask")
+    path = resolve_in_shot(shot.folder, shot.root, value, "mask", shot.allow_hard_links)
     if not path.exists():
         return None, f"waiting for mask {value} to appear in the shot"
     if not path.is_dir() and kind_of(path) != "video" and path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -358,6 +359,8 @@ def render_job(job: dict, store: Store, context: Context, work_root: Path) -> Re
         source=Path(source["path"]),
         source_size=source["size"],
         source_mtime_ns=source["mtime_ns"],
+        source_inode=source.get("inode"),
+        source_ctime_ns=source.get("ctime_ns"),
         frame_range=tuple(settings["frame_range"]),
         output_size=settings["output_size"],
         model=model,

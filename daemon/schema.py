@@ -101,3 +101,11 @@ def m003_operations(db: Database) -> None:
     db["commands"].create_index(["state"])
 
     db["flags"].create({"name": str, "value": str, "updated_at": str}, pk="name")
+
+
+@migrations()
+def m004_media_identity(db: Database) -> None:
+    """Inode and change time of each video when probed: a file rewritten in place with its size and
+    modification time put back is still noticed."""
+    db["media"].add_column("inode", int)
+    db["media"].add_column("ctime_ns", int)

@@ -27,7 +27,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.config import Settings
-from daemon.control import PAUSED, Control, Outcome, remove_job_files, state_lock
+from daemon.control import PAUSED, Control, Outcome, remove_job_files, remove_stale_temporaries, state_lock
 from daemon.conventions import is_ignored, kind_of, root_of
 from daemon.errors import CommandRefused, ConfigError
 from daemon.gpus import device_kind, worker_devices
@@ -36,7 +36,8 @@ from daemon.jobs import Jobs
 from daemon.notify import NotificationQueue, RootNotifiers
 from daemon.progress import Display, NoDisplay
 from daemon.resolve import load_context
-from daemon.scan import candidate_files, changed_files, stale_temporaries
+from daemon.roots import CHECK_SECONDS, RootStates
+from daemon.scan import candidate_files, changed_files
 from daemon.schedule import Schedule
 from daemon.stability import StabilityTracker
 from daemon.status_file import publish_newest
@@ -46,6 +47,7 @@ from daemon.workers import WorkerHandle, make_pool
 log = structlog.get_logger("hotshot.daemon")
 TICK_SECONDS = 0.1
 WORKER_RESTART_SECONDS = 5.0
+STEP_ERROR_LOG_SECONDS = 60.0
 
 
 class Daemon:
@@ -68,6 +70,10 @@ class Daemon:
         devices = worker_devices(settings.devices)
         self.context = load_context(settings, device_kind(devices), self.store.calibration)
         self.catalog = self.context.catalog
+        self.roots = RootStates(settings.roots, {root for root in settings.roots
+                                                 if self.store.flag(f"mount {root}") == "1"},
+                                lambda root, mounted: self.store.set_flag(f"mount {root}", "1" if mounted else "0"))
+        self._roots_checked = float("-inf")
         self.inbox: queue.Queue = queue.Queue()
         self.tracker = StabilityTracker(settings.stable_seconds, clock)
         policy = settings.defer_full_clips
@@ -79,7 +85,7 @@ class Daemon:
                                  int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None)
         self.control = Control(self.store, settings, self.schedule, self.publish)
         self.jobs = Jobs(self.store, settings, self.context, self.schedule, self.workers, self.control,
-                         self.publish, self.display)
+                         self.publish, self.display, self.roots)
         self.control.stop_running = self.jobs.stop_running
         self.ingest = Ingest(self.store, settings, self.context, clock, self.publish, self.schedule,
                              self._cancel_request)
@@ -94,7 +100,11 @@ class Daemon:
         self._dirty_folders: set[Path] = set()
         self._reconciled = False
         self._worker_started: dict[str, float] = {}
+        self._restart_at: dict[str, float] = {}
+        self._failing_steps: set[str] = set()
+        self._step_logged: dict[str, float] = {}
         self.scheduler: BackgroundScheduler | None = None
+        self.watcher = None
 
     # -- running --------------------------------------------------------------
 
@@ -104,7 +114,7 @@ class Daemon:
         self._recover()
         for handle in self.workers:
             self._start_worker(handle)
-        watcher = self._start_watcher()
+        self.watcher = watcher = self._start_watcher()
         self.notifications.start()
         self.scheduler = scheduler = self._start_scheduler()
         log.info("daemon started", roots=[str(root) for root in self.settings.roots], drain=drain,
@@ -113,7 +123,8 @@ class Daemon:
         self._log_windows()
         try:
             self._remove_stale_temporaries()
-            self.reconcile()
+            self._guarded("watch roots", self._check_roots)
+            self._guarded("reconcile", self.reconcile)
             while True:
                 self.tick()
                 if self._stop.is_set() and not any(handle.job_id for handle in self.workers):
@@ -143,16 +154,38 @@ class Daemon:
             self.inbox.put(("stop",))
 
     def tick(self) -> None:
+        """One turn of the loop. A step that fails (a full disk, a database that cannot be written) is logged
+        and tried again on a later turn; it never stops the daemon."""
         self._take_inbox(TICK_SECONDS)
+        self._guarded("watch roots", self._check_roots)
         for stable in sorted(self.tracker.poll(), key=lambda item: kind_of(item.path) != "video"):
-            self.ingest.file_stable(stable)
+            if not self._guarded("ingest", self.ingest.file_stable, stable):
+                self.tracker.observe(stable.path)  # looked at again once it has been stable again
             self._dirty_folders.add(stable.path.parent)
-        self._take_commands()
-        self._cancel_deleted_requests()
-        self._review_waiting()
-        self.jobs.review_running()
+        self._guarded("commands", self._take_commands)
+        self._guarded("deleted requests", self._cancel_deleted_requests)
+        self._guarded("waiting jobs", self._review_waiting)
+        self._guarded("running jobs", self.jobs.review_running)
+        self._restart_workers()
         if not self._stop.is_set() and not self.paused:
-            self.jobs.dispatch()
+            self._guarded("dispatch", self.jobs.dispatch)
+
+    def _guarded(self, step: str, action: Callable, *args) -> bool:
+        """Run one step of the loop; log a failure (once a minute per step) and carry on. True if it worked."""
+        try:
+            action(*args)
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive a full disk or an unwritable database
+            now = time.monotonic()
+            self._failing_steps.add(step)
+            if now - self._step_logged.get(step, -STEP_ERROR_LOG_SECONDS) >= STEP_ERROR_LOG_SECONDS:
+                self._step_logged[step] = now
+                log.error("a step of the loop failed; it is tried again", step=step,
+                          error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            return False
+        if step in self._failing_steps:
+            self._failing_steps.discard(step)
+            log.info("a failed step of the loop works again", step=step)
+        return True
 
     @property
     def finished(self) -> list[int]:
@@ -178,7 +211,7 @@ class Daemon:
         except queue.Empty:
             return
         while True:
-            self._handle(item)
+            self._guarded(item[0], self._handle, item)
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
@@ -204,8 +237,8 @@ class Daemon:
 
     def _hint(self, kind: str, path: Path) -> None:
         root = root_of(path, self.settings.roots)
-        if root is None or is_ignored(path, root):
-            return
+        if root is None or is_ignored(path, root) or not self.roots.available(root):
+            return  # events from a root that is away describe nothing that is there
         if kind == "folder":
             if path.is_dir():
                 for found in candidate_files(path):
@@ -215,6 +248,8 @@ class Daemon:
             return
         self._dirty_folders.add(path.parent)
         if not path.exists():
+            if not self._root_present(root):
+                return  # the root went away, the file was not deleted
             self.tracker.forget(path)
             self.ingest.file_gone(path)
             if kind_of(path) == "request":
@@ -224,20 +259,43 @@ class Daemon:
         self.tracker.observe(path)
 
     def reconcile(self) -> None:
-        """Compare the roots with the database: observe what changed, note what vanished."""
+        """Compare the roots that are there with the database: observe what changed, note what vanished."""
+        present = [root for root in self.settings.roots if self.roots.available(root) and self._root_present(root)]
         known = self.store.known_files()
-        for path in changed_files(self.settings.roots, known):
+        for path in changed_files(present, known):
             self.tracker.observe(path)
         for row in self.store.db.execute("SELECT path FROM media WHERE state != 'missing'").fetchall():
             path = Path(row[0])
-            if not path.exists():
+            if root_of(path, present) is not None and not path.exists():
                 self.ingest.file_gone(path)
                 self._dirty_folders.add(path.parent)
         for job in self.store.jobs(ACTIVE_STATES):
-            if not Path(job["request_path"]).exists():
-                self._gone_requests.setdefault(Path(job["request_path"]), time.monotonic())
+            request = Path(job["request_path"])
+            if root_of(request, present) is not None and not request.exists():
+                self._gone_requests.setdefault(request, time.monotonic())
+        self.jobs.requeue_orphans()
         self._sweep_work_folders()
         self._reconciled = True
+
+    def _check_roots(self) -> None:
+        """Notice watch roots going away and coming back (at most every CHECK_SECONDS)."""
+        if time.monotonic() - self._roots_checked < CHECK_SECONDS:
+            return
+        self._roots_checked = time.monotonic()
+        gone, back = self.roots.check()
+        for root in gone:
+            log.warning("watch root is unavailable; nothing under it counts as deleted and its jobs wait for it",
+                        root=str(root))
+        for root in back:
+            log.warning("watch root is back; watching it again", root=str(root))
+            if self.watcher is not None:
+                self.watcher.rewatch(root)
+        if back and self._reconciled:
+            self.reconcile()
+
+    def _root_present(self, root: Path | None) -> bool:
+        """Whether `root` is there right now (a file that vanished with its root was not deleted)."""
+        return root is None or self.roots.look(root)
 
     def _sweep_work_folders(self) -> None:
         """Checkpoints nobody can use any more: of finished jobs, and of failed ones kept long enough for a retry."""
@@ -254,10 +312,7 @@ class Daemon:
 
     def _remove_stale_temporaries(self) -> None:
         """Half-written files of a daemon or worker that crashed are deleted, never published."""
-        for path in stale_temporaries([*self.settings.roots, self.settings.work_dir]):
-            with contextlib.suppress(OSError):
-                path.unlink()
-                log.info("removed a stale temporary file", path=str(path))
+        remove_stale_temporaries([*self.settings.roots, self.settings.work_dir])
 
     def _recover(self) -> None:
         """After a stop or a crash: finish cancels that were under way, put running jobs back in the queue."""
@@ -297,6 +352,8 @@ class Daemon:
                 del self._gone_requests[path]
             elif time.monotonic() - since >= self.settings.stable_seconds:
                 del self._gone_requests[path]
+                if not self._root_present(root_of(path, self.settings.roots)):
+                    continue  # its root went away; the reconcile after it is back looks again
                 if self.store.active_jobs_for(str(path)):
                     log.info("request deleted: cancelling its jobs", path=str(path))
                     self.control.cancel_request(str(path), "the request file was deleted")
@@ -306,6 +363,8 @@ class Daemon:
         now = self.clock()
         scheduled = []
         for job in self.store.jobs(("waiting",)):
+            if not self.roots.available(root_of(Path(job["request_path"]), self.settings.roots)):
+                continue
             if job["window"] is not None or job["start_at"] is not None:
                 scheduled.append(job)
             elif Path(job["request_path"]).parent in self._dirty_folders or now >= (job["wait_deadline"] or 0):
@@ -320,15 +379,27 @@ class Daemon:
             return
         job_id, handle.job_id = handle.job_id, None
         log.warning("worker exited", worker=handle.name, code=info.get("code"), job=job_id)
-        if job_id is not None:
-            self.jobs.failed(job_id, f"the worker process died (exit code {info.get('code')})", retryable=True)
         if not self._stop.is_set():
-            self._start_worker(handle)
+            # A worker that keeps dying restarts at most every WORKER_RESTART_SECONDS; the loop turns meanwhile.
+            self._restart_at[handle.name] = self._worker_started.get(handle.name, 0.0) + WORKER_RESTART_SECONDS
+        if job_id is not None:
+            # What it was writing stays half-written under hidden names: remove it now, not at the next start.
+            job = self.store.job(job_id)
+            folders = [self.settings.work_dir / f"job-{job_id:06d}"]
+            if job and job["output_path"]:
+                folders.append(Path(job["output_path"]).parent)
+            remove_stale_temporaries(folders)
+            error = f"the worker was killed: {handle.killed_because}" if handle.killed_because \
+                else f"the worker process died (exit code {info.get('code')})"
+            self.jobs.failed(job_id, error, retryable=True)
+
+    def _restart_workers(self) -> None:
+        for name, when in list(self._restart_at.items()):
+            if time.monotonic() >= when and not self._stop.is_set():
+                del self._restart_at[name]
+                self._start_worker(self._worker(name))
 
     def _start_worker(self, handle: WorkerHandle) -> None:
-        last = self._worker_started.get(handle.name)
-        if last is not None and time.monotonic() - last < WORKER_RESTART_SECONDS:
-            time.sleep(WORKER_RESTART_SECONDS - (time.monotonic() - last))
         self._worker_started[handle.name] = time.monotonic()
         handle.start()
 

@@ -9,6 +9,7 @@ import structlog
 
 from daemon.conventions import status_path
 from daemon.store import utc_now
+from engine.errors import DiskFullError
 from engine.files import write_json_atomic
 
 log = structlog.get_logger("hotshot.status")
@@ -75,7 +76,7 @@ def write_status(job: dict) -> tuple[Path, dict]:
     """Write the status file of `job`; return its path and what was written."""
     path = status_path(Path(job["request_path"]))
     document = status_document(job)
-    write_json_atomic(path, document)
+    write_json_atomic(path, document, fault_point="status")
     return path, document
 
 
@@ -93,7 +94,7 @@ def publish_newest(store, job_id: int) -> tuple[dict, Path, dict] | None:
         return None
     try:
         path, document = write_status(job)
-    except OSError as exc:
+    except (OSError, DiskFullError) as exc:
         log.warning("status file not written", job=job_id, error=str(exc))
         return None
     return job, path, document

@@ -169,8 +169,13 @@ class Store:
 
     # -- jobs ----------------------------------------------------------------
 
-    def add_request_and_job(self, request: dict, job: dict) -> int:
-        """Record a new request version and its job together; return the job id."""
+    def add_request_and_job(self, request: dict, job: dict, cancels_older: str | None = None) -> int:
+        """Record a new request version and its job; return the job id.
+
+        In the same transaction, so that a crash cannot leave two versions alive, the older versions' jobs
+        that have not started are superseded, or with `cancels_older` (the new version says "cancel": true)
+        cancelled for that reason, and their running jobs marked for cancelling.
+        """
         now = utc_now()
         with self.db.atomic():
             request_id = self.db["requests"].insert({**request, "created_at": now}).last_pk
@@ -179,6 +184,15 @@ class Store:
             })).last_pk
             self._event("job created", job_id=job_id, shot_id=job.get("shot_id"), path=job["request_path"],
                         message=job["state"])
+            if cancels_older:
+                for older in self._all("SELECT id, state FROM jobs WHERE request_path = ? AND id != ? AND "
+                                       "state IN ('waiting', 'queued', 'running')", (job["request_path"], job_id)):
+                    if older["state"] == "running":
+                        self.update_job(older["id"], "cancelling", cancels_older, cancel_reason=cancels_older)
+                    else:
+                        self.cancel_job(older["id"], cancels_older)
+            else:
+                self.supersede(job["request_path"], keep_job=job_id)
         return job_id
 
     def job(self, job_id: int) -> dict | None:
@@ -231,21 +245,25 @@ class Store:
                             finished_at=utc_now())
         return older
 
-    def claim_next(self, worker: str, now: float, loaded_models: frozenset[str] = frozenset()) -> dict | None:
+    def claim_next(self, worker: str, now: float, loaded_models: frozenset[str] = frozenset(),
+                   skip_roots: list[str] | tuple[str, ...] = ()) -> dict | None:
         """Atomically move the first claimable queued job to running for `worker`.
 
         The order is priority (higher first), range renders before full clips,
         then jobs whose model the worker has loaded, then age: a loaded model
-        only breaks ties, so it never holds back a more urgent job.
+        only breaks ties, so it never holds back a more urgent job. Jobs of
+        shots under `skip_roots` (watch roots that are away) are not claimed.
         """
         models = sorted(loaded_models)
         affinity = (f"json_extract(settings, '$.model.value') IN ({','.join('?' * len(models))}) DESC, "
                     if models else "")
+        skip = (f"AND shot_id NOT IN (SELECT id FROM shots WHERE root IN ({','.join('?' * len(skip_roots))})) "
+                if skip_roots else "")
         with self.immediate():
             row = self.db.execute(
-                "SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?) "
+                f"SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?) {skip}"
                 f"ORDER BY priority DESC, full_clip, {affinity}id LIMIT 1",
-                (now, *models),
+                (now, *skip_roots, *models),
             ).fetchone()
             if row is None:
                 return None

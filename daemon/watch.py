@@ -1,16 +1,19 @@
 """Watch the roots for file system events; events are only hints.
 
 Each event puts the affected path on a queue for the daemon's loop. A lost
-event costs nothing but time: the reconcile scan finds the file anyway.
+event costs nothing but time: the reconcile scan finds the file anyway. A
+root that went away (an unmounted share) is watched afresh when it is back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 
@@ -33,12 +36,21 @@ class Watcher:
     def __init__(self, roots: list[Path], hints: queue.Queue, polling: bool = False,
                  poll_seconds: float = 1.0) -> None:
         self.observer = PollingObserver(timeout=poll_seconds) if polling else Observer()
-        handler = _Forward(hints)
+        self.handler = _Forward(hints)
+        self.watches: dict[Path, ObservedWatch] = {}
         for root in roots:
-            self.observer.schedule(handler, str(root), recursive=True)
+            self.watches[root] = self.observer.schedule(self.handler, str(root), recursive=True)
 
     def start(self) -> None:
         self.observer.start()
+
+    def rewatch(self, root: Path) -> None:
+        """Watch `root` afresh after it came back: the old watch followed a folder (or a mount) that is gone."""
+        old = self.watches.pop(root, None)
+        if old is not None:
+            with contextlib.suppress(KeyError):
+                self.observer.unschedule(old)
+        self.watches[root] = self.observer.schedule(self.handler, str(root), recursive=True)
 
     def stop(self) -> None:
         self.observer.stop()

@@ -23,10 +23,13 @@ PR_SET_PDEATHSIG = 1
 
 
 def main(conn: Connection, name: str, device: str, log_format: str, log_level: str, parent: int,
-         cache_bytes: int | None = None) -> None:
+         cache_bytes: int | None = None, fault_variables: dict[str, str] | None = None) -> None:
     """Entry point of the worker process."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from engine import faults
+
+    faults.adopt(fault_variables or {})  # the fork server's environment may be older than the daemon's
 
     from daemon import logs
 
@@ -58,7 +61,7 @@ def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: _Cont
              log) -> None:
     import structlog
 
-    from engine.errors import EngineError, Interrupted
+    from engine.errors import EngineError, Interrupted, is_disk_full
     from engine.job import RenderJob
     from engine.render import render
 
@@ -74,8 +77,12 @@ def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: _Cont
             reply = {"type": "failed", "job": job.job_id, "error": str(exc), "retryable": exc.retryable}
         except Exception as exc:  # noqa: BLE001 - any crash of a render is reported, the worker lives on
             log.error("render crashed", exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"
+            if is_disk_full(exc):
+                error = f"no space left on a disk the render writes to ({exc}); free some space, then " \
+                        "`hotshot retry` resumes the job"
             reply = {"type": "failed", "job": job.job_id, "retryable": True,
-                     "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=20)}
+                     "error": error, "traceback": traceback.format_exc(limit=20)}
         else:
             reply = {"type": "done", "job": job.job_id, "result": result.to_dict()}
     # Before the result, so the daemon knows this worker's models when it next hands out a job.

@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 import structlog
 
 from daemon import worker
+from engine import faults
 
 log = structlog.get_logger("hotshot.workers")
-# Workers are forked from a server process that has already imported torch, diffusers and the
-# engine, so a worker (re)starts in a fraction of a second instead of paying those imports each time.
+# Workers are forked from a server process that has already imported torch, diffusers (with the
+# logging modules the worker routes at start) and the engine, so a worker (re)starts in a fraction of
+# a second instead of paying those imports each time.
 # The server itself never renders, so forking it is safe.
 SPAWN = multiprocessing.get_context("forkserver")
-SPAWN.set_forkserver_preload(["daemon.worker", "engine.render", "engine.backends.wan_vace"])
+SPAWN.set_forkserver_preload(["daemon.worker", "engine.render", "engine.backends.wan_vace",
+                              "diffusers.utils.logging", "transformers.utils.logging"])
 
 
 @dataclass
@@ -33,6 +36,7 @@ class WorkerHandle:
     pid: int | None = None
     models: frozenset[str] = frozenset()
     cache_bytes: int | None = None
+    killed_because: str | None = None
     process: multiprocessing.process.BaseProcess | None = field(default=None, repr=False)
     conn: object = field(default=None, repr=False)
 
@@ -40,7 +44,8 @@ class WorkerHandle:
         parent_end, child_end = SPAWN.Pipe(duplex=True)
         self.process = SPAWN.Process(
             target=worker.main, name=f"hotshot-{self.name}", daemon=True,
-            args=(child_end, self.name, self.device, self.log_format, self.log_level, os.getpid(), self.cache_bytes),
+            args=(child_end, self.name, self.device, self.log_format, self.log_level, os.getpid(), self.cache_bytes,
+                  faults.environment()),
         )
         self.process.start()
         child_end.close()
@@ -48,6 +53,7 @@ class WorkerHandle:
         self.pid = self.process.pid
         self.job_id = None
         self.models = frozenset()
+        self.killed_because = None
         threading.Thread(target=self._forward, args=(parent_end, self.process), daemon=True,
                          name=f"{self.name}-reader").start()
         log.info("worker started", worker=self.name, device=self.device, pid=self.pid)
@@ -89,8 +95,10 @@ class WorkerHandle:
         """Ask the worker to drop `job_id` at the next diffusion step."""
         self.send({"type": "cancel", "reason": reason, "job": job_id})
 
-    def kill(self) -> None:
+    def kill(self, reason: str) -> None:
+        """SIGKILL the worker; its job fails (and is retried) with `reason`."""
         if self.process is not None and self.process.is_alive():
+            self.killed_because = reason
             self.process.kill()
 
     def shutdown(self, timeout: float = 10.0) -> None:

@@ -38,7 +38,7 @@ class WorkFolder:
         return self.root / f"segment-{index:04d}.mp4"
 
     def save_raw(self, index: int, frames: np.ndarray) -> None:
-        with files.writing(self.raw_path(index)) as tmp:
+        with files.writing(self.raw_path(index), fault_point="chunk") as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, frames, allow_pickle=False)
 
@@ -57,7 +57,7 @@ class WorkFolder:
         return self.root / f"final-{index:04d}.npy"
 
     def save_final(self, index: int, frame: np.ndarray) -> None:
-        with files.writing(self.final_path(index)) as tmp:
+        with files.writing(self.final_path(index), fault_point="chunk") as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, frame, allow_pickle=False)
 

@@ -7,6 +7,12 @@ fault; retrying cannot help) and everything else (possibly transient).
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
+
 
 class EngineError(Exception):
     """Root of every error raised by the engine."""
@@ -68,6 +74,22 @@ class WeightsMissingError(ModelError, InputError):
 
 class EncodeError(EngineError):
     """ffmpeg failed while writing an output."""
+
+
+class DiskFullError(EngineError):
+    """A disk filled up while the render wrote to it; once space is freed, a retry resumes the job."""
+
+    def __init__(self, path: str | Path, detail: str = "No space left on device") -> None:
+        self.path = Path(path)
+        folder = self.path.parent
+        while folder.name.startswith(".") and folder.parent != folder:  # name the folder people see
+            folder = folder.parent
+        super().__init__(f"no space left on the disk holding {folder} while writing {self.path.name} "
+                         f"({detail}); free some space there, then `hotshot retry` resumes the job")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 class Interrupted(EngineError):

@@ -10,10 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from engine import faults
+from engine.errors import DiskFullError, is_disk_full
+
 OUTPUT_MODE = 0o644
+COPY_BUFFER = 1 << 20
 
 
 def temp_path(final: Path) -> Path:
@@ -30,29 +35,51 @@ def publish(tmp: Path, final: Path, mode: int = OUTPUT_MODE) -> None:
 
 
 @contextlib.contextmanager
-def writing(final: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; publish it on success, remove it on failure."""
+def writing(final: Path, fault_point: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; publish it on success, remove it on failure.
+
+    `fault_point` names this write for the reliability tests' fault injection (engine/faults.py).
+    """
     tmp = temp_path(final)
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     try:
         yield tmp
+        if fault_point:
+            faults.reached(fault_point)
         publish(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if is_disk_full(exc):
+            raise DiskFullError(final, exc.strerror) from exc
         raise
 
 
-def write_bytes_atomic(final: Path, data: bytes) -> None:
-    with writing(final) as tmp:
+def write_bytes_atomic(final: Path, data: bytes, fault_point: str | None = None) -> None:
+    with writing(final, fault_point) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, OUTPUT_MODE)
         with os.fdopen(fd, "wb") as handle:
+            if fault_point and faults.armed():  # a test may stop the process half-way through the write
+                half = len(data) // 2
+                handle.write(data[:half])
+                handle.flush()
+                faults.reached(fault_point)
+                data = data[half:]
             handle.write(data)
 
 
-def write_json_atomic(final: Path, data: object) -> None:
-    write_bytes_atomic(final, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode())
+def copy_atomic(source: Path, final: Path, fault_point: str | None = None) -> None:
+    """Copy `source` to `final` atomically, through a temporary file this process creates itself, so that
+    nothing is ever written through a link planted beside the output."""
+    with writing(final, fault_point) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, OUTPUT_MODE)
+        with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
+            shutil.copyfileobj(reader, writer, COPY_BUFFER)
+
+
+def write_json_atomic(final: Path, data: object, fault_point: str | None = None) -> None:
+    write_bytes_atomic(final, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode(), fault_point)
 
 
 def _fsync_file(path: Path) -> None:

@@ -39,6 +39,9 @@ class RenderJob(BaseModel):
     source: Path
     source_size: int = Field(description="size in bytes when the job was resolved; a change fails the render")
     source_mtime_ns: int
+    source_inode: int | None = Field(default=None, description="the file's inode then; None: not checked")
+    source_ctime_ns: int | None = Field(default=None, description="its change time then (any write or rename "
+                                                                    "moves it, whatever the modification time says)")
     frame_range: tuple[int, int]
     output_size: int
     model: ModelSpec
@@ -138,6 +141,7 @@ class RenderResult:
     chunks_resumed: int
     seconds: float
     manifest_data: dict = field(default_factory=dict)
+    output_info: dict = field(default_factory=dict)  # the output's probe, taken before it was published
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.decode import FrameReader
 from engine.errors import MediaError
 from engine.probe import probe
-from engine.stills import IMAGE_EXTENSIONS, fit
+from engine.stills import IMAGE_EXTENSIONS, check_image, fit
 
 
 class MaskSpec(BaseModel):
@@ -139,6 +139,7 @@ class Compositor:
 
 
 def _read_image(path: Path) -> np.ndarray:
+    check_image(path)
     if path.suffix.lower() == ".exr":
         from engine.sequence import linear_to_srgb8, read_exr
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -14,6 +15,7 @@ from engine.media_safety import ffprobe_command, last_line, run_checked
 
 MAX_SIDE = 8192
 MAX_FRAMES = 2_000_000
+TEXT_SNIFF_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,17 @@ def probe(path: str | Path, timeout: float = 30.0) -> VideoInfo:
     """Read a video's properties with ffprobe; raise `MediaError` if it is not a usable video."""
     path = str(path)
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
     except OSError as exc:
         raise MediaError(path, f"cannot be opened ({exc.strerror})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise MediaError(path, "it is not a regular file (a pipe or a device)")
+    size = st.st_size
     if size == 0:
         raise MediaError(path, "the file is empty (0 bytes)")
+    if _is_text(path):
+        raise MediaError(path, "it is a text file, not a video (a playlist or a list of other files, perhaps); "
+                               "hotshot reads only video files")
 
     data = _ffprobe_json(path, timeout, "-show_format", "-show_streams")
     streams = data.get("streams", [])
@@ -64,6 +72,9 @@ def probe(path: str | Path, timeout: float = 30.0) -> VideoInfo:
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
     if _rotation(video) in (90, 270):
         width, height = height, width
+    if not width or not height:
+        raise MediaError(path, f"its frame size cannot be read (ffprobe reports {width}x{height}; the file may "
+                               f"declare a frame too large for ffmpeg, over {MAX_SIDE}x{MAX_SIDE} in any case)")
     if not (16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE):
         raise MediaError(path, f"its frame size {width}x{height} is outside 16x16 to {MAX_SIDE}x{MAX_SIDE}")
 
@@ -92,6 +103,17 @@ def probe(path: str | Path, timeout: float = 30.0) -> VideoInfo:
         has_audio=audio is not None,
         audio_codec=audio.get("codec_name") if audio else None,
     )
+
+
+def _is_text(path: str) -> bool:
+    """Whether the file starts like text (every video container starts with binary headers)."""
+    with open(path, "rb") as handle:
+        start = handle.read(TEXT_SNIFF_BYTES)
+    try:
+        text = start.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(char.isprintable() or char in "\t\r\n" for char in text)
 
 
 def _ffprobe_json(path: str, timeout: float, *args: str) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from engine import faults
 from engine.backends import Accelerator, ChunkRequest
 from engine.blend import segment_frames
 from engine.checkpoint import WorkFolder
@@ -106,11 +107,16 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     state.chunk_seconds = {index: job.done_chunks.get(index, 0.0) for index in range(resume_at)}
     state.anchor = colour_anchor(job, style, work)
     if resume_at:
-        state.frames_out = output_frames_before(plan.chunks[resume_at], timeline)
+        # Every chunk may be done already: the render stopped while writing the output or its Render Info.
+        state.frames_out = output_frames_before(plan.chunks[resume_at], timeline) \
+            if resume_at < len(plan.chunks) else timeline.frame_count
         log.info("resuming", chunks_done=resume_at, chunks=len(plan.chunks))
     if job.image_sequence:
         sinks.sequence = SequenceWriter(job.sequence_staging, job.sequence_folder, job.render_id,
                                         job.image_sequence, job.first_frame_number)
+        if resume_at and not sinks.sequence.holds(first, state.frames_out):
+            log.warning("the image sequence's earlier frames are gone; rendering from the first chunk")
+            resume_at, state = 0, RenderState(anchor=state.anchor)
 
     # 7. Render chunk by chunk: decode, diffuse, correct colour, checkpoint, composite, encode the segment.
     if resume_at < len(plan.chunks):
@@ -139,17 +145,19 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
 
     # 8. Join the segments with the source audio into the output MP4; publish the image sequence and the
     #    control previews.
+    faults.reached("after-chunks")
     check_source_unchanged(job)
     events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
                              timeline.frame_count, resume_at, phase="writing output"))
-    mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], source.fps, timeline.frame_count,
-               job.output, str(job.source) if source.has_audio else None, first, job.work_dir)
+    output = mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], source.fps,
+                        timeline.frame_count, job.output, str(job.source) if source.has_audio else None, first,
+                        job.work_dir)
     if sinks.sequence is not None:
         sinks.sequence.publish()
     control_entries = write_previews(controls, job, source.fps)
 
     # 9. Write the Render Info manifest beside it.
-    output = probe(job.output)
+    faults.reached("after-chunks")
     seconds = time.monotonic() - started
     extra = {
         "timeline": {
@@ -177,9 +185,9 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     }
     manifest = build_manifest(job, source, output, plan, timeline, device, state.chunk_seconds,
                               set(range(resume_at)), seconds, warnings, extra)
-    write_json_atomic(job.manifest, manifest)
+    write_json_atomic(job.manifest, manifest, fault_point="manifest")
     return RenderResult(str(job.output), str(job.manifest), output.frame_count, width, height,
-                        len(plan.chunks) - resume_at, resume_at, seconds, manifest)
+                        len(plan.chunks) - resume_at, resume_at, seconds, manifest, output.to_dict())
 
 
 def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chunk, window: SourceWindow, backend,
@@ -216,6 +224,7 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
         on_step=on_step,
     )
     raw = backend.render_chunk(request)
+    faults.reached("chunk")
     expected = raw_shape(chunk, height, width)
     if raw.shape != expected:
         raise RuntimeError(f"backend returned frames of shape {raw.shape}, expected {expected}")
@@ -239,6 +248,7 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
     state.chunk_seconds[chunk.index] = seconds
     state.previous_raw = raw
     first = job.frame_range[0]
+    faults.reached("chunk")
     events.chunk_done(ChunkRecord(chunk.index, timeline.sources[chunk.start], timeline.sources[chunk.end - 1],
                                   chunk.seed, seconds, str(work.raw_path(chunk.index)),
                                   str(work.segment_path(chunk.index))))
@@ -336,9 +346,11 @@ def check_source_unchanged(job: RenderJob) -> None:
         stat = Path(job.source).stat()
     except FileNotFoundError as exc:
         raise MediaError(str(job.source), "it was deleted before the render finished") from exc
-    if stat.st_size != job.source_size or stat.st_mtime_ns != job.source_mtime_ns:
+    identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino if job.source_inode is not None else None,
+                stat.st_ctime_ns if job.source_ctime_ns is not None else None)
+    if identity != (job.source_size, job.source_mtime_ns, job.source_inode, job.source_ctime_ns):
         raise MediaError(str(job.source), "it was replaced or modified after the render was queued; "
-                                          "re-save the request to render the new file")
+                                          "`hotshot retry` renders the new file from the start")
 
 
 def plan_warnings(plan: ChunkPlan) -> list[str]:

@@ -114,8 +114,18 @@ class SequenceWriter:
         self._prepare()
         write_frame(self.staging, self.render_id, source_frame, frame, self.fmt, self.first_frame_number)
 
+    def holds(self, first_frame: int, count: int) -> bool:
+        """Whether the `count` frames from source frame `first_frame` on are staged (or already published)."""
+        folder = self.staging if self.staging.is_dir() and not self.staging.is_symlink() else self.final
+        if folder.is_symlink():
+            return False
+        return all((folder / frame_name(self.render_id, frame, self.first_frame_number, self.fmt)).is_file()
+                   for frame in range(first_frame, first_frame + count))
+
     def publish(self) -> Path:
         """Rename the staging folder to the final one, replacing any earlier sequence; return the final path."""
+        if not self.staging.exists() and self.final.is_dir() and not self.final.is_symlink():
+            return self.final  # published by an attempt that stopped before its Render Info was written
         self._prepare()
         # A directory cannot be renamed over a non-empty one, so an earlier sequence is moved aside first.
         aside = self.final.with_name(f".{self.final.name}.{os.getpid()}.old.part")
@@ -134,6 +144,8 @@ class SequenceWriter:
         _remove(self.staging)
 
     def _prepare(self) -> None:
+        if self.staging.is_symlink() or (self.staging.exists() and not self.staging.is_dir()):
+            _remove(self.staging)  # planted there: never write frames through it
         self.staging.mkdir(parents=True, exist_ok=True)
         os.chmod(self.staging, FOLDER_MODE)
 

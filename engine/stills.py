@@ -13,13 +13,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from engine.decode import read_frames
 from engine.errors import MediaError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
-MAX_IMAGE_PIXELS = 8192 * 8192
+MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+MAX_IMAGE_BYTES = 512 * 2**20
 
 
 class StillSpec(BaseModel):
@@ -57,6 +60,7 @@ def load_still(spec: StillSpec, source: Path, width: int, height: int) -> Still:
         digest = hashlib.sha256(np.ascontiguousarray(frame).tobytes()).hexdigest()
         return Still(frame, digest, f"source frame {spec.keyframe}")
     path = Path(spec.path)
+    check_image(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -74,6 +78,35 @@ def fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
     scaled = cv2.resize(image, (scaled_w, scaled_h), interpolation=interpolation)
     left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
     return np.ascontiguousarray(scaled[top : top + height, left : left + width])
+
+
+def check_image(path: Path) -> None:
+    """Refuse an image too big to decode before decoding it: by its size on disk, and by the frame size its
+    header declares (a file of a few bytes can declare a frame of billions of pixels)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise MediaError(str(path), f"the image cannot be read ({exc.strerror})") from exc
+    if size > MAX_IMAGE_BYTES:
+        raise MediaError(str(path), f"it is {size} bytes, more than the {MAX_IMAGE_BYTES} hotshot reads for an image")
+    try:
+        if path.suffix.lower() == ".exr":
+            import OpenEXR
+
+            with OpenEXR.File(str(path), header_only=True) as exr:
+                (left, top), (right, bottom) = exr.header()["dataWindow"]
+            width, height = right - left + 1, bottom - top + 1
+        else:
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise MediaError(str(path), f"its frame size is over {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, more than hotshot "
+                                    f"decodes ({exc})") from exc
+    except Exception:  # noqa: BLE001 - a header these readers do not know: the decoder decides
+        return
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        raise MediaError(str(path), f"its frame size is over {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}: it declares "
+                                    f"{width}x{height}")
 
 
 def _decode_image(path: Path, data: bytes) -> np.ndarray:

@@ -80,7 +80,7 @@ CASES = {
     "zero-byte": "the file is empty (0 bytes)",
     "truncated": "plate.mp4 to become readable: ffprobe failed",
     "corrupt": "plate.mp4 to become readable: ffprobe failed",
-    "text": "plate.mp4 to become readable: ffprobe failed",
+    "text": "plate.mp4 to become readable: it is a text file, not a video",
     "dotdot": "climbs out of the shot with '..'",
     "absolute": "is an absolute path",
     "symlink": "leads outside the watch root",

@@ -10,7 +10,7 @@ import pytest
 from engine.decode import read_frames
 from engine.encode import encode_segment, mux_output
 from engine.errors import MediaError
-from engine.probe import probe
+from engine.probe import _ffprobe_json, probe
 from tests.helpers import make_clip
 
 
@@ -25,7 +25,8 @@ def test_probe_reads_the_bundled_clips(media):
 
 @pytest.mark.parametrize("content,reason", [
     (b"", "empty"),
-    (b"this is a text file, not a video\n" * 20, "ffprobe failed"),
+    (b"this is a text file, not a video\n" * 20, "it is a text file, not a video"),
+    (b"\x00\x01binary, but no video\n" * 20, "ffprobe failed"),
 ])
 def test_probe_refuses_non_videos(tmp_path, content, reason):
     path = tmp_path / "plate.mp4"
@@ -42,11 +43,14 @@ def test_probe_refuses_a_truncated_file(tmp_path, media):
 
 
 def test_playlist_disguised_as_mp4_cannot_make_ffmpeg_read_other_files(tmp_path, media):
-    """An HLS playlist saved as .mp4 that points at another file is refused, not followed."""
+    """An HLS playlist saved as .mp4 that points at another file is refused, not followed: as text before
+    ffprobe runs, and by ffprobe's fence (protocol and demuxer whitelists) should it ever reach it."""
     path = tmp_path / "plate.mp4"
     path.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile://{media / 'chaplin.mp4'}\n#EXT-X-ENDLIST\n")
-    with pytest.raises(MediaError, match="ffprobe failed"):
+    with pytest.raises(MediaError, match="it is a text file, not a video"):
         probe(path)
+    with pytest.raises(MediaError, match="ffprobe failed"):
+        _ffprobe_json(str(path), 30.0, "-show_format", "-show_streams")
 
 
 def test_decoding_a_range_is_frame_accurate(media):

@@ -74,10 +74,28 @@ def test_running_jobs_are_requeued_after_a_restart(tmp_path):
 
 
 def test_superseded_versions_are_cancelled(tmp_path):
+    """A new version of a request supersedes the older one's unstarted job in the transaction that records it."""
     store = Store.open(tmp_path / "hotshot.db")
     job = {"request_path": "/r/a.render.json", "state": "queued"}
     first = store.add_request_and_job({"path": "/r/a.render.json", "content_hash": "1", "raw": "{}"}, job)
     second = store.add_request_and_job({"path": "/r/a.render.json", "content_hash": "2", "raw": "{}"}, job)
-    assert store.supersede("/r/a.render.json", keep_job=second) == [first]
     assert store.job(first)["state"] == "cancelled" and store.job(second)["state"] == "queued"
+    assert store.job(first)["error"] == "superseded by a newer version of the request"
+    assert store.supersede("/r/a.render.json", keep_job=second) == []
+    store.close()
+
+
+def test_a_cancelling_version_cancels_older_jobs_with_it(tmp_path):
+    """A version saying "cancel": true cancels the older unstarted jobs and marks the running one, atomically."""
+    store = Store.open(tmp_path / "hotshot.db")
+    path = "/r/a.render.json"
+    running = store.add_request_and_job({"path": path, "content_hash": "1", "raw": "{}"},
+                                        {"request_path": path, "state": "running"})
+    queued = store.add_request_and_job({"path": path, "content_hash": "2", "raw": "{}"},
+                                       {"request_path": path, "state": "queued"})
+    store.add_request_and_job({"path": path, "content_hash": "3", "raw": "{}"},
+                              {"request_path": path, "state": "cancelled"}, cancels_older="cancelled by the request")
+    assert store.job(queued)["state"] == "cancelled" and store.job(queued)["error"] == "cancelled by the request"
+    assert store.job(running)["state"] == "running"
+    assert store.job(running)["cancel_reason"] == "cancelled by the request"
     store.close()
