@@ -7,10 +7,6 @@ captioner's catalog entry never imports torch.
 
 from __future__ import annotations
 
-import fcntl
-import shutil
-import tempfile
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,9 +14,15 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from engine.catalog import CatalogError
 from engine.errors import WeightsMissingError
 from engine.prompt_writing import clean_caption
+from engine.weights import (
+    CatalogError,
+    build_atomically,
+    read_catalog_file,
+    weights_location,
+    weights_present,
+)
 
 log = structlog.get_logger("hotshot.captions")
 
@@ -53,28 +55,17 @@ class CaptionerSpec(BaseModel):
     @property
     def weights(self) -> str:
         """Where the weights are: a local folder or a hub id (with @revision)."""
-        if self.path is not None:
-            return self.path
-        return f"{self.hub}@{self.revision}" if self.revision else str(self.hub)
+        return weights_location(self.path, self.hub, self.revision)
 
     def weights_present(self) -> bool:
-        if self.path is not None:
-            return (Path(self.path) / "config.json").is_file()
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(self.hub, "config.json", revision=self.revision), str)
+        return weights_present(self.path, self.hub, self.revision, "config.json")
 
 
 def load_captioner_spec(files: list[Path], models_dir: Path) -> CaptionerSpec:
     """The `[captioner]` table of the last catalog file that has one; a relative `path` starts in `models_dir`."""
     found: tuple[Path, dict] | None = None
     for file in files:
-        try:
-            data = tomllib.loads(Path(file).read_text())
-        except FileNotFoundError as exc:
-            raise CatalogError(f"model catalog {file} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise CatalogError(f"model catalog {file} is not valid TOML: {exc}") from exc
+        data = read_catalog_file(file)
         if "captioner" in data:
             if not isinstance(data["captioner"], dict):
                 raise CatalogError(f"{file}: [captioner] must be a table")
@@ -96,21 +87,7 @@ def make_tiny_captioner(spec: CaptionerSpec, force: bool = False) -> Path:
     """Build the tiny random captioner (model, processor, tokenizer) into `spec.path`, atomically."""
     if not spec.tiny or spec.path is None:
         raise ValueError(f"captioner {spec.id!r} is not a tiny model; only tiny-* captioners can be built")
-    final = Path(spec.path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if spec.weights_present() and not force:
-            return final
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
-        try:
-            _build_tiny_florence2(staging)
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return final
+    return build_atomically(Path(spec.path), spec.weights_present, _build_tiny_florence2, force)
 
 
 def _build_tiny_florence2(folder: Path) -> None:

@@ -7,13 +7,13 @@ earlier one). Reading the catalog never imports torch.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.plan import FrameConstraint
+from engine.weights import CatalogError, read_catalog_file, weights_location, weights_present
 
 BACKENDS = ("wan-vace", "wan-v2v", "animatediff-v2v", "passthrough")
 CONTROL_TYPES = ("depth", "pose", "softedge", "depth+pose", "normal")
@@ -22,10 +22,6 @@ DEFAULT_NEGATIVE_PROMPT = (
     "blurry, low quality, worst quality, jpeg artifacts, static, overexposed, washed out colours, "
     "deformed, disfigured, extra fingers, extra limbs, extra faces, watermark, subtitles"
 )
-
-
-class CatalogError(ValueError):
-    """A catalog file is missing, unreadable or has an invalid entry."""
 
 
 class AcceleratorProfile(BaseModel):
@@ -138,19 +134,13 @@ class ModelSpec(BaseModel):
         """Where the weights are: a local folder or a hub id (with @revision)."""
         if self.backend in WEIGHTLESS:
             return "none"
-        if self.path is not None:
-            return self.path
-        return f"{self.hub}@{self.revision}" if self.revision else str(self.hub)
+        return weights_location(self.path, self.hub, self.revision)
 
     def weights_present(self) -> bool:
         """Local weights exist, or hub weights are already in the local hub cache."""
         if self.backend in WEIGHTLESS:
             return True
-        if self.path is not None:
-            return (Path(self.path) / "model_index.json").is_file()
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(self.hub, "model_index.json", revision=self.revision), str)
+        return weights_present(self.path, self.hub, self.revision, "model_index.json")
 
     def calibration_for(self, device: str) -> float:
         kind = "cuda" if device.startswith("cuda") else "cpu"
@@ -161,12 +151,7 @@ def load_catalog(files: list[Path], models_dir: Path) -> dict[str, ModelSpec]:
     """Read catalog files in order; relative `path` values resolve against `models_dir`."""
     catalog: dict[str, ModelSpec] = {}
     for file in files:
-        try:
-            data = tomllib.loads(Path(file).read_text())
-        except FileNotFoundError as exc:
-            raise CatalogError(f"model catalog {file} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise CatalogError(f"model catalog {file} is not valid TOML: {exc}") from exc
+        data = read_catalog_file(file)
         for model_id, entry in (data.get("models") or {}).items():
             if not isinstance(entry, dict):
                 raise CatalogError(f"{file}: [models.{model_id}] must be a table")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
 import gc
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +12,7 @@ import structlog
 from engine.backends import Backend, build_tiny, load_backend
 from engine.catalog import ModelSpec
 from engine.errors import WeightsMissingError
+from engine.weights import build_atomically
 
 log = structlog.get_logger("hotshot.models")
 
@@ -65,21 +63,11 @@ def make_tiny(spec: ModelSpec, force: bool = False) -> Path:
     """Build the tiny model of `spec` into its folder, atomically, unless it is already there."""
     if not spec.tiny or spec.path is None:
         raise ValueError(f"model {spec.id!r} is not a tiny model; only tiny-* models can be built")
-    final = Path(spec.path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if spec.weights_present() and not force:
-            return final
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
-        try:
-            build_tiny(spec.model_copy(update={"path": str(staging)}))
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return final
+
+    def build(staging: Path) -> None:
+        build_tiny(spec.model_copy(update={"path": str(staging)}))
+
+    return build_atomically(Path(spec.path), spec.weights_present, build, force)
 
 
 class ModelCache:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from engine.backends import ChunkRequest, ControlFrames
-from engine.backends.common import chosen_strength, pipeline_source, place, schedule_length
+from engine.backends.common import chosen_strength, denoise_video, pipeline_source, place
 from engine.catalog import ModelSpec, WeightsLocation
 from engine.devices import device_kind, dtype_named
 from engine.errors import SettingsError, WeightsMissingError
@@ -58,28 +58,7 @@ class AnimateDiffBackend:
             options = {"conditioning_frames": videos[0] if single else videos,
                        "controlnet_conditioning_scale": scales[0] if single else scales}
 
-        def step_end(pipeline, step, timestep, tensors):
-            request.on_step(step + 1, pipeline.num_timesteps)
-            return {}
-
-        generator = torch.Generator(device="cpu").manual_seed(request.seed)
-        with torch.inference_mode():
-            result = pipe(
-                video=[Image.fromarray(frame) for frame in request.frames],
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
-                height=request.height,
-                width=request.width,
-                num_inference_steps=schedule_length(request.steps, strength),
-                strength=strength,
-                guidance_scale=request.cfg,
-                generator=generator,
-                output_type="np",
-                callback_on_step_end=step_end,
-                **options,
-            )
-        frames = np.asarray(result.frames[0], dtype=np.float32)
-        return (frames * 255.0).round().clip(0, 255).astype(np.uint8)
+        return denoise_video(pipe, request, strength, **options)
 
     def _parts(self, control: ControlFrames) -> list[str]:
         """The ControlNets a control type uses ("depth+pose" uses two), each one the catalog names."""

@@ -3,9 +3,11 @@ and the strength arithmetic of noise-and-denoise pipelines."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from engine.backends import ChunkRequest
 from engine.catalog import ModelSpec
-from engine.devices import device_kind
+from engine.devices import device_kind, dtype_named
 from engine.errors import SettingsError, WeightsMissingError
 
 
@@ -53,3 +55,50 @@ def schedule_length(steps: int, strength: float) -> int:
     while int(length * strength) < 1:
         length += 1
     return length
+
+
+def load_wan(pipeline_class, spec: ModelSpec, device: str):
+    """A Wan pipeline of `pipeline_class` with its VAE in the VAE's own dtype (float32 unless the catalog says
+    otherwise: Wan's VAE loses detail in half precision), placed on its device."""
+    from diffusers import AutoencoderKLWan
+
+    kind = device_kind(device)
+    dtype = dtype_named(spec.dtype.get(kind, "float32"))
+    vae_dtype = dtype_named(spec.vae_dtype.get(kind, "float32"))
+    location, options = pipeline_source(spec)
+    vae = AutoencoderKLWan.from_pretrained(location, subfolder="vae", dtype=vae_dtype, **options)
+    pipe = pipeline_class.from_pretrained(location, vae=vae, dtype=dtype, **options)
+    place(pipe, spec, device)
+    return pipe
+
+
+def denoise_video(pipe, request: ChunkRequest, strength: float, **options) -> np.ndarray:
+    """Noise the window's frames to `strength` and denoise them under the prompt: uint8 RGB frames.
+
+    `options` go to the pipeline as they are (control videos, the text encoder's sequence length).
+    """
+    import torch
+    from PIL import Image
+
+    def step_end(pipeline, step, timestep, tensors):
+        request.on_step(step + 1, pipeline.num_timesteps)
+        return {}
+
+    generator = torch.Generator(device="cpu").manual_seed(request.seed)
+    with torch.inference_mode():
+        result = pipe(
+            video=[Image.fromarray(frame) for frame in request.frames],
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            height=request.height,
+            width=request.width,
+            num_inference_steps=schedule_length(request.steps, strength),
+            strength=strength,
+            guidance_scale=request.cfg,
+            generator=generator,
+            output_type="np",
+            callback_on_step_end=step_end,
+            **options,
+        )
+    frames = np.asarray(result.frames[0], dtype=np.float32)
+    return (frames * 255.0).round().clip(0, 255).astype(np.uint8)

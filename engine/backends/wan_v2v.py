@@ -15,13 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from engine.backends import ChunkRequest
-from engine.backends.common import chosen_strength, pipeline_source, place, schedule_length
-from engine.backends.wan_vace import TINY_LORA, WanVaceBackend, _build_tiny_lora, _set_shift
+from engine.backends.common import chosen_strength, denoise_video, load_wan
+from engine.backends.wan_vace import TINY_LORA, WanVaceBackend, _build_tiny_lora, _set_shift, tiny_wan_parts
 from engine.catalog import ModelSpec
-from engine.devices import device_kind, dtype_named
 from engine.errors import SettingsError
 
 
@@ -41,28 +39,7 @@ class WanV2VBackend:
         _set_shift(pipe, request.shift)
         self._use_accelerator(request.accelerator)
 
-        def step_end(pipeline, step, timestep, tensors):
-            request.on_step(step + 1, pipeline.num_timesteps)
-            return {}
-
-        generator = torch.Generator(device="cpu").manual_seed(request.seed)
-        with torch.inference_mode():
-            result = pipe(
-                video=[Image.fromarray(frame) for frame in request.frames],
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
-                height=request.height,
-                width=request.width,
-                num_inference_steps=schedule_length(request.steps, strength),
-                strength=strength,
-                guidance_scale=request.cfg,
-                generator=generator,
-                output_type="np",
-                max_sequence_length=self.spec.max_sequence_length,
-                callback_on_step_end=step_end,
-            )
-        frames = np.asarray(result.frames[0], dtype=np.float32)
-        return (frames * 255.0).round().clip(0, 255).astype(np.uint8)
+        return denoise_video(pipe, request, strength, max_sequence_length=self.spec.max_sequence_length)
 
 
 def refuse_unsupported(model_id: str, request: ChunkRequest) -> None:
@@ -76,34 +53,20 @@ def refuse_unsupported(model_id: str, request: ChunkRequest) -> None:
 
 
 def load(spec: ModelSpec, device: str) -> WanV2VBackend:
-    from diffusers import AutoencoderKLWan, WanVideoToVideoPipeline
+    from diffusers import WanVideoToVideoPipeline
 
-    kind = device_kind(device)
-    dtype = dtype_named(spec.dtype.get(kind, "float32"))
-    vae_dtype = dtype_named(spec.vae_dtype.get(kind, "float32"))
-    location, options = pipeline_source(spec)
-    vae = AutoencoderKLWan.from_pretrained(location, subfolder="vae", dtype=vae_dtype, **options)
-    pipe = WanVideoToVideoPipeline.from_pretrained(location, vae=vae, dtype=dtype, **options)
-    place(pipe, spec, device)
-    return WanV2VBackend(spec, device, pipe)
+    return WanV2VBackend(spec, device, load_wan(WanVideoToVideoPipeline, spec, device))
 
 
 def build_tiny(spec: ModelSpec) -> None:
     """Random-initialised tiny Wan text-to-video weights, saved like real ones (diffusers' test recipe)."""
     from diffusers import (
-        AutoencoderKLWan,
         FlowMatchEulerDiscreteScheduler,
         WanTransformer3DModel,
         WanVideoToVideoPipeline,
     )
 
-    from engine.tiny_text import tiny_t5_tokenizer, tiny_umt5_encoder
-
-    tokenizer = tiny_t5_tokenizer()
-    text_encoder = tiny_umt5_encoder(len(tokenizer))
-    torch.manual_seed(0)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
+    tokenizer, text_encoder, vae = tiny_wan_parts()
     torch.manual_seed(0)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,

@@ -17,9 +17,8 @@ import torch
 from PIL import Image
 
 from engine.backends import Accelerator, ChunkRequest
-from engine.backends.common import pipeline_source, place
+from engine.backends.common import load_wan
 from engine.catalog import ModelSpec
-from engine.devices import device_kind, dtype_named
 from engine.errors import SettingsError, WeightsMissingError
 
 KEEP, GENERATE = 0, 255
@@ -102,21 +101,14 @@ class WanVaceBackend:
 
 
 def load(spec: ModelSpec, device: str) -> WanVaceBackend:
-    from diffusers import AutoencoderKLWan, WanVACEPipeline
+    from diffusers import WanVACEPipeline
 
-    kind = device_kind(device)
-    dtype = dtype_named(spec.dtype.get(kind, "float32"))
-    vae_dtype = dtype_named(spec.vae_dtype.get(kind, "float32"))
-    location, options = pipeline_source(spec)
-    vae = AutoencoderKLWan.from_pretrained(location, subfolder="vae", dtype=vae_dtype, **options)
-    pipe = WanVACEPipeline.from_pretrained(location, vae=vae, dtype=dtype, **options)
-    place(pipe, spec, device)
-    return WanVaceBackend(spec, device, pipe)
+    return WanVaceBackend(spec, device, load_wan(WanVACEPipeline, spec, device))
 
 
-def build_tiny(spec: ModelSpec) -> None:
-    """Random-initialised tiny Wan VACE, saved like real weights (diffusers' test recipe)."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
+def tiny_wan_parts():
+    """The tiny tokenizer, UMT5 text encoder and Wan VAE every tiny Wan model shares, seeded."""
+    from diffusers import AutoencoderKLWan
 
     from engine.tiny_text import tiny_t5_tokenizer, tiny_umt5_encoder
 
@@ -125,6 +117,14 @@ def build_tiny(spec: ModelSpec) -> None:
     torch.manual_seed(0)
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])
+    return tokenizer, text_encoder, vae
+
+
+def build_tiny(spec: ModelSpec) -> None:
+    """Random-initialised tiny Wan VACE, saved like real weights (diffusers' test recipe)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
+
+    tokenizer, text_encoder, vae = tiny_wan_parts()
     torch.manual_seed(0)
     transformer = WanVACETransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from engine.catalog import CatalogError
+from engine.weights import CatalogError, read_catalog_file, weights_location, weights_present
 
 HED_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 
@@ -44,16 +43,10 @@ class TransformersWeights(BaseModel):
     @property
     def weights(self) -> str:
         """Where the weights are: a local folder or a hub id (with @revision)."""
-        if self.path is not None:
-            return self.path
-        return f"{self.hub}@{self.revision}" if self.revision else str(self.hub)
+        return weights_location(self.path, self.hub, self.revision)
 
     def weights_present(self) -> bool:
-        if self.path is not None:
-            return (Path(self.path) / "config.json").is_file()
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(self.hub, "config.json", revision=self.revision), str)
+        return weights_present(self.path, self.hub, self.revision, "config.json")
 
     def identity(self) -> str:
         """Changes when the weights change: the folder's files with their sizes and times, or the hub id."""
@@ -124,12 +117,7 @@ def load_control_catalog(files: list[Path], models_dir: Path) -> ControlCatalog:
     """Read the `[controls]` tables of the catalog files in order; relative paths resolve against `models_dir`."""
     entries: dict[str, dict] = {}
     for file in files:
-        try:
-            data = tomllib.loads(Path(file).read_text())
-        except FileNotFoundError as exc:
-            raise CatalogError(f"model catalog {file} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise CatalogError(f"model catalog {file} is not valid TOML: {exc}") from exc
+        data = read_catalog_file(file)
         table = data.get("controls", {})
         if not isinstance(table, dict):
             raise CatalogError(f"{file}: [controls] must be a table")

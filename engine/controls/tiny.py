@@ -8,13 +8,11 @@ real weights. Their outputs are meaningless but have the right shapes.
 
 from __future__ import annotations
 
-import fcntl
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from engine.controls.catalog import ControlCatalog, TransformersWeights
+from engine.weights import build_atomically
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -34,21 +32,7 @@ def make_tiny_control(role: str, spec: TransformersWeights, force: bool = False)
     """Build one tiny control model into its folder, atomically (staging folder, then rename)."""
     if not spec.tiny or spec.path is None:
         raise ValueError(f"[controls] {role} is not a tiny model; only entries marked `tiny = true` can be built")
-    final = Path(spec.path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if spec.weights_present() and not force:
-            return final
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
-        try:
-            BUILDERS[role](staging)
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return final
+    return build_atomically(Path(spec.path), spec.weights_present, BUILDERS[role], force)
 
 
 def _build_depth(folder: Path) -> None:

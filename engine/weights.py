@@ -1,0 +1,67 @@
+"""Where weights live (a local folder or a hub id), reading catalog files, and building tiny models atomically.
+
+Shared by the diffusion model catalog, the control preprocessors and the captioner: each names its weights
+the same way and builds its tiny random stand-in the same way.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import tempfile
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+
+class CatalogError(ValueError):
+    """The model catalog cannot be read or has an invalid entry."""
+
+
+def read_catalog_file(file: Path) -> dict:
+    """One catalog file's TOML, or a CatalogError that names it."""
+    try:
+        return tomllib.loads(Path(file).read_text())
+    except FileNotFoundError as exc:
+        raise CatalogError(f"model catalog {file} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"model catalog {file} is not valid TOML: {exc}") from exc
+
+
+def weights_location(path: str | None, hub: str | None, revision: str | None) -> str:
+    """A local folder, or a hub id with its @revision."""
+    if path is not None:
+        return path
+    return f"{hub}@{revision}" if revision else str(hub)
+
+
+def weights_present(path: str | None, hub: str | None, revision: str | None, marker: str) -> bool:
+    """The folder holds `marker` (its config), or the hub repository's is in the local hub cache."""
+    if path is not None:
+        return (Path(path) / marker).is_file()
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(hub, marker, revision=revision), str)
+
+
+def build_atomically(final: Path, present: Callable[[], bool], build: Callable[[Path], None],
+                     force: bool = False) -> Path:
+    """Build into a hidden staging folder beside `final`, then rename it into place.
+
+    A lock beside the folder lets several processes ask at once: one builds, the others find it built.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if present() and not force:
+            return final
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+        try:
+            build(staging)
+            if final.exists():
+                shutil.rmtree(final)
+            staging.rename(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
