@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -154,6 +155,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no state yet: {settings.database} does not exist (start the daemon with `hotshot run`)")
         return 0
     clear = args.watch and not args.json and sys.stdout.isatty()
+    if args.watch:
+        signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop ends the watch as Ctrl-C does
     try:
         while True:
             store = Store.open(settings.database, read_only=True)
@@ -172,6 +175,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_control(args: argparse.Namespace) -> int:

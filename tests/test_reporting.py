@@ -67,7 +67,8 @@ def test_status_watch_refreshes_until_interrupted(tmp_path, models_dir):
     Store.open(settings.database).close()
     watch = subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "status", "--watch", "--json", "--interval", "0.2",
-         "--state", str(settings.state_dir)], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--state", str(settings.state_dir)], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C works, as in a terminal
     try:
         lines = [watch.stdout.readline() for _ in range(3)]
         watch.send_signal(signal.SIGINT)

@@ -61,8 +61,9 @@ def test_status_readers_and_the_daemon_never_get_in_each_others_way(tmp_path, me
         stop.set()
         for reader in readers:
             reader.join(10)
-        watch.send_signal(signal.SIGINT)
+        watch.send_signal(signal.SIGTERM)
         out, err = watch.communicate(timeout=30)
+        assert watch.returncode == 0, err[-2000:]
     documents = [json.loads(line) for line in out.splitlines() if line.strip()]
     step_failures = [entry for entry in logs if entry.get("event") == "a step of the loop failed; it is tried again"]
     report("SQLite busy: status readers while the daemon writes", 1, int(bool(failures or step_failures)), 0,
