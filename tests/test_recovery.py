@@ -17,7 +17,7 @@ from daemon.store import Store
 from tests.conftest import CATALOG
 from tests.harness import RunningDaemon, drain, settings_for, status_of, wait_for, wait_for_state, write_request
 
-REQUEST = {"prompt": "charcoal sketch", "frame_range": [0, 99], "output_size": 96, "steps": 2, "seed": 11,
+REQUEST = {"prompt": "charcoal sketch", "frame_range": [0, 59], "output_size": 96, "steps": 2, "seed": 11,
            "context": {"size": 17, "overlap": 5}}
 
 

@@ -53,7 +53,7 @@ def drop(root, shots: int, per_shot: int, clip) -> list:
 
 
 @pytest.mark.parametrize("shots,per_shot", [
-    pytest.param(10, 2, id="20-requests"),
+    pytest.param(4, 2, id="8-requests"),
     pytest.param(10, 10, id="100-requests", marks=pytest.mark.slow),
     pytest.param(100, 10, id="1000-requests", marks=pytest.mark.slow),
 ])
