@@ -74,6 +74,7 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, media, models_dir, tiny
     assert not any(settings.work_dir.glob("job-*"))
 
 
+@pytest.mark.slow  # the reliability suite kills the daemon at every step of a render, 100 trials
 def test_killed_daemon_resumes_after_restart(tmp_path, media, models_dir, tiny_spec, reference):
     """kill -9 of the whole daemon mid-job (its worker dies with it); a restarted daemon finishes the job."""
     shot = prepare(tmp_path, media)

@@ -93,6 +93,7 @@ def fill(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_a_full_database_disk_does_not_stop_the_daemon(tmp_path, media, models_dir):
     """The disk holding the database fills up while requests arrive and a job runs: the daemon logs the failed
     steps and keeps running; once space is freed every request is registered and rendered exactly once."""

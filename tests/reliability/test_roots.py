@@ -38,7 +38,8 @@ def events(logs, event):
     return [entry for entry in logs if entry.get("event") == event]
 
 
-@pytest.mark.parametrize("observer", ["native", pytest.param("polling", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("observer", ["native", "polling"])
 def test_a_root_renamed_away_and_back_keeps_its_state(tmp_path, media, models_dir, observer):
     """The root folder is renamed away for a few seconds, then back: nothing is marked missing or cancelled,
     and a request dropped after it is back is found by the observer (no reconcile scans) and rendered."""
