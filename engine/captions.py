@@ -18,15 +18,14 @@ from engine.errors import WeightsMissingError
 from engine.prompt_writing import clean_caption
 from engine.weights import (
     CatalogError,
+    TransformersFolder,
     build_atomically,
     read_catalog_file,
-    weights_location,
-    weights_present,
 )
 
 log = structlog.get_logger("hotshot.captions")
 
-class CaptionerSpec(BaseModel):
+class CaptionerSpec(TransformersFolder, BaseModel):
     """The catalog's `[captioner]` table, with its weights location made absolute."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -51,14 +50,6 @@ class CaptionerSpec(BaseModel):
         if self.tiny and not self.id.startswith("tiny-"):
             raise ValueError("only captioners whose id starts with 'tiny-' may be marked tiny")
         return self
-
-    @property
-    def weights(self) -> str:
-        """Where the weights are: a local folder or a hub id (with @revision)."""
-        return weights_location(self.path, self.hub, self.revision)
-
-    def weights_present(self) -> bool:
-        return weights_present(self.path, self.hub, self.revision, "config.json")
 
 
 def load_captioner_spec(files: list[Path], models_dir: Path) -> CaptionerSpec:

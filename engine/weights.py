@@ -44,6 +44,19 @@ def weights_present(path: str | None, hub: str | None, revision: str | None, mar
     return isinstance(try_to_load_from_cache(hub, marker, revision=revision), str)
 
 
+class TransformersFolder:
+    """For a catalog entry with `path`, `hub` and `revision` fields whose weights are a transformers model
+    (a config.json): where they are, and whether they are here."""
+
+    @property
+    def weights(self) -> str:
+        """Where the weights are: a local folder or a hub id (with @revision)."""
+        return weights_location(self.path, self.hub, self.revision)
+
+    def weights_present(self) -> bool:
+        return weights_present(self.path, self.hub, self.revision, "config.json")
+
+
 def build_atomically(final: Path, present: Callable[[], bool], build: Callable[[Path], None],
                      force: bool = False) -> Path:
     """Build into a hidden staging folder beside `final`, then rename it into place.

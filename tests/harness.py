@@ -12,6 +12,7 @@ from pathlib import Path
 
 from daemon.config import load_settings
 from daemon.service import Daemon
+from daemon.store import Store
 from tests.conftest import CATALOG
 
 
@@ -26,6 +27,19 @@ def settings_for(tmp_path: Path, models_dir: Path, **overrides):
     )
     values.update(overrides)
     return load_settings(None, **values)
+
+
+def chunks_done(database: Path, job_id: int = 1) -> int:
+    """How many chunks of a job the database records as finished (0 before the database has its tables)."""
+    if not database.exists():
+        return 0
+    store = Store.open(database, read_only=True)
+    try:
+        return len(store.chunks(job_id))
+    except Exception:  # noqa: BLE001 - the schema may not exist yet
+        return 0
+    finally:
+        store.close()
 
 
 def drain(settings) -> Daemon:

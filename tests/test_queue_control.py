@@ -26,6 +26,7 @@ from tests.conftest import PROJECT
 from tests.harness import (
     FakeClock,
     RunningDaemon,
+    chunks_done,
     drain,
     settings_for,
     status_of,
@@ -64,14 +65,6 @@ def chaplin_shot(settings, media, name="sh010"):
     shot.mkdir(parents=True)
     shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
     return shot
-
-
-def chunks_done(settings, job_id: int = 1) -> int:
-    store = Store.open(settings.database, read_only=True)
-    try:
-        return len(store.chunks(job_id))
-    finally:
-        store.close()
 
 
 def rendering(request):
@@ -199,7 +192,7 @@ def test_retry_resumes_a_failed_job_from_its_checkpoints_with_no_daemon_running(
     request = write_request(chaplin_shot(settings, media) / "r.render.json",
                             **{**SLOW, "steps": 2, "frame_range": [0, 99]})
     with RunningDaemon(settings) as daemon:
-        wait_for(lambda: chunks_done(settings) >= 2, 120, "two finished chunks")
+        wait_for(lambda: chunks_done(settings.database) >= 2, 120, "two finished chunks")
         os.kill(daemon.workers[0].pid, 9)
         failed = wait_for_state(request, ("failed", "done"), 60)
     assert failed["state"] == "failed" and "gave up after 1 attempts" in failed["error"]

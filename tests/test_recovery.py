@@ -13,9 +13,17 @@ import time
 
 import pytest
 
-from daemon.store import Store
 from tests.conftest import CATALOG
-from tests.harness import RunningDaemon, drain, settings_for, status_of, wait_for, wait_for_state, write_request
+from tests.harness import (
+    RunningDaemon,
+    chunks_done,
+    drain,
+    settings_for,
+    status_of,
+    wait_for,
+    wait_for_state,
+    write_request,
+)
 
 REQUEST = {"prompt": "charcoal sketch", "frame_range": [0, 59], "output_size": 96, "steps": 2, "seed": 11,
            "context": {"size": 17, "overlap": 5}}
@@ -41,18 +49,6 @@ def reference(tmp_path_factory, media, models_dir, tiny_spec):
     drain(settings_for(tmp, models_dir))
     assert status_of(shot / "r.render.json")["state"] == "done"
     return sha(shot / "plate_r001.mp4")
-
-
-def chunks_done(database, job_id=1):
-    if not database.exists():
-        return 0
-    store = Store.open(database, read_only=True)
-    try:
-        return len(store.chunks(job_id))
-    except Exception:  # noqa: BLE001 - the schema may not exist yet
-        return 0
-    finally:
-        store.close()
 
 
 def test_killed_worker_resumes_from_checkpoint(tmp_path, media, models_dir, tiny_spec, reference):

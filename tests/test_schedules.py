@@ -6,10 +6,10 @@ import shutil
 from datetime import UTC, datetime
 
 from daemon.service import Daemon
-from daemon.store import Store
 from tests.harness import (
     FakeClock,
     RunningDaemon,
+    chunks_done,
     settings_for,
     status_of,
     tick_until,
@@ -37,14 +37,6 @@ def shot_with_clip(settings, name: str, media=None, frames: int = 12):
     else:
         make_clip(shot / "plate.mp4", frames=frames, size="96x64")
     return shot
-
-
-def chunks_done(settings, job_id: int = 1) -> int:
-    store = Store.open(settings.database, read_only=True)
-    try:
-        return len(store.chunks(job_id))
-    finally:
-        store.close()
 
 
 def test_a_request_for_a_window_waits_with_its_start_time_then_renders_when_it_opens(
@@ -108,7 +100,7 @@ def test_a_closing_window_pauses_the_render_which_resumes_at_the_next_opening_ac
     request = write_request(shot / "r.render.json", when="nightly", frame_range=[0, 99], output_size=64, steps=2,
                             seed=11, context={"size": 17, "overlap": 5})
     with RunningDaemon(settings, clock):
-        wait_for(lambda: chunks_done(settings) >= 1, 120, "a finished chunk")
+        wait_for(lambda: chunks_done(settings.database) >= 1, 120, "a finished chunk")
         clock.set(utc(2026, 3, 29, 5, 0, 30))
         paused = wait_for_state(request, ("waiting", "done", "failed"), 120)
         assert paused["state"] == "waiting", paused

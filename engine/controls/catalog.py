@@ -17,12 +17,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from engine.weights import CatalogError, read_catalog_file, weights_location, weights_present
+from engine.weights import CatalogError, TransformersFolder, read_catalog_file
 
 HED_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 
 
-class TransformersWeights(BaseModel):
+class TransformersWeights(TransformersFolder, BaseModel):
     """A transformers model and its image processor: a local folder (`path`) or a hub repository (`hub`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -39,14 +39,6 @@ class TransformersWeights(BaseModel):
         if self.tiny and self.path is None:
             raise ValueError("a tiny model is built into a local folder; give `path`, not `hub`")
         return self
-
-    @property
-    def weights(self) -> str:
-        """Where the weights are: a local folder or a hub id (with @revision)."""
-        return weights_location(self.path, self.hub, self.revision)
-
-    def weights_present(self) -> bool:
-        return weights_present(self.path, self.hub, self.revision, "config.json")
 
     def identity(self) -> str:
         """Changes when the weights change: the folder's files with their sizes and times, or the hub id."""
