@@ -65,4 +65,4 @@ bench: tiny
 	$(BIN)/python bench/overhead.py
 
 clean:
-	rm -rf var $(DEMO)/*.mp4 $(DEMO)/*.render-info.json $(DEMO)/*.status.json
+	rm -rf var $(DEMO)/*.mp4 $(DEMO)/*.render-info.json $(DEMO)/*.status.json $(DEMO)/plate_r*/
