@@ -77,28 +77,25 @@ def denoise_video(pipe, request: ChunkRequest, strength: float, **options) -> np
 
     `options` go to the pipeline as they are (control videos, the text encoder's sequence length).
     """
-    import torch
     from PIL import Image
+
+    return run_pipeline(pipe, request, video=[Image.fromarray(frame) for frame in request.frames],
+                        num_inference_steps=schedule_length(request.steps, strength), strength=strength, **options)
+
+
+def run_pipeline(pipe, request: ChunkRequest, **arguments) -> np.ndarray:
+    """Call a diffusers video pipeline on one chunk with the request's prompts, size, CFG and seed, reporting
+    every step it runs; return its frames as uint8 RGB. `arguments` are the backend's own."""
+    import torch
 
     def step_end(pipeline, step, timestep, tensors):
         request.on_step(step + 1, pipeline.num_timesteps)
         return {}
 
-    generator = torch.Generator(device="cpu").manual_seed(request.seed)
     with torch.inference_mode():
-        result = pipe(
-            video=[Image.fromarray(frame) for frame in request.frames],
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            height=request.height,
-            width=request.width,
-            num_inference_steps=schedule_length(request.steps, strength),
-            strength=strength,
-            guidance_scale=request.cfg,
-            generator=generator,
-            output_type="np",
-            callback_on_step_end=step_end,
-            **options,
-        )
+        result = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt, height=request.height,
+                      width=request.width, guidance_scale=request.cfg,
+                      generator=torch.Generator(device="cpu").manual_seed(request.seed), output_type="np",
+                      callback_on_step_end=step_end, **arguments)
     frames = np.asarray(result.frames[0], dtype=np.float32)
     return (frames * 255.0).round().clip(0, 255).astype(np.uint8)

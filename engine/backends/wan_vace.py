@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from engine.backends import Accelerator, ChunkRequest
-from engine.backends.common import load_wan
+from engine.backends.common import load_wan, run_pipeline
 from engine.catalog import ModelSpec
 from engine.errors import SettingsError, WeightsMissingError
 
@@ -56,31 +56,9 @@ class WanVaceBackend:
                     for keep in request.keep]
         reference = Image.fromarray(request.reference) if request.reference is not None else None
 
-        def step_end(pipeline, step, timestep, tensors):
-            request.on_step(step + 1, request.steps)
-            return {}
-
-        generator = torch.Generator(device="cpu").manual_seed(request.seed)
-        with torch.inference_mode():
-            result = pipe(
-                video=video,
-                mask=mask,
-                reference_images=reference,
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
-                height=request.height,
-                width=request.width,
-                num_frames=count,
-                num_inference_steps=request.steps,
-                guidance_scale=request.cfg,
-                generator=generator,
-                output_type="np",
-                max_sequence_length=self.spec.max_sequence_length,
-                conditioning_scale=scale,
-                callback_on_step_end=step_end,
-            )
-        frames = np.asarray(result.frames[0], dtype=np.float32)
-        return (frames * 255.0).round().clip(0, 255).astype(np.uint8)
+        return run_pipeline(pipe, request, video=video, mask=mask, reference_images=reference, num_frames=count,
+                            num_inference_steps=request.steps, max_sequence_length=self.spec.max_sequence_length,
+                            conditioning_scale=scale)
 
     def _use_accelerator(self, accelerator: Accelerator | None) -> None:
         pipe = self.pipeline
