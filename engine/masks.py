@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.decode import FrameReader
 from engine.errors import MediaError
 from engine.probe import probe
-from engine.stills import IMAGE_EXTENSIONS, check_image, fit
+from engine.stills import IMAGE_EXTENSIONS, fit, read_image
 
 
 class MaskSpec(BaseModel):
@@ -67,7 +67,7 @@ class MaskSource:
     def at(self, source_frame: int) -> np.ndarray:
         """The processed mask for a source frame (the last mask frame past the mask's end)."""
         index = min(source_frame, self.frame_count - 1)
-        if index != source_frame and not self.warnings:
+        if index != source_frame and self.kind != "image" and not self.warnings:
             self.warnings.append(f"the mask has {self.frame_count} frames; later frames use its last one")
         if index not in self._cache:
             self._cache = {index: self._process(self._raw(index))}
@@ -80,9 +80,9 @@ class MaskSource:
 
     def _raw(self, index: int) -> np.ndarray:
         if self.kind == "image":
-            return _read_image(self.path)
+            return read_image(self.path)[1]
         if self.kind == "sequence":
-            return _read_image(self.files[index])
+            return read_image(self.files[index])[1]
         return self._video_frame(index)
 
     def _video_frame(self, index: int) -> np.ndarray:
@@ -136,16 +136,4 @@ class Compositor:
     def close(self) -> None:
         self._reader.close()
         self.masks.close()
-
-
-def _read_image(path: Path) -> np.ndarray:
-    check_image(path)
-    if path.suffix.lower() == ".exr":
-        from engine.sequence import linear_to_srgb8, read_exr
-
-        return linear_to_srgb8(read_exr(path))
-    raw = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if raw is None:
-        raise MediaError(str(path), "the mask image cannot be decoded")
-    return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
 

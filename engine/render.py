@@ -286,10 +286,13 @@ def _emit(index: int, frame: np.ndarray, first: int, state: RenderState, sinks: 
 
 
 def chunk_masks(chunk: Chunk, timeline: Timeline, keep: list[bool], masks: MaskSource) -> list[np.ndarray]:
-    """The inpainting mask of each frame of the window (kept frames: nothing to regenerate)."""
-    frames = [masks.at(timeline.sources[position]) for position in range(chunk.start, chunk.end)]
-    frames += [frames[-1]] * (chunk.render_frames - len(frames))
-    return [np.zeros_like(mask) if kept else mask for mask, kept in zip(frames, keep, strict=True)]
+    """The inpainting mask of each frame of the window (kept frames: nothing to regenerate, nothing read, so the
+    mask is read forward only, each frame once)."""
+    positions = list(range(chunk.start, chunk.end))
+    positions += [positions[-1]] * (chunk.render_frames - len(positions))
+    blank = np.zeros((masks.height, masks.width), np.float32)
+    return [blank if kept else masks.at(timeline.sources[position])
+            for position, kept in zip(positions, keep, strict=True)]
 
 
 def chunk_reference(job: RenderJob, chunk: Chunk, style: Still | None, reference: Still | None,

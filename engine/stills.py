@@ -60,13 +60,18 @@ def load_still(spec: StillSpec, source: Path, width: int, height: int) -> Still:
         digest = hashlib.sha256(np.ascontiguousarray(frame).tobytes()).hexdigest()
         return Still(frame, digest, f"source frame {spec.keyframe}")
     path = Path(spec.path)
+    data, image = read_image(path)
+    return Still(fit(image, width, height), hashlib.sha256(data).hexdigest(), path.name)
+
+
+def read_image(path: Path) -> tuple[bytes, np.ndarray]:
+    """An image file's bytes and its HxWx3 uint8 RGB frame (EXR converted from linear), checked first."""
     check_image(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise MediaError(str(path), f"the image cannot be read ({exc.strerror})") from exc
-    image = _decode_image(path, data)
-    return Still(fit(image, width, height), hashlib.sha256(data).hexdigest(), path.name)
+    return data, _decode_image(path, data)
 
 
 def fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
