@@ -92,8 +92,8 @@ def test_image_and_folder_masks(tmp_path):
 
 
 def test_inpainting_preset_through_the_daemon(tmp_path, media, models_dir, tiny_spec):
-    """The inpainting preset with a mask video in the shot renders (the mask video is not taken for the source);
-    a model without mask support refuses the mask, naming the model."""
+    """The inpainting preset with a mask video in the shot renders (the mask video is not taken for the source).
+    (A model without mask support refusing the mask is in test_backends_daemon.py.)"""
     settings = settings_for(tmp_path, models_dir)
     shot = settings.roots[0] / "sh010"
     shot.mkdir()

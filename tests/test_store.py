@@ -21,7 +21,7 @@ def test_migrations_apply_once(tmp_path):
     store = Store.open(path)
     applied = store.db.execute("SELECT name FROM _sqlite_migrations").fetchall()
     names = [row[0] for row in applied]
-    assert names[0] == "m001_initial" and "m003_operations" in names and len(names) == len(set(names))
+    assert names == ["m001_initial", "m002_calibration", "m003_operations", "m004_media_identity"]
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
 

@@ -52,25 +52,30 @@ def test_a_full_share_fails_the_job_clearly_and_loses_nothing(tmp_path, media, m
     saying which disk is full, the daemon carries on, a job on another root renders, nothing else changes."""
     small = tmp_path / "small"
     with small_disk(small, 1200 if what == "frames" else 200) as real:
-        settings = settings_for(tmp_path, models_dir, roots=[tmp_path / "root", small], max_attempts=2)
+        # A real full disk fails every attempt; an injected fault fires once, so it gets one attempt and its
+        # job goes first (the fault fires at the n-th time the worker reaches the point, in whatever job).
+        if not real and what == "frames":
+            pytest.skip("no fault point sits in the image sequence's writes; this case needs a real small disk")
+        attempts = 2 if real else 1
+        settings = settings_for(tmp_path, models_dir, roots=[tmp_path / "root", small], max_attempts=attempts)
         full_shot, other_shot = small / "sh010", settings.roots[0] / "sh020"
         for shot in (full_shot, other_shot):
             copy_plate(media, shot, "bars-timecode.mp4")
         request = FRAMES if what == "frames" else BIG_MP4
-        full, other = write_json(full_shot / "r.render.json", request), write_json(other_shot / "r.render.json",
-                                                                                    request)
+        full = write_json(full_shot / "r.render.json", {**request, "priority": 1})
+        other = write_json(other_shot / "r.render.json", request)
         before = {path.name: digest(path) for path in (full_shot / "plate.mp4", full)}
         if not real:
             faults = Faults(tmp_path / "faults")
             monkeypatch.setenv(FAULTS_ENV, str(faults.path))
-            faults.arm("chunk" if what == "frames" else "after-chunks", 2, "enospc")
+            faults.arm("after-chunks", 2, "enospc")
         daemon = drain(settings)
         failed, done = status_of(full), status_of(other)
         after = {path.name: digest(path) for path in (full_shot / "plate.mp4", full)}
         leftovers = temporaries(small)
     assert failed["state"] == "failed", failed
     assert "no space left on the disk holding" in failed["error"] and str(full_shot) in failed["error"]
-    assert "hotshot retry" in failed["error"] and "gave up after 2 attempts" in failed["error"]
+    assert "hotshot retry" in failed["error"] and f"gave up after {attempts} attempts" in failed["error"]
     assert done["state"] == "done", done
     assert after == before
     assert not leftovers, "the failed job's hidden files still take space on the full share"

@@ -254,7 +254,7 @@ def test_absurd_input_is_refused_without_exhausting_memory(hostile):
     assert hostile["seconds"] < 200
 
 
-def test_outputs_have_a_defined_mode_and_replace_planted_symlinks(tmp_path, media, models_dir):
+def test_outputs_have_a_defined_mode_and_replace_planted_symlinks(tmp_path, media, models_dir, quick_reference):
     """With a umask of 0, outputs are still group-readable and not world-writable; symlinks planted at the
     output's names (the render, its Render Info, the status file, the image sequence folder and its hidden
     staging folder) are replaced or refused, never followed."""
@@ -285,4 +285,4 @@ def test_outputs_have_a_defined_mode_and_replace_planted_symlinks(tmp_path, medi
         assert not stat.S_ISLNK(mode), f"{path.name} is still a link"
         assert mode & stat.S_IRGRP and not mode & stat.S_IWOTH, f"{path.name} has mode {oct(mode)}"
     assert not temporaries(shot)
-    assert sha(shot / "plate_r001.mp4")
+    assert sha(shot / "plate_r001.mp4") == quick_reference
