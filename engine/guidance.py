@@ -2,8 +2,9 @@
 
 Both are prepared before the diffusion model loads. Control videos are
 computed once for the whole timeline into their on-disk cache (a resumed or
-repeated render reuses them), after which the preprocessors' models are
-released; each chunk then reads its frames from the cache. The written prompt
+repeated render reuses them) in one pass over the source; the render then
+releases the preprocessors' models, and each chunk reads its frames from the
+cache. The written prompt
 is kept in the job's work folder, so a resumed render uses the same words.
 """
 
@@ -17,7 +18,7 @@ import structlog
 
 from engine.backends import ControlFrames
 from engine.checkpoint import WorkFolder
-from engine.controls import ControlVideo, count_people, unload_models
+from engine.controls import ControlVideo, count_people
 from engine.files import write_json_atomic
 from engine.job import ControlSpec, RenderJob
 from engine.models import ModelCache
@@ -25,7 +26,6 @@ from engine.plan import Chunk
 from engine.timeline import Timeline
 
 log = structlog.get_logger("hotshot.engine")
-BATCH = 64
 
 
 @dataclass
@@ -42,10 +42,8 @@ def prepare_controls(job: RenderJob, timeline: Timeline, width: int, height: int
                                            job.control_cache, device)) for spec in job.controls]
     numbers = sorted(set(timeline.sources) | set(range(timeline.first, timeline.first + timeline.frame_count)))
     for control in controls:
-        for start in range(0, len(numbers), BATCH):
-            control.video.frames(numbers[start:start + BATCH])
+        control.video.ensure(numbers)
         log.info("control video ready", control=control.spec.type, cache=control.video.cache_key)
-    unload_models()
     return controls
 
 
@@ -56,7 +54,7 @@ def chunk_controls(controls: list[Control], chunk: Chunk, timeline: Timeline) ->
     frames = []
     for control in controls:
         parts = control.video.parts(numbers)
-        composite = control.video.frames(numbers) if len(parts) > 1 else next(iter(parts.values()))
+        composite = control.video.composite(parts) if len(parts) > 1 else next(iter(parts.values()))
         frames.append(ControlFrames(control.spec.type, composite, control.spec.strength,
                                     parts if len(parts) > 1 else {}))
     return frames
@@ -96,7 +94,6 @@ def write_prompt(job: RenderJob, work: WorkFolder, cache: ModelCache, device: st
     first, last = job.frame_range
     composed = suggest_prompt(job.source, first, last, captioner, reference=Path(reference) if reference else None,
                               people_counter=counter, user_prompt=job.prompt, negative_prompt=job.negative_prompt)
-    unload_models()
     written = {
         "prompt": composed.prompt,
         "negative_prompt": composed.negative_prompt if job.negative_from_model else job.negative_prompt,

@@ -149,6 +149,7 @@ def suggest_prompt(source: Path, first: int, last: int, captioner: Captioner, *,
     one it comes from the captions: people when a source caption holds a
     PERSON_WORDS word. The result records which of the two decided.
     """
+    from engine.controls.sampling import SampledFrameReader
     from engine.probe import probe
     from engine.stills import StillSpec, load_still
 
@@ -161,7 +162,8 @@ def suggest_prompt(source: Path, first: int, last: int, captioner: Captioner, *,
     # 2. Decode only the sampled frames, at a size the captioner can use
     frames = sample_frames(first, last, samples)
     width, height = caption_size(info.width, info.height)
-    images = [_read_frame(source, number, width, height) for number in frames]
+    with SampledFrameReader(source, frames, width, height) as reader:  # one ffmpeg for all the samples
+        images = [frame for _, frame in reader]
     if reference is not None:
         images.append(load_still(StillSpec(path=reference), source, width, height).frame)
     # 3. Caption
@@ -217,12 +219,6 @@ def clean_caption(text: str) -> str:
                 del kept[-size:]
         words = kept
     return " ".join(words).strip()
-
-
-def _read_frame(source: Path, number: int, width: int, height: int) -> np.ndarray:
-    from engine.decode import read_frames
-
-    return next(iter(read_frames(source, number, number, width, height)))
 
 
 def _key(word: str) -> str:

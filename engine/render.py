@@ -16,13 +16,20 @@ from engine.backends import Accelerator, ChunkRequest
 from engine.blend import segment_frames
 from engine.checkpoint import WorkFolder
 from engine.colour import ColourStats, colour_stats, match_colour
+from engine.controls import unload_models
 from engine.decode import FrameReader
 from engine.devices import resolve_device
 from engine.encode import encode_segment, mux_output
 from engine.errors import FrameRangeError, Interrupted, MediaError
 from engine.files import write_json_atomic
 from engine.geometry import output_dims
-from engine.guidance import Control, chunk_controls, prepare_controls, write_previews, write_prompt
+from engine.guidance import (
+    Control,
+    chunk_controls,
+    prepare_controls,
+    write_previews,
+    write_prompt,
+)
 from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob, RenderResult, SilentEvents
 from engine.manifest import build_manifest
 from engine.masks import Compositor, MaskSource
@@ -91,6 +98,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count, phase="preparing"))
     controls = prepare_controls(job, timeline, width, height, device)
     written = write_prompt(job, work, cache, device)
+    unload_models()  # the control and people-counting models, used by both, before the diffusion model loads
     if written:
         job = job.model_copy(update={"prompt": written["prompt"], "negative_prompt": written["negative_prompt"]})
 

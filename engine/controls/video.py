@@ -107,8 +107,7 @@ class ControlVideo:
         """HxWx3 uint8 RGB control frames, one per requested source frame number (non-decreasing, repeats allowed)."""
         numbers = _checked_numbers(source_frames)
         if self.type == "depth+pose":
-            parts = self.parts(numbers)
-            return [_overlay(pose, depth) for depth, pose in zip(parts["depth"], parts["pose"], strict=True)]
+            return self.composite(self.parts(numbers))
         found: dict[int, np.ndarray] = {}
         missing = []
         for number in sorted(set(numbers)):
@@ -120,6 +119,22 @@ class ControlVideo:
         if missing:
             found.update(self._compute(missing))
         return [found[number] for number in numbers]
+
+    def ensure(self, source_frames: Sequence[int]) -> None:
+        """Compute and store the frames of these the cache lacks, in one pass over the source; load nothing."""
+        numbers = _checked_numbers(source_frames)
+        if self.type == "depth+pose":
+            for part in self._parts.values():
+                part.ensure(numbers)
+            return
+        missing = [number for number in sorted(set(numbers)) if not self.cache.frame_path(number).is_file()]
+        if missing:
+            self._compute(missing, keep=False)
+
+    @staticmethod
+    def composite(parts: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
+        """depth+pose as one picture: the pose skeleton drawn over the depth."""
+        return [_overlay(pose, depth) for depth, pose in zip(parts["depth"], parts["pose"], strict=True)]
 
     def parts(self, source_frames: Sequence[int]) -> dict[str, list[np.ndarray]]:
         """The separate controls: {"depth": [...], "pose": [...]} for "depth+pose", else {type: frames}."""
@@ -139,8 +154,9 @@ class ControlVideo:
         encode_segment(stream(), self.width, self.height, fps, Path(path))
         return Path(path)
 
-    def _compute(self, numbers: list[int]) -> dict[int, np.ndarray]:
-        """Decode the range the missing frames span, compute those frames in batches, store each one."""
+    def _compute(self, numbers: list[int], keep: bool = True) -> dict[int, np.ndarray]:
+        """Decode the range the missing frames span, compute those frames in batches, store each one; return
+        them (`keep`) or nothing (a whole clip's frames would not fit in memory)."""
         started = time.monotonic()
         frame_count = probe(self.source).frame_count
         if numbers[-1] >= frame_count:
@@ -153,7 +169,8 @@ class ControlVideo:
         def flush() -> None:
             for number, image in zip(batch_numbers, produce(batch), strict=True):
                 self.cache.store(number, image)
-                computed[number] = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+                if keep:
+                    computed[number] = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
             batch.clear()
             batch_numbers.clear()
 
