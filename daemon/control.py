@@ -25,10 +25,11 @@ import structlog
 from daemon.config import Settings
 from daemon.errors import CommandRefused
 from daemon.notify import RootNotifiers
-from daemon.scan import stale_temporaries
+from daemon.scan import process_alive, stale_temporaries
 from daemon.schedule import Schedule
 from daemon.status_file import publish_newest
 from daemon.store import ACTIVE_STATES, Store
+from engine.files import same_file
 
 log = structlog.get_logger("hotshot.control")
 COMMANDS = ("cancel", "retry", "pause", "resume")
@@ -205,9 +206,8 @@ def source_changed(job: dict) -> bool:
         stat = os.stat(spec["source"])
     except OSError:
         return True
-    recorded = (spec["source_size"], spec["source_mtime_ns"], spec.get("source_inode"), spec.get("source_ctime_ns"))
-    return recorded != (stat.st_size, stat.st_mtime_ns, stat.st_ino if recorded[2] is not None else None,
-                        stat.st_ctime_ns if recorded[3] is not None else None)
+    return not same_file(stat, spec["source_size"], spec["source_mtime_ns"], spec.get("source_inode"),
+                         spec.get("source_ctime_ns"))
 
 
 def remove_job_files(job: dict, work_dir: Path, keep_checkpoints: bool = False) -> None:
@@ -262,15 +262,7 @@ def daemon_pid(state_dir: Path) -> int | None:
         pid = int((state_dir / LOCK_FILE).read_text().strip() or 0)
     except (OSError, ValueError):
         return None
-    if pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    return pid if pid > 0 and process_alive(pid) else None
 
 
 def run_command(settings: Settings, command: str, target: str | None = None,

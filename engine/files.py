@@ -98,3 +98,11 @@ def fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def same_file(stat: os.stat_result, size: int, mtime_ns: int, inode: int | None = None,
+              ctime_ns: int | None = None) -> bool:
+    """Whether `stat` is the file recorded by its size and modification time, and by its inode and change time
+    where those were recorded (a file rewritten in place with its size and time put back changes its ctime)."""
+    return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns) and inode in (None, stat.st_ino) \
+        and ctime_ns in (None, stat.st_ctime_ns)

@@ -21,7 +21,7 @@ from engine.decode import FrameReader
 from engine.devices import resolve_device
 from engine.encode import encode_segment, mux_output
 from engine.errors import FrameRangeError, Interrupted, MediaError
-from engine.files import write_json_atomic
+from engine.files import same_file, write_json_atomic
 from engine.geometry import output_dims
 from engine.guidance import (
     Control,
@@ -249,7 +249,7 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
                              timeline.frame_count, resume_at, phase="encoding"))
     finals = segment_frames(chunk, raw, previous, state.previous_raw)
     count = encode_segment(output_frames(chunk, finals, timeline, state, sinks), width, height, fps,
-                           work.segment_path(chunk.index))
+                           work.segment_path(chunk.index), fault_point="chunk")
     work.save_final(chunk.index, state.last_final)
     work.drop_old_raw(chunk.index)
     seconds = time.monotonic() - started
@@ -357,9 +357,7 @@ def check_source_unchanged(job: RenderJob) -> None:
         stat = Path(job.source).stat()
     except FileNotFoundError as exc:
         raise MediaError(str(job.source), "it was deleted before the render finished") from exc
-    identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino if job.source_inode is not None else None,
-                stat.st_ctime_ns if job.source_ctime_ns is not None else None)
-    if identity != (job.source_size, job.source_mtime_ns, job.source_inode, job.source_ctime_ns):
+    if not same_file(stat, job.source_size, job.source_mtime_ns, job.source_inode, job.source_ctime_ns):
         raise MediaError(str(job.source), "it was replaced or modified after the render was queued; "
                                           "`hotshot retry` renders the new file from the start")
 
