@@ -32,9 +32,10 @@ COLOUR_TAGS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "
 
 
 def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: str, final: Path,
-                   timeout: float = 3600.0) -> int:
-    """Encode RGB frames to H.264 in an MP4 at `final` (atomically); return the frame count."""
-    with files.writing(final, fault_point="chunk") as tmp:
+                   timeout: float = 3600.0, fault_point: str | None = None) -> int:
+    """Encode RGB frames to H.264 in an MP4 at `final` (atomically); return the frame count. `fault_point`: the
+    point (engine/faults.py) reached while it is half-written."""
+    with files.writing(final, fault_point=fault_point) as tmp:
         stream = (
             ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
             .filter("scale", out_color_matrix="bt709", out_range="tv")
@@ -51,8 +52,8 @@ def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: s
             for frame in frames:
                 process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
                 count += 1
-                if count == 1:
-                    faults.reached("chunk")  # the segment is half-written
+                if count == 1 and fault_point:
+                    faults.reached(fault_point)  # the segment is half-written
             process.stdin.close()
             process.wait(timeout=timeout)
         except (BrokenPipeError, subprocess.TimeoutExpired) as exc:

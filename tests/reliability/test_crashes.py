@@ -20,6 +20,7 @@ import pytest
 from daemon.control import run_command
 from daemon.store import Store
 from engine.faults import ENV as FAULTS_ENV
+from engine.faults import POINTS
 from tests.harness import RunningDaemon, settings_for, status_of, wait_for, wait_for_state
 from tests.reliability.support import (
     QUICK,
@@ -36,7 +37,6 @@ from tests.reliability.support import (
     write_json,
 )
 
-POINTS = ("ingest", "chunk", "after-chunks", "manifest", "status")
 DAEMON_POINTS = ("ingest", "status")  # reached by the daemon; the others by the worker
 # How many times a trial surely reaches each point after the fault is armed (n is drawn up to this).
 HITS = {"ingest": 4, "chunk": 36, "after-chunks": 6, "manifest": 4, "status": 16}
