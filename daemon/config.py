@@ -144,9 +144,9 @@ class Settings(BaseSettings):
     @property
     def device_kind(self) -> str:
         """"cuda" if the workers will (probably) render on CUDA, else "cpu"; used for cost estimates."""
-        from daemon.gpus import device_kind, worker_devices
+        from daemon.gpus import device_kind
 
-        return device_kind(worker_devices(self.devices))
+        return device_kind(self.devices if isinstance(self.devices, list) else [self.devices])  # no GPU count needed
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -76,14 +76,9 @@ def load_context(settings, device_kind: str, calibration=None) -> Context:
     try:
         catalog = load_catalog(settings.catalogs, settings.models_dir)
         controls = load_control_catalog(settings.catalogs, settings.models_dir)
+        captioner = load_captioner_spec(settings.catalogs, settings.models_dir, required=False)
     except CatalogError as exc:
         raise ConfigError(str(exc)) from exc
-    try:
-        captioner = load_captioner_spec(settings.catalogs, settings.models_dir)
-    except CatalogError as exc:
-        if "no [captioner]" not in str(exc):
-            raise ConfigError(str(exc)) from exc
-        captioner = None
     return Context(
         catalog=catalog, presets=load_presets(settings.presets_file), default_model=settings.default_model,
         device_kind=device_kind, first_frame_number=settings.first_frame_number,

@@ -52,8 +52,9 @@ class CaptionerSpec(TransformersFolder, BaseModel):
         return self
 
 
-def load_captioner_spec(files: list[Path], models_dir: Path) -> CaptionerSpec:
-    """The `[captioner]` table of the last catalog file that has one; a relative `path` starts in `models_dir`."""
+def load_captioner_spec(files: list[Path], models_dir: Path, required: bool = True) -> CaptionerSpec | None:
+    """The `[captioner]` table of the last catalog file that has one; a relative `path` starts in `models_dir`.
+    With none: an error, or None when not `required`."""
     found: tuple[Path, dict] | None = None
     for file in files:
         data = read_catalog_file(file)
@@ -62,6 +63,8 @@ def load_captioner_spec(files: list[Path], models_dir: Path) -> CaptionerSpec:
                 raise CatalogError(f"{file}: [captioner] must be a table")
             found = (file, dict(data["captioner"]))
     if found is None:
+        if not required:
+            return None
         names = ", ".join(str(file) for file in files) or "no files"
         raise CatalogError(f"no [captioner] table in the model catalog ({names}); add one as in config/models.toml")
     file, entry = found
