@@ -34,14 +34,14 @@ CANCELLED_BY_FIELD = 'cancelled by "cancel": true in the request'
 
 class Ingest:
     def __init__(self, store: Store, settings: Settings, context: Context, clock: Callable[[], float],
-                 publish: Callable[[int], None], schedule: Schedule | None = None,
-                 cancel_request: Callable[[str, str], None] | None = None) -> None:
+                 publish: Callable[[int], None], schedule: Schedule,
+                 cancel_request: Callable[[str, str], None]) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.publish = publish
         self.context = context
-        self.schedule = schedule or Schedule(settings.render_windows, clock)
+        self.schedule = schedule
         self.cancel_request = cancel_request
 
     # -- stable files ---------------------------------------------------------
@@ -152,7 +152,7 @@ class Ingest:
                        "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
         job_id = self.store.add_request_and_job(request_row, job, cancels_older=CANCELLED_BY_FIELD if cancel else None)
         faults.reached("ingest")
-        if cancel and self.cancel_request is not None:
+        if cancel:
             self.cancel_request(str(path), CANCELLED_BY_FIELD)  # running jobs stop on their worker
         log.info("request registered", job=job_id, state=job["state"], error=job.get("error"))
         self.publish(job_id)

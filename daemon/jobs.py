@@ -10,7 +10,6 @@ when it is cancelled.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
-from daemon.control import Control, remove_job_files, remove_stale_temporaries
+from daemon.control import Control, remove_job_files
 from daemon.conventions import root_of
 from daemon.progress import Display, LiveJob
 from daemon.resolve import Context, render_job
@@ -36,7 +35,7 @@ CANCEL_KILL_SECONDS = 30.0  # a worker that has not dropped a cancelled job by t
 class Jobs:
     def __init__(self, store: Store, settings: Settings, context: Context, schedule: Schedule,
                  workers: list[WorkerHandle], control: Control, publish: Callable[[int], None],
-                 display: Display, roots: RootStates | None = None) -> None:
+                 display: Display, roots: RootStates) -> None:
         self.store = store
         self.settings = settings
         self.context = context
@@ -88,7 +87,7 @@ class Jobs:
         for handle in self.workers:
             if not handle.idle:
                 continue
-            away = sorted(str(root) for root in self.roots.unavailable) if self.roots else []
+            away = sorted(str(root) for root in self.roots.unavailable)
             job = self.store.claim_next(handle.name, self.clock(), handle.models, away)
             if job is None:
                 return
@@ -108,8 +107,8 @@ class Jobs:
                 self.live[job["id"]] = LiveJob(
                     job["id"], handle.name, f"{job['id']:>4} {request.parent.name}/{request.name}", time.monotonic(),
                     estimate.get("seconds"), window=job["window"], pause_at=self.schedule.pause_at(job["window"]),
-                    resumed=len(spec.done_chunks),
-                    reported={"chunk": 0, "chunks": estimate.get("chunks"), "step": 0, "steps": spec.steps,
+                    reported={"chunks_resumed": len(spec.done_chunks), "chunk": 0, "chunks": estimate.get("chunks"),
+                              "step": 0, "steps": spec.steps,
                               "frames_done": 0, "frames_total": estimate.get("frames"), "phase": "starting"})
                 handle.assign(job["id"], spec.model_dump(mode="json"))
                 log.info("job started", worker=handle.name, output=spec.output.name, resume=len(spec.done_chunks),
@@ -260,8 +259,7 @@ class Jobs:
         progress = dict(live.progress) if live else {}
         progress.update(percent=100.0, eta_seconds=0, frames_done=result["frames"])
         self.finish(job_id, "done", outputs=outputs, progress=progress)
-        shutil.rmtree(self.settings.work_dir / f"job-{job_id:06d}", ignore_errors=True)
-        remove_stale_temporaries([output.parent])  # of earlier attempts whose worker was killed
+        remove_job_files(job, self.settings.work_dir)  # checkpoints, and hidden files of killed earlier attempts
         log.info("job done", output=str(output), seconds=round(result["seconds"], 2))
 
     def _refine_calibration(self, job: dict, manifest: dict) -> None:
@@ -287,7 +285,7 @@ class Jobs:
             self._cancelled(job)
             return
         root = root_of(Path(job["request_path"]), self.settings.roots)
-        if self.roots is not None and root is not None and not self.roots.look(root):
+        if root is not None and not self.roots.look(root):
             # Its share went away under it: not the job's fault. It waits for the root and resumes.
             self.store.uncount_attempt(job_id)
             self.store.update_job(job_id, "interrupted", f"watch root {root} is unavailable", state="queued",

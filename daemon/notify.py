@@ -213,8 +213,5 @@ class RootNotifiers:
                  sleep: Callable[[float], object] = time.sleep) -> None:
         self._routes = [(root, Notifier(spec, sleep=sleep)) for root, spec in routes]
 
-    def __bool__(self) -> bool:
-        return bool(self._routes)
-
     def for_request(self, request: Path) -> list[Notifier]:
         return [notifier for root, notifier in self._routes if root is None or root in request.parents]

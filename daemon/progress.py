@@ -29,7 +29,6 @@ class LiveJob:
     cancel_sent: float | None = None   # monotonic time a cancel was sent to its worker
     last_report: float = field(default_factory=time.monotonic)  # monotonic time its worker last reported
     last_status: float = 0.0
-    resumed: int = 0
     reported: dict = field(default_factory=dict)
     progress: dict = field(default_factory=dict)
 

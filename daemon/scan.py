@@ -54,11 +54,11 @@ def stale_temporaries(folders: list[Path]) -> Iterator[Path]:
         for dirpath, _dirnames, filenames in os.walk(folder):
             for name in filenames:
                 match = OWN_TEMPORARY.match(name)
-                if match and not _alive(int(match["pid"])):
+                if match and not process_alive(int(match["pid"])):
                     yield Path(dirpath) / name
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

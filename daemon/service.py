@@ -69,7 +69,6 @@ class Daemon:
         self.store = Store.open(settings.database)
         devices = worker_devices(settings.devices)
         self.context = load_context(settings, device_kind(devices), self.store.calibration)
-        self.catalog = self.context.catalog
         self.roots = RootStates(settings.roots, {root for root in settings.roots
                                                  if self.store.flag(f"mount {root}") == "1"},
                                 lambda root, mounted: self.store.set_flag(f"mount {root}", "1" if mounted else "0"))
@@ -88,7 +87,7 @@ class Daemon:
                          self.publish, self.display, self.roots)
         self.control.stop_running = self.jobs.stop_running
         self.ingest = Ingest(self.store, settings, self.context, clock, self.publish, self.schedule,
-                             self._cancel_request)
+                             self.control.cancel_request)
         self.notifications = NotificationQueue()
         self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
                                        sleep=self.notifications.wait)
@@ -305,9 +304,10 @@ class Daemon:
             job = self.store.job(int(job_id)) if job_id.isdigit() else None
             if job is None or job["state"] in ("done", "cancelled") or (job["state"] == "failed" and (
                     not job["finished_at"] or datetime.fromisoformat(job["finished_at"]) <= kept_since)):
-                shutil.rmtree(folder, ignore_errors=True)
                 if job is not None:
                     remove_job_files(job, self.settings.work_dir)
+                else:
+                    shutil.rmtree(folder, ignore_errors=True)
                 log.info("removed checkpoints", job=job and job["id"], state=job and job["state"])
 
     def _remove_stale_temporaries(self) -> None:
@@ -340,10 +340,6 @@ class Daemon:
                     self.store.finish_command(row["id"], "done", outcome.to_json())
                     log.info("command done", result=outcome.message)
             self.paused = self.store.flag(PAUSED) == "1"
-
-    def _cancel_request(self, request_path: str, reason: str) -> None:
-        """Cancel the active jobs of a request ("cancel": true in its new version)."""
-        self.control.cancel_request(request_path, reason)
 
     def _cancel_deleted_requests(self) -> None:
         """A request file gone for `stable_seconds` (not just being saved again) cancels its jobs."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
 from daemon.conventions import status_path
-from daemon.store import utc_now
+from daemon.store import utc_iso, utc_now
 from engine.errors import DiskFullError
 from engine.files import write_json_atomic
 
@@ -47,13 +46,13 @@ def status_document(job: dict) -> dict:
     if state == "waiting":
         doc["message"] = job.get("wait_reason") or "waiting"
         if job.get("start_at") is not None:
-            doc["starts_at"] = _iso(job["start_at"])
+            doc["starts_at"] = utc_iso(job["start_at"])
         elif job.get("wait_deadline"):
-            doc["gives_up_at"] = _iso(job["wait_deadline"])
+            doc["gives_up_at"] = utc_iso(job["wait_deadline"])
     if state in ("queued", "running") and job.get("error"):
         doc["last_error"] = job["error"]
     if state == "queued" and job.get("not_before"):
-        doc["retry_at"] = _iso(job["not_before"])
+        doc["retry_at"] = utc_iso(job["not_before"])
     if state == "running":
         doc["worker"] = job.get("worker")
         if job.get("progress"):
@@ -116,5 +115,3 @@ def _timing(job: dict, elapsed: float | None, eta: float | None) -> dict:
             "expected_seconds": expected}
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")

@@ -29,6 +29,11 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def utc_iso(epoch: float) -> str:
+    """An epoch time as ISO 8601 in UTC, to the second."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
 def _decode(row: dict | None) -> dict | None:
     if row is None:
         return None

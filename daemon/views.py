@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.store import FINISHED_STATES, Store
+from daemon.store import FINISHED_STATES, Store, utc_iso
 
 RECENT = 10
 
@@ -58,7 +57,7 @@ def _job(job: dict) -> dict:
         "attempts": job["attempts"],
         "worker": job["worker"] if job["state"] == "running" else None,
         "window": job.get("window"),
-        "starts_at": _iso(job["start_at"]) if job["state"] == "waiting" and job.get("start_at") else None,
+        "starts_at": utc_iso(job["start_at"]) if job["state"] == "waiting" and job.get("start_at") else None,
         "progress": job.get("progress"),
         "estimate": job.get("estimate"),
         "outputs": job.get("outputs"),
@@ -152,5 +151,3 @@ def _short(path: str, roots: list[Path]) -> str:
     return path
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")

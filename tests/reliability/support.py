@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from daemon.scan import process_alive
 from engine.faults import ENV as FAULTS_ENV
 from tests.conftest import CATALOG, PROJECT
 from tests.harness import status_of, wait_for
@@ -119,7 +120,7 @@ class DaemonProcess:
 
         def ready() -> int | None:
             pids = [line["pid"] for line in self.log_lines() if line.get("event") == "worker started"]
-            return pids[-1] if pids and _alive(pids[-1]) else None
+            return pids[-1] if pids and process_alive(pids[-1]) else None
 
         return wait_for(ready, timeout, "the worker to start")
 
@@ -178,14 +179,6 @@ class _suppress_lookup:
     def __exit__(self, kind, value, traceback):
         return kind is not None and issubclass(kind, (ProcessLookupError, PermissionError,
                                                       subprocess.TimeoutExpired))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 class TornFileWatcher:
