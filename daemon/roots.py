@@ -64,7 +64,10 @@ class RootStates:
         return root is None or root not in self.unavailable
 
     def look(self, root: Path) -> bool:
-        """Whether `root` is there right now (without changing what `check` reports)."""
+        """Whether `root` is there right now (without changing what `check` reports). Called for every vanished
+        path: a root not known as a mount is there if it is a folder, without reading the mount table."""
+        if root not in self.mounts:
+            return self.is_dir(root)
         return self._available(root)
 
     def _available(self, root: Path) -> bool:
