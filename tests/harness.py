@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -40,6 +41,17 @@ def chunks_done(database: Path, job_id: int = 1) -> int:
         return 0
     finally:
         store.close()
+
+
+def sha(path: Path) -> str:
+    """The sha256 of a file's bytes (outputs are compared byte for byte)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def state_of(request: Path) -> str | None:
+    """The state in a request's status file, or None while it has none."""
+    status = status_of(request)
+    return status and status["state"]
 
 
 def drain(settings) -> Daemon:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,8 @@ from tests.harness import (
     chunks_done,
     drain,
     settings_for,
+    sha,
+    state_of,
     status_of,
     tick_until,
     ticked_daemon,
@@ -54,10 +55,6 @@ def hotshot(settings, *args: str) -> subprocess.CompletedProcess:
 
 def command(settings, name: str, target: str | None = None) -> str:
     return run_command(settings, name, target).message
-
-
-def sha(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def chaplin_shot(settings, media, name="sh010"):
@@ -174,7 +171,7 @@ def test_cancel_true_in_an_edited_request_cancels_it_and_renders_nothing(tmp_pat
     make_clip(shot / "plate.mov", frames=12, size="96x64")
     request = write_request(shot / "r.render.json", **QUICK)
     with ticked_daemon(settings) as daemon:
-        tick_until(daemon, lambda: (status_of(request) or {}).get("state") == "queued")
+        tick_until(daemon, lambda: state_of(request) == "queued")
         write_request(request, cancel=True, **QUICK)
         tick_until(daemon, lambda: status_of(request)["job"] == 2)
         jobs = daemon.store.jobs()
@@ -214,7 +211,7 @@ def test_retry_refuses_what_it_cannot_do_and_restarts_a_cancelled_job(tmp_path, 
     make_clip(shot / "plate.mov", frames=12, size="96x64")
     request = write_request(shot / "r.render.json", **QUICK)
     with ticked_daemon(settings) as daemon:
-        tick_until(daemon, lambda: (status_of(request) or {}).get("state") == "queued")
+        tick_until(daemon, lambda: state_of(request) == "queued")
     refused = hotshot(settings, "retry", "1")
     assert refused.returncode == 2 and "hotshot: job 1 is already queued" in refused.stderr
     with pytest.raises(CommandRefused, match="there is no job 9"):

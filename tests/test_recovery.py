@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from tests.harness import (
     chunks_done,
     drain,
     settings_for,
+    sha,
     status_of,
     wait_for,
     wait_for_state,
@@ -34,10 +34,6 @@ def prepare(tmp_path, media, name="sh010"):
     shot.mkdir(parents=True)
     shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
     return shot
-
-
-def sha(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")

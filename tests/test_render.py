@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ from engine.errors import Interrupted, MediaError
 from engine.models import ModelCache
 from engine.probe import probe
 from engine.render import render
+from tests.harness import sha
 from tests.helpers import Recorder, make_job
 
 CACHE = ModelCache()
@@ -26,10 +26,6 @@ def plate(tmp_path, media) -> Path:
     path = tmp_path / "plate.mp4"
     shutil.copyfile(media / "chaplin.mp4", path)
     return path
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_render_writes_the_requested_frames_with_audio_and_manifest(tmp_path, tiny_spec, plate):
@@ -59,7 +55,7 @@ def test_same_seed_same_bytes_other_seed_other_frames(tmp_path, tiny_spec, plate
     first = render(make_job(tmp_path, tiny_spec, plate, "a"), None, CACHE)
     second = render(make_job(tmp_path, tiny_spec, plate, "b"), None, CACHE)
     other = render(make_job(tmp_path, tiny_spec, plate, "c", seed=8), None, CACHE)
-    assert digest(Path(first.output)) == digest(Path(second.output))
+    assert sha(Path(first.output)) == sha(Path(second.output))
     frames_a = np.stack(list(read_frames(first.output, 0, 47, 64, 32))).astype(int)
     frames_c = np.stack(list(read_frames(other.output, 0, 47, 64, 32))).astype(int)
     assert np.abs(frames_a - frames_c).mean() > 1.0
@@ -79,7 +75,7 @@ def test_resume_from_checkpoint_gives_identical_output(tmp_path, tiny_spec, plat
     result = render(job.model_copy(update={"done_chunks": done}), finisher, CACHE)
     assert [record.index for record in finisher.chunks] == [2, 3]
     assert result.chunks_resumed == 2
-    assert digest(job.output) == digest(Path(whole.output))
+    assert sha(job.output) == sha(Path(whole.output))
     manifest = json.loads(job.manifest.read_text())
     assert [c["resumed"] for c in manifest["chunk_plan"]["chunks"]] == [True, True, False, False]
 

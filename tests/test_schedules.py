@@ -11,6 +11,7 @@ from tests.harness import (
     RunningDaemon,
     chunks_done,
     settings_for,
+    state_of,
     status_of,
     tick_until,
     ticked_daemon,
@@ -81,7 +82,7 @@ def test_a_window_that_was_missed_waits_for_the_next_opening(tmp_path, models_di
     request = write_request(shot / "r.render.json", when="overnight", frame_range=[0, 4], **QUICK)
     clock = FakeClock(FRIDAY_NOON)
     with ticked_daemon(settings, clock) as daemon:
-        tick_until(daemon, lambda: (status_of(request) or {}).get("state") == "waiting")
+        tick_until(daemon, lambda: state_of(request) == "waiting")
         clock.set(utc(2026, 1, 17, 9, 0))
         monday = "2026-01-19T20:00:00+00:00"
         tick_until(daemon, lambda: status_of(request).get("starts_at") == monday, what="the next opening")
@@ -156,7 +157,7 @@ def test_a_queued_job_whose_window_closes_before_it_starts_waits_again(tmp_path,
                             frame_range=[0, 4], **QUICK)
     clock = FakeClock(utc(2026, 1, 16, 22, 0))
     with ticked_daemon(settings, clock) as daemon:
-        tick_until(daemon, lambda: (status_of(request) or {}).get("state") == "queued")
+        tick_until(daemon, lambda: state_of(request) == "queued")
         clock.set(utc(2026, 1, 17, 6, 0, 1))
         tick_until(daemon, lambda: status_of(request)["state"] == "waiting")
     assert status_of(request)["starts_at"] == "2026-01-19T20:00:00+00:00"

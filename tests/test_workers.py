@@ -12,7 +12,7 @@ from daemon.config import load_settings
 from daemon.errors import ConfigError
 from daemon.gpus import worker_devices
 from daemon.store import Store
-from tests.harness import RunningDaemon, settings_for, status_of, wait_for, write_request
+from tests.harness import RunningDaemon, settings_for, state_of, status_of, wait_for, write_request
 
 JOB = {"output_size": 64, "steps": 2, "seed": 9, "frame_range": [0, 24], "context": {"size": 17, "overlap": 5}}
 
@@ -34,7 +34,7 @@ def test_two_cpu_workers_render_two_jobs_at_once_and_never_the_same_job_twice(tm
             return all(state.get("state") == "running" for state in states) and states
 
         both = wait_for(side_by_side, 120, "both jobs running at once")
-        wait_for(lambda: all((status_of(request) or {}).get("state") in ("done", "failed") for request in requests),
+        wait_for(lambda: all(state_of(request) in ("done", "failed") for request in requests),
                  240, "both renders to finish")
         loaded = [handle.models for handle in daemon.workers]
     assert {state["worker"] for state in both} == {"worker-0", "worker-1"}

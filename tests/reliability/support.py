@@ -6,7 +6,6 @@ test-reliability` collects them in var/reliability/report.jsonl for docs/reliabi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,16 +19,12 @@ from pathlib import Path
 from daemon.scan import process_alive
 from engine.faults import ENV as FAULTS_ENV
 from tests.conftest import CATALOG, PROJECT
-from tests.harness import status_of, wait_for
+from tests.harness import sha, state_of, status_of, wait_for  # noqa: F401 - sha and state_of for the suite
 
 REPORT_ENV = "HOTSHOT_RELIABILITY_REPORT"
 # A quick passthrough render of six chunks of the bundled 50-frame clip.
 QUICK = {"model": "passthrough", "frame_range": [0, 40], "output_size": 64, "context": {"size": 9, "overlap": 2}}
 RENDER_NAME = re.compile(r"_r\d{3,}\.mp4$")
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def report(scenario: str, trials: int, failures: int, lost: int, command: str, **figures) -> None:
@@ -257,6 +252,3 @@ def write_json(path: Path, data: dict) -> Path:
     return path
 
 
-def state_of(request: Path) -> str | None:
-    status = status_of(request)
-    return status and status["state"]

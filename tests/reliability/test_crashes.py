@@ -101,8 +101,8 @@ class CrashTrials:
                 problems.append("the daemon was not killed")
             watcher.scan()  # what the crash left under final names
             self.daemon.start()
-        elif not self._wait(lambda: False, 120, "the fault to fire"):
-            problems.append("the fault never fired")
+        else:
+            self._wait(lambda: False, 120, "the fault to fire")
         if self.faults.fired() is None:
             problems.append(f"the fault ({self.point} #{n}) never fired")
         self.faults.disarm()

@@ -8,7 +8,6 @@ fault seam (engine/faults.py), and SQLite's own "database or disk is full" throu
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import subprocess
 import threading
@@ -19,7 +18,7 @@ from structlog.testing import capture_logs
 
 from daemon.store import Store
 from engine.faults import ENV as FAULTS_ENV
-from tests.harness import RunningDaemon, drain, settings_for, status_of, wait_for, wait_for_state
+from tests.harness import RunningDaemon, drain, settings_for, sha, status_of, wait_for, wait_for_state
 from tests.reliability.support import QUICK, Faults, copy_plate, report, state_of, temporaries, write_json
 
 FRAMES = {**QUICK, "output_size": 640, "image_sequence": "png"}   # ~300 KB of PNG per frame
@@ -42,10 +41,6 @@ def small_disk(path: Path, kib: int):
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.mark.parametrize("what", [pytest.param("frames", marks=pytest.mark.slow), "mp4"])
 def test_a_full_share_fails_the_job_clearly_and_loses_nothing(tmp_path, media, models_dir, monkeypatch, what):
     """The share a render writes to fills up while it writes its image sequence (or its MP4): the job fails
@@ -64,14 +59,14 @@ def test_a_full_share_fails_the_job_clearly_and_loses_nothing(tmp_path, media, m
         request = FRAMES if what == "frames" else BIG_MP4
         full = write_json(full_shot / "r.render.json", {**request, "priority": 1})
         other = write_json(other_shot / "r.render.json", request)
-        before = {path.name: digest(path) for path in (full_shot / "plate.mp4", full)}
+        before = {path.name: sha(path) for path in (full_shot / "plate.mp4", full)}
         if not real:
             faults = Faults(tmp_path / "faults")
             monkeypatch.setenv(FAULTS_ENV, str(faults.path))
             faults.arm("after-chunks", 2, "enospc")
         daemon = drain(settings)
         failed, done = status_of(full), status_of(other)
-        after = {path.name: digest(path) for path in (full_shot / "plate.mp4", full)}
+        after = {path.name: sha(path) for path in (full_shot / "plate.mp4", full)}
         leftovers = temporaries(small)
     assert failed["state"] == "failed", failed
     assert "no space left on the disk holding" in failed["error"] and str(full_shot) in failed["error"]

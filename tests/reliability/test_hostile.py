@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.harness import drain, settings_for, status_of, wait_for, write_request
+from tests.harness import drain, settings_for, state_of, status_of, wait_for, write_request
 from tests.reliability.support import (
     QUICK,
     DaemonProcess,
@@ -205,7 +205,7 @@ def hostile(tmp_path_factory, media, models_dir):
     started = time.monotonic()
     requests = [root / name / "r.render.json" for name in [*cases, "good"]]
     try:
-        wait_for(lambda: all((status_of(request) or {}).get("state") in ("failed", "done")
+        wait_for(lambda: all(state_of(request) in ("failed", "done")
                              for request in requests), 240, "every hostile request to end")
         seconds = time.monotonic() - started
         peak = daemon.peak_rss_kib()

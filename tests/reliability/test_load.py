@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.store import Store
-from tests.harness import RunningDaemon, settings_for, status_of, wait_for, wait_for_state
+from tests.harness import RunningDaemon, settings_for, state_of, wait_for, wait_for_state
 from tests.helpers import make_clip
 from tests.reliability.support import DaemonProcess, config_file, report, write_json
 
@@ -83,7 +83,7 @@ def test_many_requests_at_once_each_render_exactly_once(tmp_path, models_dir, sh
         daemon.stop()
     finally:
         daemon.kill_session()
-    states = [(status_of(request) or {}).get("state") for request in requests]
+    states = [state_of(request) for request in requests]
     outputs = sorted(path.name for path in (tmp_path / "root").rglob("plate_r*.mp4"))
     lost = total - states.count("done")
     report(f"load: {total} requests over {shots} shots at once, dropped twice, a third re-saved", 1,
