@@ -83,7 +83,8 @@ def write_prompt(job: RenderJob, work: WorkFolder, cache: ModelCache, device: st
     from engine.captions import Captioner
     from engine.prompt_writing import suggest_prompt
 
-    captioner = cache.helper(job.captioner.id, device, lambda: Captioner.load(job.captioner, device))
+    captioner = cache.helper(job.captioner.id, job.captioner.weights, device,
+                             lambda: Captioner.load(job.captioner, device))
     catalog = job.control_catalog
     counter = None
     if catalog is not None and catalog.pose_detector is not None:

@@ -115,9 +115,10 @@ class ModelCache:
             log.info("model unloaded to stay within the cache budget", model=oldest[0])
             _release_memory()
 
-    def helper(self, key: str, device: str, load: Callable[[], object]) -> object:
-        """A helper model (a captioner, a depth or pose model), loaded once and kept under the same budget."""
-        cache_key = (f"helper:{key}", key, device)
+    def helper(self, name: str, weights: str, device: str, load: Callable[[], object]) -> object:
+        """A helper model (the captioner) from `weights`, loaded once and kept under the same budget; other
+        weights under the same name are another model."""
+        cache_key = (f"helper:{name}", weights, device)
         if cache_key in self._loaded:
             self._loaded.move_to_end(cache_key)
             return self._loaded[cache_key]
