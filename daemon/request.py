@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from daemon.errors import RequestError, UnsupportedSettingError
+from engine.catalog import ControlType
 
-CONTROL_TYPES = ("depth", "pose", "softedge", "depth+pose", "normal")
 DEFAULT_CONTEXT_SIZE = 150
 DEFAULT_CONTEXT_OVERLAP = 17
 DEFAULT_OUTPUT_SIZE = 1280
@@ -36,7 +36,7 @@ class Keyframe(Strict):
 
 
 class ControlNet(Strict):
-    type: Literal["depth", "pose", "softedge", "depth+pose", "normal"]
+    type: ControlType
     strength: float = Field(default=1.0, ge=0.0, le=2.0)
 
 

@@ -8,7 +8,7 @@ earlier one). Reading the catalog never imports torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -16,7 +16,8 @@ from engine.plan import FrameConstraint
 from engine.weights import CatalogError, read_catalog_file, weights_location, weights_present
 
 BACKENDS = ("wan-vace", "wan-v2v", "animatediff-v2v", "passthrough")
-CONTROL_TYPES = ("depth", "pose", "softedge", "depth+pose", "normal")
+ControlType = Literal["depth", "pose", "softedge", "depth+pose", "normal"]
+CONTROL_TYPES: tuple[str, ...] = get_args(ControlType)
 WEIGHTLESS = ("passthrough",)
 DEFAULT_NEGATIVE_PROMPT = (
     "blurry, low quality, worst quality, jpeg artifacts, static, overexposed, washed out colours, "
@@ -64,7 +65,7 @@ class Capabilities(BaseModel):
     style_frame: bool = False
     reference_frame: bool = False
     mask: bool = False
-    controlnets: list[Literal["depth", "pose", "softedge", "depth+pose", "normal"]] = Field(default_factory=list)
+    controlnets: list[ControlType] = Field(default_factory=list)
     strength: bool = False
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.captions import CaptionerSpec
-from engine.catalog import ModelSpec
+from engine.catalog import ControlType, ModelSpec
 from engine.controls.catalog import ControlCatalog
 from engine.masks import MaskSpec
 from engine.stills import StillSpec
@@ -25,7 +25,7 @@ class ControlSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["depth", "pose", "softedge", "depth+pose", "normal"]
+    type: ControlType
     strength: float = Field(default=1.0, ge=0, le=2)
 
 
