@@ -182,9 +182,10 @@ class Jobs:
             if time.monotonic() - live.last_status >= self.settings.status_every_seconds:
                 self._refresh(live, publish=True)
 
-    def requeue_orphans(self) -> None:
-        """Running jobs that no worker has: their end was not recorded (the database could not be written
-        then). Put them back in the queue; they resume from their checkpoints."""
+    def requeue_orphans(self, reason: str = "no worker had the running job; it resumes") -> None:
+        """Running jobs that no worker has (after a restart; or their end was not recorded, the database could
+        not be written then): finish the cancels under way, put the rest back in the queue; they resume from
+        their checkpoints."""
         held = {handle.job_id for handle in self.workers if handle.job_id is not None}
         for job in self.store.jobs(("running",)):
             if job["id"] in held:
@@ -193,9 +194,8 @@ class Jobs:
             if job["cancel_reason"]:
                 self._cancelled(job)
                 continue
-            self.store.update_job(job["id"], "recovered", "no worker had the running job; it resumes",
-                                  state="queued", worker=None, progress=None)
-            log.warning("a running job had no worker; it is queued again", job=job["id"])
+            self.store.update_job(job["id"], "recovered", reason, state="queued", worker=None, progress=None)
+            log.warning("a running job had no worker; it is queued again", job=job["id"], reason=reason)
             self.publish(job["id"])
 
     # -- progress and outcomes ------------------------------------------------

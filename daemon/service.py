@@ -316,11 +316,7 @@ class Daemon:
 
     def _recover(self) -> None:
         """After a stop or a crash: finish cancels that were under way, put running jobs back in the queue."""
-        for job in self.store.jobs(("running",)):
-            if job["cancel_reason"]:
-                self.control.finish_cancel(job, job["cancel_reason"])
-        for job_id in self.store.recover_running():
-            self.publish(job_id)
+        self.jobs.requeue_orphans("the daemon restarted while this job ran; it resumes")
 
     # -- commands and cancels -------------------------------------------------
 

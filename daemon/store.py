@@ -310,14 +310,6 @@ class Store:
                         cancel_reason=None, not_before=None, finished_at=None, progress=None, worker=None,
                         **values)
 
-    def recover_running(self) -> list[int]:
-        """After a restart, running jobs have no worker: put them back in the queue."""
-        ids = [row["id"] for row in self._all("SELECT id FROM jobs WHERE state = 'running'")]
-        for job_id in ids:
-            self.update_job(job_id, "recovered", "the daemon restarted while this job ran; it resumes",
-                            state="queued", worker=None)
-        return ids
-
     # -- chunks --------------------------------------------------------------
 
     def add_chunk(self, job_id: int, record: dict) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
+from daemon.service import Daemon
 from daemon.store import Store
+from tests.harness import settings_for
 
 
 def add_job(store: Store, name: str, **job):
@@ -62,15 +64,23 @@ def test_a_job_is_claimed_once_even_by_racing_claimers(tmp_path):
     assert sorted(claimed) == sorted(ids)
 
 
-def test_running_jobs_are_requeued_after_a_restart(tmp_path):
-    store = Store.open(tmp_path / "hotshot.db")
+def test_running_jobs_are_requeued_after_a_restart(tmp_path, models_dir):
+    settings = settings_for(tmp_path, models_dir)
+    store = Store.open(settings.database)
     job = add_job(store, "a")
     store.claim_next("w", now=0.0)
-    assert store.recover_running() == [job]
-    row = store.job(job)
-    assert row["state"] == "queued" and row["attempts"] == 1
-    assert [event["kind"] for event in store.events(job)] == ["job created", "claimed", "recovered"]
     store.close()
+    daemon = Daemon(settings)
+    try:
+        daemon._recover()  # what a restarted daemon does first
+        row = daemon.store.job(job)
+        events = daemon.store.events(job)
+    finally:
+        daemon.store.close()
+        daemon._lock.close()
+    assert row["state"] == "queued" and row["attempts"] == 1
+    assert [event["kind"] for event in events] == ["job created", "claimed", "recovered"]
+    assert events[-1]["message"] == "the daemon restarted while this job ran; it resumes"
 
 
 def test_superseded_versions_are_cancelled(tmp_path):
