@@ -9,7 +9,6 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import NoReturn
 
 from daemon.errors import PathEscapeError
 
@@ -97,19 +96,28 @@ def check_inside(path: Path, root: Path, field: str, value: str, allow_hard_link
     """Refuse `path` (`inside` the folder a request names) if it leads outside `root`, is neither a regular
     file nor a folder, or is a file with several hard links that are not allowed."""
 
-    def refuse(why: str) -> NoReturn:
-        raise PathEscapeError(field, value, f"holds {inside}, which {why}" if inside else why)
-
-    real = Path(os.path.realpath(path))
-    real_root = Path(os.path.realpath(root))
-    if real != real_root and real_root not in real.parents:
-        refuse(f"leads outside the watch root (to {real})")
     try:
         st = os.stat(path)
     except OSError:
-        return  # not there (yet): the caller waits for it
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-        refuse("is not a regular file (a pipe or a device)")
+        st = None  # not there (yet): the caller waits for it
+    why = refusal(path, root, st, allow_hard_links)
+    if why:
+        raise PathEscapeError(field, value, f"holds {inside}, which {why}" if inside else why)
+
+
+def refusal(path: Path, root: Path, st: os.stat_result | None, allow_hard_links: bool,
+            folders: bool = True) -> str | None:
+    """Why hotshot does not read `path` (its `st`, None when it is not there), or None: it leads outside `root`,
+    is not a regular file (or folder), or is a file with several hard links that are not allowed."""
+    real = Path(os.path.realpath(path))
+    real_root = Path(os.path.realpath(root))
+    if real != real_root and real_root not in real.parents:
+        return f"leads outside the watch root (to {real})"
+    if st is None:
+        return None
+    if not (stat.S_ISREG(st.st_mode) or (folders and stat.S_ISDIR(st.st_mode))):
+        return "is not a regular file (a pipe or a device)"
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and not allow_hard_links:
-        refuse(f"has {st.st_nlink} hard links; a hard link may be a file outside the watch root, so hotshot only "
-               "reads files with one (copy it, or set allow_hard_links = true)")
+        return (f"has {st.st_nlink} hard links; a hard link may be a file outside the watch root, so hotshot only "
+                "reads files with one (copy it, or set allow_hard_links = true)")
+    return None

@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
-from daemon.conventions import kind_of, manifest_path, root_of
+from daemon.conventions import kind_of, manifest_path, refusal, root_of
 from daemon.errors import RequestError
 from daemon.request import RenderRequest, parse_request
 from daemon.resolve import Context, ShotFacts, resolve
@@ -77,9 +77,7 @@ class Ingest:
             st = path.stat()
         except OSError:
             return shot_id  # gone again; its event says so
-        identity = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "ctime_ns": st.st_ctime_ns,
-                    "links": st.st_nlink}
-        links = identity.pop("links")
+        identity = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "ctime_ns": st.st_ctime_ns}
         if existing and existing["state"] != "missing" and all(
                 existing[key] in (value, None) for key, value in identity.items()):
             if existing["inode"] is None:
@@ -87,16 +85,9 @@ class Ingest:
             return shot_id
         kind = "render" if self._is_render(path, existing) else "original"
         values = {"kind": kind, **identity}
-        real = Path(os.path.realpath(path))
-        real_root = Path(os.path.realpath(root))
-        if real_root not in real.parents:
-            values.update(state="unreadable", probe=None, error=f"it is a link to {real}, outside the watch root")
-        elif not stat.S_ISREG(st.st_mode):
-            values.update(state="unreadable", probe=None, error="it is not a regular file (a pipe or a device)")
-        elif links > 1 and not self.settings.allow_hard_links:
-            values.update(state="unreadable", probe=None,
-                          error=f"it has {links} hard links; a hard link may be a file outside the watch root, so "
-                                "hotshot only reads files with one (copy it, or set allow_hard_links = true)")
+        why = refusal(path, root, st, self.settings.allow_hard_links, folders=False)
+        if why:
+            values.update(state="unreadable", probe=None, error=f"it {why}")
         else:
             try:
                 info = probe(path, self.settings.ffprobe_timeout_seconds)
