@@ -223,6 +223,9 @@ def check_capabilities(request: RenderRequest, model: ModelSpec) -> None:
         if control.type not in exposed.controlnets:
             offered = ", ".join(exposed.controlnets) or "none"
             raise RequestError(f"model {model.id!r} has no {control.type!r} ControlNet (it offers: {offered})")
+    if request.shift is not None and model.backend == "animatediff-v2v":
+        raise RequestError(f"model {model.id!r} does not support shift (its DDIM scheduler has no flow shift); "
+                           "remove it from the request")
     if (request.mask_feather or request.mask_grow) and request.mask is None:
         raise RequestError("mask_feather and mask_grow need a mask")
 

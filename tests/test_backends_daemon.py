@@ -35,6 +35,7 @@ def run(tmp_path_factory, media, models_dir, tiny_spec):
     write_request(refused / "r.render.json", model="tiny-wan-v2v", mask="matte.mp4", source="plate.mp4")
     write_request(refused / "style.render.json", model="tiny-animatediff", style_frame={"keyframe": 3},
                   source="plate.mp4")
+    write_request(refused / "shift.render.json", model="tiny-animatediff", shift=5.0, source="plate.mp4")
     drain(settings)
     return settings.roots[0]
 
@@ -56,3 +57,5 @@ def test_settings_a_model_does_not_expose_are_refused(run):
     assert "model 'tiny-wan-v2v' does not support mask" in status_of(run / "refused" / "r.render.json")["error"]
     assert "model 'tiny-animatediff' does not support style_frame" in \
         status_of(run / "refused" / "style.render.json")["error"]
+    assert "model 'tiny-animatediff' does not support shift" in \
+        status_of(run / "refused" / "shift.render.json")["error"]
