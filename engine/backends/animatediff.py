@@ -8,7 +8,7 @@ loaded once on first use; a combined type ("depth+pose") runs the ControlNet of
 each of its parts on its frames. The model cannot pin frames, and takes no mask
 or reference; a request with either is refused naming the model and the
 setting. DDIM (deterministic, linear betas as SD 1.5 was trained) replaces the
-checkpoint's scheduler; flow `shift` does not apply to it and is ignored.
+checkpoint's scheduler; flow `shift` does not apply to it (a request that gives it is refused).
 """
 
 from __future__ import annotations
