@@ -58,7 +58,8 @@ def workspace(tmp_path_factory, models_dir, tiny_spec):
     shot.mkdir()
     shutil.copy(Path(__file__).parent / "data" / "chaplin.mp4", shot / "plate.mp4")
     with RunningDaemon(settings), Server(settings) as url, playwright_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+        browser = driver.chromium.launch(executable_path=CHROMIUM,
+                                         args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page(viewport={"width": 1680, "height": 1000})
         page.set_default_timeout(30_000)
         page.goto(url)
@@ -77,6 +78,18 @@ def drag_frames(page, first: int, last: int, total: int) -> None:
     page.mouse.move(x((first + last) / 2), y, steps=3)
     page.mouse.move(x(last), y, steps=3)
     page.mouse.up()
+
+
+def wait_text(page, selector: str, text: str, timeout: float = 30.0) -> str:
+    """Wait until `selector` shows `text`; on timeout say what it showed instead."""
+    deadline = time.monotonic() + timeout
+    shown = None
+    while time.monotonic() < deadline:
+        shown = page.text_content(selector)
+        if shown and text in shown:
+            return shown
+        time.sleep(0.1)
+    raise AssertionError(f"{selector} shows {shown!r}, not {text!r} (errors: {page.text_content('.err.general')!r})")
 
 
 def states_of(page, selector: str, until: str, timeout: float = 150.0) -> list[str]:
@@ -101,14 +114,14 @@ def test_generate_a_range_watch_it_render_read_its_info_and_play_it(workspace):
     page, shot = workspace
     drag_frames(page, 8, 15, 241)
     assert (page.input_value("#range-first"), page.input_value("#range-last")) == ("8", "15")
-    page.wait_for_function("document.querySelector('#cost').textContent.includes('frames 8–15 (8 frames)')")
+    wait_text(page, "#cost", "frames 8–15 (8 frames)")
     assert "credits" in page.text_content("#cost")
     page.click('.subtab[data-group="advanced"]')
     page.fill("#f-output_size", "64")
     page.fill("#f-steps", "1")
     page.fill("#f-seed", "7")
     page.click("#pause")
-    page.wait_for_function("document.querySelector('#daemon-state').textContent.includes('paused')")
+    wait_text(page, "#daemon-state", "paused")
     page.click("#generate")
     page.wait_for_selector('.track[data-depth="1"][data-state="queued"]')
     page.click("#resume")
@@ -139,7 +152,7 @@ def test_further_pass_cancel_and_a_refused_setting(workspace):
     page.fill("#range-first", "0")
     page.fill("#range-last", "3")
     page.dispatch_event("#range-last", "change")
-    page.wait_for_function("document.querySelector('#cost').textContent.includes('frames 0–3 (4 frames)')")
+    wait_text(page, "#cost", "frames 0–3 (4 frames)")
     page.click("#generate")
     states_of(page, '.track[data-depth="2"]', "done")
     assert page.text_content('.track[data-depth="2"] .span') == "8–11"
@@ -164,8 +177,8 @@ def test_further_pass_cancel_and_a_refused_setting(workspace):
         page.click('.subtab[data-group="basic"]')
         page.fill("#f-prompt", "a hand-tinted vintage film still, warm sepia light")
         drag_frames(page, 24, 71, 241)
-        page.wait_for_function("document.querySelector('#cost').textContent.includes('frames 24–71')")
-        page.screenshot(path=SCREENSHOT)
+        wait_text(page, "#cost", "frames 24–71")
+        Path(SCREENSHOT).write_bytes(page.screenshot())  # (with path=, Playwright leaves a writer thread behind)
 
     page.click('.subtab[data-group="advanced"]')
     page.fill("#f-steps", "0")

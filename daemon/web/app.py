@@ -193,7 +193,8 @@ def create_app(settings: Settings, hosts: set[str], token: str | None, config: P
         if path is None:
             return _error("not found", 404)
         try:
-            poster = poster_strip(path, media_id, frames, thumbs)
+            tiles = request.query_params.get("tiles", "8")
+            poster = poster_strip(path, media_id, frames, thumbs, int(tiles) if tiles.isdigit() else 8)
         except (HotshotError, OSError) as exc:
             return _error(str(exc), 500)
         return FileResponse(poster, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})

@@ -34,6 +34,10 @@ JOB = ("priority", "when")
 ELSEWHERE = ("preset", "model", "source", "frame_range", "cancel", "context")
 # Fields that only mean something with another capability.
 NEEDS = {"mask_grow": "mask", "mask_feather": "mask"}
+LABELS = {"auto_prompt": "auto prompt on render", "controlnets": "ControlNets", "cfg": "CFG",
+          "color_consistency": "colour consistency", "low_step": "low-step accelerator", "shift": "shift",
+          "context.size": "context size", "context.overlap": "overlap",
+          "context.start_frame_buffer": "start frame buffer", "context.dynamic_reference": "dynamic reference"}
 
 
 def form_schema(settings: Settings) -> dict:
@@ -90,8 +94,9 @@ def _field(name: str, schema: dict, root: dict, group: str) -> dict:
         kind = "choice"
     if len(options) > 1 and name not in ("style_frame", "reference_frame"):
         kind = "json"
-    field = {"name": name, "group": group, "kind": kind, "default": schema.get("default"),
-             "label": name.removeprefix("context.").replace("_", " "), "description": schema.get("description")}
+    label = LABELS.get(name, name.removeprefix("context.").replace("_", " "))
+    field = {"name": name, "group": group, "kind": kind, "default": schema.get("default"), "label": label,
+             "description": schema.get("description")}
     for limit in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "maxLength"):
         if limit in part:
             field[limit] = part[limit]

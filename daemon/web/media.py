@@ -13,16 +13,19 @@ from daemon.errors import HotshotError
 from daemon.web.forms import safe_name, write_new
 
 STRIP_TILES = 8
+MAX_TILES = 16
 STRIP_HEIGHT = 54
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif"}
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def poster_strip(video: Path, media_id: int, frames: int | None, cache: Path, timeout: float = 60.0) -> Path:
-    """A JPEG of `STRIP_TILES` frames spread over `video`, side by side; made once per file version."""
+def poster_strip(video: Path, media_id: int, frames: int | None, cache: Path, tiles: int = STRIP_TILES,
+                 timeout: float = 60.0) -> Path:
+    """A JPEG of `tiles` frames spread over `video`, side by side; made once per file version and tile count."""
     stat = video.stat()
-    target = cache / f"{media_id}-{stat.st_size}-{stat.st_mtime_ns}.jpg"
+    tiles = max(1, min(tiles, MAX_TILES))
+    target = cache / f"{media_id}-{tiles}-{stat.st_size}-{stat.st_mtime_ns}.jpg"
     if target.exists():
         return target
     with _locks_guard:
@@ -31,10 +34,10 @@ def poster_strip(video: Path, media_id: int, frames: int | None, cache: Path, ti
         if target.exists():
             return target
         cache.mkdir(parents=True, exist_ok=True)
-        step = max(1, (frames or STRIP_TILES) // STRIP_TILES)
+        step = max(1, (frames or tiles) // tiles)
         tmp = cache / f".{target.name}.{os.getpid()}.{threading.get_ident()}.jpg"
         command = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(video), "-vf",
-                   f"select='not(mod(n\\,{step}))',scale=-2:{STRIP_HEIGHT},tile={STRIP_TILES}x1:color=black",
+                   f"select='not(mod(n\\,{step}))',scale=-2:{STRIP_HEIGHT},tile={tiles}x1:color=black",
                    "-frames:v", "1", "-fps_mode", "vfr", "-q:v", "4", str(tmp)]
         try:
             done = subprocess.run(command, capture_output=True, timeout=timeout)
@@ -45,7 +48,7 @@ def poster_strip(video: Path, media_id: int, frames: int | None, cache: Path, ti
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        for old in cache.glob(f"{media_id}-*.jpg"):  # earlier versions of the same file
+        for old in cache.glob(f"{media_id}-{tiles}-*.jpg"):  # earlier versions of the same file
             if old != target:
                 with contextlib.suppress(OSError):
                     old.unlink()

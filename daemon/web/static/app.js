@@ -160,14 +160,16 @@ function drawTrack(track, group, pct) {
   const bar = el("div", {class: "bar" + (track.media ? "" : " pending") + (job && ["failed", "cancelled"].includes(job.state) ? ` ${job.state}` : ""),
     style: `left:${pct(track.first)};width:${width}`});
   if (track.media && track.media_state === "ready") {
-    bar.style.backgroundImage = `url(/files/media/${track.media}/strip.jpg)`;
+    // As many poster frames as fit the bar at the clip's aspect, so the strip is never squashed.
+    const [w, h] = (track.size || "16x9").split("x").map(Number);
+    const laneWidth = ($("#tracks").clientWidth || 400) * (track.last - track.first + 1) / group.frames;
+    const tiles = Math.max(1, Math.min(16, Math.round(laneWidth / ((isSource ? 54 : 46) * (w / h || 1.78)))));
+    bar.style.backgroundImage = `url(/files/media/${track.media}/strip.jpg?tiles=${tiles})`;
   }
   if (job && job.state === "running") {
     const percent = job.progress?.percent || 0;
     bar.append(el("div", {class: "progress", style: `width:${percent}%`}));
     bar.append(el("span", {class: "label", text: `chunk ${job.progress?.chunk ?? 0}/${job.progress?.chunks ?? "?"}`}));
-  } else if (!track.media && job) {
-    bar.append(el("span", {class: "label", text: job.state}));
   }
   const lane = el("div", {class: "lane" + (isSource ? " source" : "")}, bar);
   if (track.media && track.name === $("#source").value) { lane.classList.add("pickable"); attachRangeDrag(lane, track, group); }
@@ -186,7 +188,7 @@ function trackDetail(track) {
   const facts = [];
   if (track.frames) facts.push(`${track.frames} frames`);
   if (track.size) facts.push(track.size);
-  if (track.fps) facts.push(`${Number(track.fps).toFixed(3).replace(/\.?0+$/, "")} fps`);
+  if (track.fps) facts.push(`${parseRate(track.fps).toFixed(3).replace(/\.?0+$/, "")} fps`);
   if (!job) return facts.join(" · ");
   if (job.model) facts.push(job.model);
   switch (job.state) {
@@ -260,11 +262,13 @@ function drawSelection(lane, track, group) {
   lane.append(el("div", {class: "selection", style: `left:${100 * (track.first + a) / total}%;width:${100 * (b - a + 1) / total}%`}));
 }
 
-function setRange(range, estimate = true) {
+function setRange(range, estimate = true, typing = false) {
   state.range = range;
   if (state.dragging) { moveSelection(); return; }
-  $("#range-first").value = range ? range[0] : "";
-  $("#range-last").value = range ? range[1] : "";
+  if (!typing) {  // while the editor types, a half-typed range leaves the other box alone
+    $("#range-first").value = range ? range[0] : "";
+    $("#range-last").value = range ? range[1] : "";
+  }
   $("#range-count").textContent = range ? `${range[1] - range[0] + 1} frames` : "";
   $("#generate").disabled = !range;
   drawTimeline();
@@ -289,7 +293,12 @@ function play(track) {
   showFrame();
 }
 
-function fpsOf(track) { return Number(track?.fps) || 24; }
+function parseRate(value) {
+  // ffprobe's rates are fractions ("30000/1001"); plain numbers pass through.
+  if (typeof value === "string" && value.includes("/")) { const [a, b] = value.split("/").map(Number); return b ? a / b : NaN; }
+  return Number(value);
+}
+function fpsOf(track) { return parseRate(track?.fps) || 24; }
 function currentFrame() {
   const track = state.playing;
   if (!track) return null;
@@ -393,15 +402,16 @@ function fieldNode(field, model) {
   input.dataset.kind = field.kind;
   input.addEventListener("change", () => { clearErrors(); scheduleEstimate(); });
   const wide = ["prompt", "negative_prompt", "controlnets"].includes(field.name);
-  const rowNode = el("div", {class: "row" + (wide ? " wide" : "") + (field.kind === "bool" ? " check" : ""), dataset: {field: field.name}},
-    el("label", {for: id, text: field.label, title: field.description || ""}), input);
-  const nodes = [rowNode];
+  let control = input;
   if (field.kind === "file") {
     const upload = el("input", {type: "file", accept: "image/png,image/jpeg,image/tiff", hidden: true,
       onchange: (e) => uploadStill(e.target, input)});
-    rowNode.replaceChild(el("div", {class: "file-field"}, input,
-      el("button", {class: "small", title: "upload an image into the shot", onclick: () => upload.click(), text: "Upload"}), upload), input);
+    control = el("div", {class: "file-field"}, input,
+      el("button", {class: "small", title: "upload an image into the shot", onclick: () => upload.click(), text: "Upload"}), upload);
   }
+  const rowNode = el("div", {class: "row" + (wide ? " wide" : "") + (field.kind === "bool" ? " check" : ""), dataset: {field: field.name}},
+    el("label", {for: id, text: field.label, title: field.description || ""}), control);
+  const nodes = [rowNode];
   if (field.name === "prompt") {
     nodes.push(el("div", {class: "auto-prompt"},
       el("button", {class: "small", id: "auto-prompt", onclick: autoPrompt, text: state.suggestion ? "Regenerate" : "Auto Prompt"}),
@@ -671,7 +681,7 @@ function init() {
   });
   const typed = () => {
     const a = parseInt($("#range-first").value, 10), b = parseInt($("#range-last").value, 10);
-    setRange(Number.isInteger(a) && Number.isInteger(b) ? [a, b] : null);
+    setRange(Number.isInteger(a) && Number.isInteger(b) ? [a, b] : null, true, true);
   };
   $("#range-first").addEventListener("change", typed);
   $("#range-last").addEventListener("change", typed);
