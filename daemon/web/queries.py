@@ -16,16 +16,17 @@ from daemon.store import ACTIVE_STATES, Store
 
 
 def shot_list(store: Store) -> list[dict]:
-    """Every shot with its source and render counts and its active jobs, in one query."""
+    """Every shot with its source and render counts and its active jobs (three passes, no per-shot query)."""
+    counts: dict[int, dict[str, int]] = {}
+    for row in store.db.execute("SELECT shot_id, kind, COUNT(*) AS n FROM media GROUP BY shot_id, kind"):
+        counts.setdefault(row["shot_id"], {})[row["kind"]] = row["n"]
     marks = ",".join("?" * len(ACTIVE_STATES))
-    rows = store.db.execute(
-        "SELECT s.id, s.root, s.rel, "
-        "(SELECT COUNT(*) FROM media m WHERE m.shot_id = s.id AND m.kind = 'original') AS sources, "
-        "(SELECT COUNT(*) FROM media m WHERE m.shot_id = s.id AND m.kind = 'render') AS renders, "
-        f"(SELECT COUNT(*) FROM jobs j WHERE j.shot_id = s.id AND j.state IN ({marks})) AS active "
-        "FROM shots s ORDER BY s.root, s.rel", ACTIVE_STATES).fetchall()
-    return [{"id": row["id"], "name": _shot_name(row["root"], row["rel"]), "sources": row["sources"],
-             "renders": row["renders"], "active": row["active"]} for row in rows]
+    active = {row["shot_id"]: row["n"] for row in store.db.execute(
+        f"SELECT shot_id, COUNT(*) AS n FROM jobs WHERE state IN ({marks}) GROUP BY shot_id", ACTIVE_STATES)}
+    return [{"id": row["id"], "name": _shot_name(row["root"], row["rel"]),
+             "sources": counts.get(row["id"], {}).get("original", 0),
+             "renders": counts.get(row["id"], {}).get("render", 0), "active": active.get(row["id"], 0)}
+            for row in store.db.execute("SELECT id, root, rel FROM shots ORDER BY root, rel")]
 
 
 def _shot_name(root: str, rel: str) -> str:

@@ -204,6 +204,8 @@ function trackDetail(track) {
   }
 }
 
+function clip(text, length) { return text && text.length > length ? text.slice(0, length - 1) + "…" : text; }
+
 function formatSeconds(seconds) {
   if (seconds === null || seconds === undefined) return "?";
   seconds = Number(seconds);
@@ -633,7 +635,7 @@ async function loadRenderInfo(jobId) {
   if (!ok) { box.replaceChildren(el("p", {class: "hint", text: body?.error || "no Render Info"})); return; }
   const m = body, out = m.output || {}, model = m.model || {}, plan = m.chunk_plan || {}, timing = m.timing || {};
   const settingsRows = Object.entries(m.settings || {}).map(([name, entry]) => el("tr", {},
-    el("th", {text: name}), el("td", {class: "value", text: JSON.stringify(entry.value)}),
+    el("th", {text: name}), el("td", {class: "value", title: JSON.stringify(entry.value), text: clip(JSON.stringify(entry.value), 90)}),
     el("td", {}, el("span", {class: `from ${entry.from}`, text: entry.from}))));
   const chunkRows = (plan.chunks || []).map((c) => el("tr", {},
     el("td", {text: c.index}), el("td", {class: "value", text: (c.output_frames || c.source_frames || []).join("–")}),
@@ -647,7 +649,7 @@ async function loadRenderInfo(jobId) {
     el("h4", {text: "Model"}),
     el("div", {}, `${model.id} · ${model.backend} · ${model.dtype} on ${model.device}`),
     el("h4", {text: "Settings"}),
-    el("table", {}, el("tbody", {}, settingsRows)),
+    el("table", {class: "settings"}, el("tbody", {}, settingsRows)),
     el("h4", {text: "Chunk plan"}),
     el("div", {class: "muted"}, `context ${plan.context_size?.used} (asked ${plan.context_size?.requested}), overlap ${plan.context_overlap?.used}, constraint ${plan.frame_constraint}`),
     el("table", {}, el("thead", {}, el("tr", {}, el("th", {text: "#"}), el("th", {text: "output frames"}), el("th", {text: "seed"}), el("th", {text: "time"}), el("th"))), el("tbody", {}, chunkRows)),
