@@ -172,12 +172,14 @@ def test_further_pass_cancel_and_a_refused_setting(workspace):
     page.fill("#f-when", "")
 
     if SCREENSHOT:
-        page.click('.track[data-depth="1"][data-state="done"] .head .name')
+        page.click('.track[data-state="source"] .head .name')
         page.click("#tab-settings")
         page.click('.subtab[data-group="basic"]')
         page.fill("#f-prompt", "a hand-tinted vintage film still, warm sepia light")
         drag_frames(page, 24, 71, 241)
         wait_text(page, "#cost", "frames 24–71")
+        page.evaluate("document.querySelector('#player').currentTime = 1.5")
+        time.sleep(1.0)
         Path(SCREENSHOT).write_bytes(page.screenshot())  # (with path=, Playwright leaves a writer thread behind)
 
     page.click('.subtab[data-group="advanced"]')
