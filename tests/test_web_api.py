@@ -202,3 +202,24 @@ def test_cancel_and_retry_go_through_the_cli_commands(shot):
     assert again.status_code == 409 and "only those can be cancelled" in again.json()["error"]
     assert client.post(f"/api/jobs/{job_id}/retry", headers=ORIGIN).status_code == 200
     assert json.loads((folder / "look.render.status.json").read_text())["state"] == "queued"
+
+
+@pytest.mark.slow
+def test_auto_prompt_runs_hotshot_prompt_in_a_child_process(shot):
+    """Auto Prompt from the page runs `hotshot prompt` in another process and returns its suggestion, which is
+    also the `<source>.prompt.txt` that command writes; a source that is not a video of the shot is refused."""
+    import time
+
+    settings, folder = shot
+    client = client_for(settings)
+    shot_id = client.get("/api/shots").json()["shots"][0]["id"]
+    refused = client.post(f"/api/shots/{shot_id}/prompt", json={"source": "../x.mp4"}, headers=ORIGIN)
+    assert refused.status_code == 422
+    task = client.post(f"/api/shots/{shot_id}/prompt", json={"source": "plate.mp4", "frame_range": [0, 23]},
+                       headers=ORIGIN).json()
+    deadline = time.monotonic() + 300
+    while task["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        task = client.get(f"/api/prompt/{task['id']}").json()
+    assert task["state"] == "done", task
+    assert task["prompt"] and task["prompt"] == (folder / "plate.prompt.txt").read_text().strip()

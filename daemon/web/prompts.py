@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -56,8 +58,12 @@ class PromptRunner:
             self._forget_old()
             task = PromptTask(next(self._ids), str(shot), source)
             self.tasks[task.id] = task
+        # The child reads the same catalogs and models as this process, whatever mix of file, environment
+        # and flags gave them here (the environment outranks the settings file).
+        env = {**os.environ, "HOTSHOT_MODELS_DIR": str(self.settings.models_dir),
+               "HOTSHOT_CATALOGS": json.dumps([str(path) for path in self.settings.catalogs])}
         task.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, env=env)
         threading.Thread(target=self._collect, args=(task, shot), name=f"prompt-{task.id}", daemon=True).start()
         return task
 

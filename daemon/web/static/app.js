@@ -25,6 +25,7 @@ const state = {
   range: null,             // [first, last] in the chosen source's own frame numbers
   playing: null,           // the track shown in the viewport
   estimateTimer: null, estimateSeq: 0, promptTask: null, suggestion: null,
+  zoom: 1,                 // timeline magnification (1 = the whole clip fits the pane)
 };
 
 async function api(path, options = {}) {
@@ -135,8 +136,19 @@ function drawTimeline() {
 }
 
 function niceStep(total) {
-  for (const step of [1, 2, 5, 10, 12, 24, 25, 50, 100, 200, 250, 500, 1000, 2500, 5000]) if (total / step <= 6) return step;
-  return Math.ceil(total / 6);
+  const marks = 6 * state.zoom;
+  for (const step of [1, 2, 5, 10, 12, 24, 25, 50, 100, 200, 250, 500, 1000, 2500, 5000]) if (total / step <= marks) return step;
+  return Math.ceil(total / marks);
+}
+
+function setZoom(zoom) {
+  // Keep the frame at the middle of the pane where it is.
+  const pane = $(".timeline");
+  const middle = (pane.scrollLeft + pane.clientWidth / 2) / Math.max(1, $("#tracks").scrollWidth);
+  state.zoom = Math.min(64, Math.max(1, zoom));
+  $("#tracks").style.setProperty("--zoom", state.zoom);
+  drawTimeline();
+  pane.scrollLeft = middle * $("#tracks").scrollWidth - pane.clientWidth / 2;
 }
 
 function drawTrack(track, group, pct) {
@@ -162,7 +174,7 @@ function drawTrack(track, group, pct) {
   if (track.media && track.media_state === "ready") {
     // As many poster frames as fit the bar at the clip's aspect, so the strip is never squashed.
     const [w, h] = (track.size || "16x9").split("x").map(Number);
-    const laneWidth = ($("#tracks").clientWidth || 400) * (track.last - track.first + 1) / group.frames;
+    const laneWidth = ($("#tracks").clientWidth || 400) * (track.last - track.first + 1) / group.frames;  // zoomed width
     const tiles = Math.max(1, Math.min(16, Math.round(laneWidth / ((isSource ? 54 : 46) * (w / h || 1.78)))));
     bar.style.backgroundImage = `url(/files/media/${track.media}/strip.jpg?tiles=${tiles})`;
   }
@@ -396,6 +408,11 @@ function fieldNode(field, model) {
     default:
       if (field.name.endsWith("prompt")) {
         input = el("textarea", {id, rows: field.name === "prompt" ? 3 : 2, placeholder: field.name === "negative_prompt" ? "the model's default" : "what the render should look like"});
+      } else if (field.name === "when") {
+        // Offer the configured render windows; any date-time may still be typed.
+        input = el("input", {type: "text", id, placeholder: "now", list: "windows"});
+        $("#windows")?.remove();
+        document.body.append(el("datalist", {id: "windows"}, ["now", ...state.form.windows].map((w) => el("option", {value: w}))));
       } else {
         input = el("input", {type: "text", id, placeholder: String(placeholder)});
       }
@@ -690,6 +707,9 @@ function init() {
   $("#generate").addEventListener("click", () => generate(false));
   $("#generate-full").addEventListener("click", () => generate(true));
   $("#pause").addEventListener("click", () => command("/api/daemon/pause"));
+  $("#zoom-in").addEventListener("click", () => setZoom(state.zoom * 2));
+  $("#zoom-out").addEventListener("click", () => setZoom(state.zoom / 2));
+  $("#zoom-fit").addEventListener("click", () => setZoom(1));
   $("#resume").addEventListener("click", () => command("/api/daemon/resume"));
   const player = $("#player");
   player.addEventListener("timeupdate", showFrame);
