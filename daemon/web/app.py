@@ -135,16 +135,27 @@ def create_app(settings: Settings, hosts: set[str], token: str | None, config: P
         folder, values = await _request_values(request, shot_folder)
         if folder is None:
             return _error("no such shot", 404)
-        source = str(values.get("source") or "")
-        if not source or "/" in source or source.startswith(".") or not (folder / source).is_file():
+        contents = await run_in_threadpool(shot_contents, request.path_params["shot"])
+        source, reference = values.get("source"), values.get("reference")
+        # Only a registered video and a still of this shot, by name: nothing else reaches the child's command line.
+        if source not in contents["videos"]:
             return _error(f"choose a video of the shot as the source (got {source!r})", 422)
+        if reference is not None and reference not in contents["images"]:
+            return _error(f"the reference image {reference!r} is not a still of the shot", 422)
         span = values.get("frame_range")
-        reference = values.get("reference")
-        if reference is not None and (not isinstance(reference, str) or "/" in reference
-                                      or not (folder / reference).is_file()):
-            reference = None
+        if span is not None and not (isinstance(span, list) and len(span) == 2 and all(type(n) is int for n in span)):
+            return _error(f"frame_range must be [first, last] (got {span!r})", 422)
         task = prompts.start(folder, source, tuple(span) if span else None, reference)
         return JSONResponse(task.to_dict())
+
+    def shot_contents(shot_id: int) -> dict:
+        db = store()
+        if db is None:
+            return {"videos": [], "images": []}
+        try:
+            return queries.timeline(db, shot_id) or {"videos": [], "images": []}
+        finally:
+            db.close()
 
     def api_prompt_task(request: Request) -> Response:
         task = prompts.get(request.path_params["task"])

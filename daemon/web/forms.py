@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,7 @@ def write_new(folder: Path, name: str, data: bytes) -> str:
     The bytes go to a hidden temporary file (which the daemon ignores) and are linked to the final name;
     the link fails if that name exists, so nothing an editor put there is ever replaced.
     """
-    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    tmp = folder / f".{name}.{os.getpid()}-{threading.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:

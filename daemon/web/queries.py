@@ -8,11 +8,12 @@ documents as the status files (`status_document`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from daemon.conventions import REQUEST_SUFFIX, root_of
 from daemon.status_file import status_document
-from daemon.store import ACTIVE_STATES, Store
+from daemon.store import ACTIVE_STATES, JSON_COLUMNS, Store
 
 
 def shot_list(store: Store) -> list[dict]:
@@ -39,7 +40,7 @@ def timeline(store: Store, shot_id: int) -> dict | None:
     if shot is None:
         return None
     media = store.media_in_shot(shot_id)
-    jobs = store._all("SELECT * FROM jobs WHERE shot_id = ? ORDER BY id", (shot_id,))
+    jobs = _rows(store, "SELECT * FROM jobs WHERE shot_id = ? ORDER BY id", (shot_id,))
     by_id = {job["id"]: job for job in jobs}
     newest = {job["request_path"]: job["id"] for job in jobs}
     children: dict[int | None, list[dict]] = {}
@@ -74,6 +75,15 @@ def timeline(store: Store, shot_id: int) -> dict | None:
             "unplaced": waiting, "submitted": _submitted(Path(shot["path"]), requested),
             "images": _images(Path(shot["path"])), "videos": [item["name"] for item in media
                                                                if item["state"] == "ready"]}
+
+
+def _rows(store: Store, sql: str, params: tuple) -> list[dict]:
+    rows = [dict(row) for row in store.db.execute(sql, params).fetchall()]
+    for row in rows:
+        for column in JSON_COLUMNS:
+            if isinstance(row.get(column), str):
+                row[column] = json.loads(row[column])
+    return rows
 
 
 def _walk(entry: dict, depth: int, offset: int, children: dict, out: list[dict]) -> None:
