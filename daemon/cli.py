@@ -1,7 +1,7 @@
 """The `hotshot` command line.
 
 Commands that do not render (status, info, estimate, presets, models list, cancel, retry, pause,
-resume) never import torch or diffusers, so they answer at once.
+resume, web) never import torch or diffusers, so they answer at once.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--range", type=int, nargs=2, metavar=("FIRST", "LAST"), help="frames to sample from")
     prompt.add_argument("--device", default="auto", help="auto (default), cpu, cuda:0, ...")
     prompt.set_defaults(handler=cmd_prompt)
+
+    web = commands.add_parser("web", parents=[common], help="serve the Render Video workspace in a browser")
+    web.add_argument("--bind", help="HOST:PORT to listen on (default: the web_bind setting, 127.0.0.1:8765)")
+    web.set_defaults(handler=cmd_web)
 
     presets = commands.add_parser("presets", parents=[common], help="the presets a request can name")
     presets.set_defaults(handler=cmd_presets)
@@ -304,6 +308,12 @@ def cmd_prompt(args: argparse.Namespace) -> int:
           f"frames described: {', '.join(map(str, result.frames))}")
     print(f"written to {target}")
     return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from daemon.web.server import serve
+
+    return serve(settings_from(args), args.bind, args.config)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

@@ -22,7 +22,11 @@ def estimate_request(settings: Settings, request_path: Path) -> dict:
         raw = request_path.read_bytes()
     except OSError as exc:
         raise HotshotError(f"cannot read {request_path}: {exc.strerror}") from exc
-    folder = request_path.parent
+    return estimate_raw(settings, request_path.parent, raw)
+
+
+def estimate_raw(settings: Settings, folder: Path, raw: bytes) -> dict:
+    """The same for a request's bytes meant for the shot `folder` (the web workspace's Generate buttons)."""
     root = root_of(folder, settings.roots) or folder
     store = Store.open(settings.database, read_only=True) if settings.database.exists() else None
     try:
