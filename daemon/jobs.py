@@ -10,6 +10,7 @@ when it is cancelled.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -351,5 +352,8 @@ def cost_sample(manifest: dict, shared: bool) -> dict | None:
     if not timing.get("parts") or any(chunk["resumed"] for chunk in manifest["chunk_plan"]["chunks"]):
         return None
     device = "cuda" if manifest["model"]["device"].startswith("cuda") else "cpu"
-    return {"model": manifest["model"]["id"], "device": device, "shared": shared,
+    share = None
+    if device == "cpu" and timing.get("cpu_seconds") is not None and timing["seconds"] > 0:
+        share = round(timing["cpu_seconds"] / (timing["seconds"] * (os.cpu_count() or 1)), 3)
+    return {"model": manifest["model"]["id"], "device": device, "shared": shared, "cpu_share": share,
             "work": timing["work"], "seconds": timing["parts"], "total": timing["seconds"]}

@@ -133,7 +133,10 @@ def _detail(job: dict) -> str:
         return job["error"] or ""
     if state == "queued":
         kind = "full clip" if job["full_clip"] else "range"
-        estimate = f", estimate {job['estimate'].get('seconds')} s" if job["estimate"] else ""
+        estimate = job["estimate"] or {}
+        spread = f" (likely {estimate['seconds_low']}-{estimate['seconds_high']} s)" \
+            if "seconds_low" in estimate else ""
+        estimate = f", estimate {estimate.get('seconds')} s{spread}" if estimate else ""
         return kind + estimate + (f" (in window {job['window']})" if job["window"] else "")
     return ""
 

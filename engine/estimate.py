@@ -49,6 +49,7 @@ PRIORS: dict[str, dict[str, dict[str, float]]] = {
 HISTORY = 40              # the latest renders a fit looks at
 UNCALIBRATED = (0.5, 2.0)  # the spread claimed before three renders were measured
 SPREAD_QUANTILES = (0.1, 0.9)
+CONTENDED = 0.6           # a CPU render that got less than this share of the best one's CPU ran beside other work
 
 
 def render_work(plan: ChunkPlan, output_frames: int, width: int, height: int, steps: int, cfg: float,
@@ -99,12 +100,18 @@ def prior_model(device: str, seconds_per_megapixel_frame_step: float) -> CostMod
 def fit_costs(samples: list[dict], device: str, seconds_per_megapixel_frame_step: float) -> CostModel:
     """The cost model of one model on one device kind, fitted from measured renders.
 
-    A sample is `{"work": render_work(...), "seconds": {part: measured seconds}, "shared": bool}`; `shared`
-    marks a render that shared its device with another. Shared renders are left out once five unshared
-    ones exist, since they ran slower than a render on its own will.
+    A sample is `{"work": render_work(...), "seconds": {part: measured seconds}, "shared": bool,
+    "cpu_share": float | None}`; `shared` marks a render that shared its device with another render of the
+    daemon, `cpu_share` is the CPU time a CPU render got over its wall time and the machine's cores. A CPU
+    render that got less than `CONTENDED` of the best share seen had the CPU taken by other work. Shared and
+    contended renders are left out once five renders ran alone, since they ran slower than a render on its
+    own will.
     """
     samples = [sample for sample in samples if sample.get("work") and sample.get("seconds")][:HISTORY]
-    alone = [sample for sample in samples if not sample.get("shared")]
+    shares = [sample["cpu_share"] for sample in samples if sample.get("cpu_share")]
+    best = max(shares, default=0.0)
+    alone = [sample for sample in samples if not sample.get("shared")
+             and not (sample.get("cpu_share") is not None and sample["cpu_share"] < CONTENDED * best)]
     if len(alone) >= 5:
         samples = alone
     model = _fit(samples, prior_model(device, seconds_per_megapixel_frame_step))

@@ -70,7 +70,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     """Render `job` chunk by chunk, resuming from its checkpoints, and publish the outputs."""
     events = events or SilentEvents()
     cache = cache or ModelCache()
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     warnings: list[str] = []
 
     # 1. Check inputs: the source is the file the job was resolved against, the range fits.
@@ -175,7 +175,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
 
     # 9. Write the Render Info manifest beside it.
     faults.reached("after-chunks")
-    seconds = time.monotonic() - started
+    seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     extra = {
         "timeline": {
             "start_frame_buffer": timeline.buffer,
@@ -207,6 +207,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     parts.seconds.update(diffusion=state.diffusion_seconds, frames=max(rendered - state.diffusion_seconds, 0.0))
     parts.seconds["output"] = max(seconds - sum(parts.seconds.values()), 0.0)
     manifest["timing"].update(
+        cpu_seconds=round(cpu_seconds, 3),  # all threads of this process: how much of the CPU it had
         parts={name: round(value, 3) for name, value in parts.seconds.items()},
         work=render_work(plan, timeline.frame_count, width, height, job.steps, job.cfg,
                          sum(control.computed for control in controls), written is not None, model_load),
