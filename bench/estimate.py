@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
+from pathlib import Path
 from typing import NamedTuple
 
 from _common import PROJECT, WORK
@@ -27,7 +29,7 @@ from _common import PROJECT, WORK
 from daemon.config import load_settings
 from daemon.service import Daemon
 from daemon.store import Store
-from engine.estimate import CONTENDED
+from engine.estimate import CONTENDED, fit_costs
 
 CLIP = PROJECT / "tests" / "data" / "chaplin.mp4"
 WAN = {"size": 33, "overlap": 9}
@@ -60,10 +62,58 @@ class Row(NamedTuple):
     taken: float
     load: bool
     cpu_share: float  # CPU time over wall time and cores: well under the best share, other work had the CPU
+    cpu_error: float | None  # the same fit on CPU time, against the CPU time the render took
 
     @property
     def error(self) -> float:
         return (self.seconds - self.taken) / self.taken
+
+
+def collect(settings, root: Path, rounds: int) -> list[Row]:
+    """Each finished render of the run: its estimate beside the time it took; and, what contention does not
+    blur, the estimate of its CPU time fitted from the earlier renders' CPU times beside its own."""
+    rows = []
+    cores = os.cpu_count() or 1
+    store = Store.open(settings.database, read_only=True)
+    try:
+        jobs = {job["request_path"]: job for job in store.jobs()}
+        for round_ in range(rounds):
+            for kind in KINDS:
+                job = jobs.get(str(root / f"{kind}-{round_:02d}" / "r.render.json"))
+                if job is None or job["state"] != "done":
+                    print(f"{kind} round {round_ + 1}: {job and job['state']} {job and job['error']}", file=sys.stderr)
+                    continue
+                estimate = job["estimate"]
+                costs = next((event["data"] for event in store.events(job["id"]) if event["kind"] == "costs"), {})
+                share = costs.get("cpu_share") or 0.0
+                cpu_error = None
+                if costs and share:
+                    model = job["settings"]["model"]["value"]
+                    earlier = _before(store, model, job["id"])
+                    as_cpu = [{**sample, "cpu_share": None,
+                               "seconds": {name: value * sample["cpu_share"] * cores
+                                           for name, value in sample["seconds"].items()}} for sample in earlier]
+                    calibration = settings_catalog(settings)[model].calibration_for("cpu")
+                    predicted = fit_costs(as_cpu, "cpu", calibration).seconds(costs["work"])
+                    taken_cpu = share * cores * costs["total"]
+                    cpu_error = (predicted - taken_cpu) / taken_cpu
+                rows.append(Row(round_, kind, estimate["seconds"], estimate["seconds_low"], estimate["seconds_high"],
+                                job["outputs"]["seconds"], estimate["parts"]["load"] > 0, share, cpu_error))
+    finally:
+        store.close()
+    return rows
+
+
+def _before(store: Store, model: str, job_id: int) -> list[dict]:
+    """The recorded costs of the model's renders finished before job `job_id`, newest first."""
+    return [event["data"] for event in reversed(store.events()) if event["kind"] == "costs"
+            and event["job_id"] < job_id and event["data"]["model"] == model and event["data"]["device"] == "cpu"]
+
+
+def settings_catalog(settings) -> dict:
+    from engine.catalog import load_catalog
+
+    return load_catalog(settings.catalogs, settings.models_dir)
 
 
 def report(rows: list[Row], rounds: int) -> None:
@@ -72,63 +122,59 @@ def report(rows: list[Row], rounds: int) -> None:
     def alone(row: Row) -> bool:
         return row.cpu_share >= CONTENDED * best[row.kind]
 
-    print("| round | kind | estimate s | likely range s | taken s | error | CPU share |")
-    print("|---:|---|---:|---|---:|---:|---:|")
+    print("| round | kind | estimate s | likely range s | taken s | error | CPU share | CPU-time error |")
+    print("|---:|---|---:|---|---:|---:|---:|---:|")
     for row in rows:
         note = " (with model load)" if row.load else ""
+        cpu = "" if row.cpu_error is None else f"{row.cpu_error:+.0%}"
         print(f"| {row.round + 1} | {row.kind}{note} | {row.seconds:.1f} | {row.low:.1f}-{row.high:.1f} | "
-              f"{row.taken:.1f} | {row.error:+.0%} | {row.cpu_share:.2f}{'' if alone(row) else ' (contended)'} |")
+              f"{row.taken:.1f} | {row.error:+.0%} | {row.cpu_share:.2f}{'' if alone(row) else ' (contended)'} "
+              f"| {cpu} |")
     print()
-    print("| round | renders | mean abs error | worst error | taken inside the likely range |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| round | renders | mean abs error | worst error | taken inside the likely range "
+          "| mean abs CPU-time error |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for round_ in range(rounds):
         these = [row for row in rows if row.round == round_]
+        cpu = [abs(row.cpu_error) for row in these if row.cpu_error is not None]
         if these:
             print(f"| {round_ + 1} | {len(these)} | {statistics.mean(abs(row.error) for row in these):.0%} | "
                   f"{max((row.error for row in these), key=abs):+.0%} | "
-                  f"{sum(row.low <= row.taken <= row.high for row in these)}/{len(these)} |")
+                  f"{sum(row.low <= row.taken <= row.high for row in these)}/{len(these)} | "
+                  f"{statistics.mean(cpu) if cpu else 0:.0%} |")
     late = [row for row in rows if row.round >= 5]
     for label, chosen in (("all", late), ("with the CPU to themselves", [row for row in late if alone(row)])):
         if chosen:
             print(f"\nafter five renders of a kind, {label}: {sum(abs(row.error) <= 0.3 for row in chosen)}/"
                   f"{len(chosen)} estimates within ±30 %, worst {max(abs(row.error) for row in chosen):.0%}")
+    cpu = [abs(row.cpu_error) for row in late if row.cpu_error is not None]
+    if cpu:
+        print(f"after five renders of a kind, in CPU time: {sum(error <= 0.3 for error in cpu)}/{len(cpu)} "
+              f"within ±30 %, worst {max(cpu):.0%}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--report", action="store_true", help="only print the figures of the last run again")
     args = parser.parse_args()
     base = WORK / "estimate"
-    shutil.rmtree(base, ignore_errors=True)
     root = base / "root"
-    root.mkdir(parents=True)
     settings = load_settings(None, roots=[root], state_dir=base / "state", models_dir=PROJECT / "var" / "models",
                              stable_seconds=0.2, devices=["cpu"], log_format="json", log_level="error")
-    rows = []
-    for round_ in range(args.rounds):
-        for kind in KINDS:
-            shot = root / f"{kind}-{round_:02d}"
-            shot.mkdir()
-            shutil.copyfile(CLIP, shot / "plate.mp4")
-            (shot / "r.render.json").write_text(json.dumps(request(kind, round_)))
-        if Daemon(settings).run(drain=True) != 0:
-            print("the daemon failed", file=sys.stderr)
-            return 1
-        store = Store.open(settings.database, read_only=True)
-        try:
-            jobs = {job["request_path"]: job for job in store.jobs()}
+    if not args.report:
+        shutil.rmtree(base, ignore_errors=True)
+        root.mkdir(parents=True)
+        for round_ in range(args.rounds):
             for kind in KINDS:
-                job = jobs[str(root / f"{kind}-{round_:02d}" / "r.render.json")]
-                if job["state"] != "done":
-                    print(f"{kind} round {round_}: {job['state']} {job['error']}", file=sys.stderr)
-                    continue
-                estimate, taken = job["estimate"], job["outputs"]["seconds"]
-                costs = next((event["data"] for event in store.events(job["id"]) if event["kind"] == "costs"), {})
-                rows.append(Row(round_, kind, estimate["seconds"], estimate["seconds_low"], estimate["seconds_high"],
-                                taken, estimate["parts"]["load"] > 0, costs.get("cpu_share") or 0.0))
-        finally:
-            store.close()
-    report(rows, args.rounds)
+                shot = root / f"{kind}-{round_:02d}"
+                shot.mkdir()
+                shutil.copyfile(CLIP, shot / "plate.mp4")
+                (shot / "r.render.json").write_text(json.dumps(request(kind, round_)))
+            if Daemon(settings).run(drain=True) != 0:
+                print("the daemon failed", file=sys.stderr)
+                return 1
+    report(collect(settings, root, args.rounds), args.rounds)
     return 0
 
 

@@ -20,7 +20,7 @@ from daemon.presets import Preset, apply_preset
 from daemon.request import RenderRequest, reject_unsupported
 from daemon.store import Store
 from engine.captions import CaptionerSpec, load_captioner_spec
-from engine.catalog import CatalogError, ModelSpec, load_catalog
+from engine.catalog import WEIGHTLESS, CatalogError, ModelSpec, load_catalog
 from engine.controls.catalog import ControlCatalog, load_control_catalog
 from engine.errors import FrameRangeError, SettingsError, UnknownModelError
 from engine.estimate import estimate_cost, fit_costs, render_work
@@ -161,7 +161,8 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
     control_frames = len(set(timeline.sources) | set(range(first, last + 1))) \
         * sum(2 if control.type == "depth+pose" else 1 for control in request.controlnets)
     work = render_work(plan, timeline.frame_count, width, height, settings["steps"]["value"],
-                       settings["cfg"]["value"], control_frames, request.auto_prompt, not context.loaded(model.id))
+                       settings["cfg"]["value"], control_frames, request.auto_prompt,
+                       model.backend not in WEIGHTLESS and not context.loaded(model.id))
     costs = fit_costs(context.history(model.id, context.device_kind), context.device_kind,
                       model.calibration_for(context.device_kind))
     estimate = estimate_cost(plan, timeline.frame_count, width, height, settings["steps"]["value"], work, costs,
