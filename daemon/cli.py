@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     web = commands.add_parser("web", parents=[common], help="serve the Render Video workspace in a browser")
     web.add_argument("--bind", help="HOST:PORT to listen on (default: the web_bind setting, 127.0.0.1:8765)")
     web.set_defaults(handler=cmd_web)
+    frame = commands.add_parser("frame", parents=[common],
+                                help="write frame N of a video as PNG (or EXR), to edit and use as a style frame")
+    frame.add_argument("source", type=Path, help="a video")
+    frame.add_argument("number", type=int, help="the frame, counting from 0 like frame_range")
+    frame.add_argument("--exr", action="store_true", help="scene-linear half-float EXR instead of 8-bit PNG")
+    frame.add_argument("-o", "--output", type=Path,
+                       help="a folder (default: the video's) or a .png/.exr file name; in a folder the file is "
+                            "named like image sequences, <stem>.<first_frame_number + N>.<ext>")
+    frame.set_defaults(handler=cmd_frame)
 
     presets = commands.add_parser("presets", parents=[common], help="the presets a request can name")
     presets.set_defaults(handler=cmd_presets)
@@ -261,8 +270,16 @@ def describe_manifest(manifest: dict) -> str:
     if manifest.get("mask"):
         mask = manifest["mask"]
         lines.append(f"  mask     {mask['from']} ({mask['kind']}, grow {mask['grow']}, feather {mask['feather']})")
+    hashes = [f"source {manifest.get('source', {}).get('sha256', '')[:12]}…"] \
+        + [f"{role} {entry['sha256'][:12] + '…' if entry.get('sha256') else 'not found'}"
+           for role, entry in (manifest.get("weights") or {}).items()]
+    if manifest.get("source", {}).get("sha256"):
+        lines.append(f"  sha256   {', '.join(hashes)}")
     timing = manifest.get("timing", {})
     lines.append(f"  time     {timing.get('seconds')} s (estimate {timing.get('estimate_seconds')} s)")
+    if timing.get("parts"):
+        lines.append("  parts    " + ", ".join(f"{name.replace('_', ' ')} {seconds:.1f} s"
+                                               for name, seconds in timing["parts"].items() if seconds))
     lines += [f"  warning  {warning}" for warning in manifest.get("warnings", [])]
     return "\n".join(lines)
 
@@ -284,10 +301,31 @@ def cmd_estimate(args: argparse.Namespace) -> int:
           f"({estimate['frames']} frames) with {settings_used['model']['value']}")
     print(f"  {estimate['chunks']} chunk(s), {estimate['frames_to_diffuse']} frames to diffuse at "
           f"{estimate['width']}x{estimate['height']}, {estimate['steps']} steps, cfg {settings_used['cfg']['value']}")
-    calibration = estimate["calibration"]
-    print(f"  estimate: {estimate['seconds']} GPU-seconds on {calibration['device']} "
-          f"({estimate['credits']} credits; {calibration['seconds_per_megapixel_frame_step']:.4g} s per "
-          f"megapixel-frame-step)")
+    basis = f"fitted from {estimate['samples']} measured render(s)" if estimate["samples"] else \
+        "from the catalog's calibration (no render of this model measured yet)"
+    print(f"  estimate: {estimate['seconds']} GPU-seconds on {estimate['device']} "
+          f"(likely {estimate['seconds_low']}-{estimate['seconds_high']} s; {basis}; {estimate['credits']} credits)")
+    parts = ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in estimate["parts"].items() if value)
+    print(f"  parts: {parts}")
+    for warning in estimate.get("warnings", []):
+        print(f"  warning: {warning}")
+    print(f"  start: {result['start']['description']}")
+    return 0
+
+
+def cmd_frame(args: argparse.Namespace) -> int:
+    from engine.errors import EngineError
+    from engine.stills import export_frame
+
+    settings = settings_from(args)
+    try:
+        written = export_frame(args.source, args.number, args.output or args.source.parent,
+                               "exr" if args.exr else None, settings.first_frame_number)
+    except EngineError as exc:
+        raise HotshotError(str(exc)) from exc
+    except OSError as exc:
+        raise HotshotError(f"cannot write the frame: {exc}") from exc
+    print(written)
     return 0
 
 

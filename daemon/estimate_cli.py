@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from daemon.config import Settings
@@ -10,6 +11,7 @@ from daemon.conventions import kind_of, manifest_path, root_of
 from daemon.errors import ConfigError, HotshotError, RequestError
 from daemon.request import parse_request
 from daemon.resolve import ShotFacts, load_context, resolve
+from daemon.schedule import Schedule
 from daemon.store import Store
 from engine.errors import MediaError
 from engine.probe import probe
@@ -31,11 +33,13 @@ def estimate_raw(settings: Settings, folder: Path, raw: bytes) -> dict:
     store = Store.open(settings.database, read_only=True) if settings.database.exists() else None
     try:
         try:
-            context = load_context(settings, settings.device_kind, store.calibration if store else None)
+            context = load_context(settings, settings.device_kind, store.cost_history if store else None)
         except ConfigError as exc:
             raise HotshotError(str(exc)) from exc
+        schedule = _schedule(settings)
         try:
             request = parse_request(raw, settings.max_request_bytes)
+            schedule.start_of(request)  # the daemon's own check of `when`, before the source is looked at
             resolution = resolve(request, _shot_facts(folder, root, settings), context)
         except RequestError as exc:
             return {"state": "failed", "reason": str(exc)}
@@ -44,7 +48,19 @@ def estimate_raw(settings: Settings, folder: Path, raw: bytes) -> dict:
             store.close()
     if resolution.state != "queued":
         return {"state": resolution.state, "reason": resolution.wait_reason}
-    return {"state": "queued", "estimate": resolution.estimate, "settings": resolution.settings}
+    first, last = resolution.settings["frame_range"]["value"]
+    start = schedule.start_of(request, last - first + 1, resolution.full_clip)
+    waits = not schedule.may_start(start.window, start.at)
+    return {"state": "queued", "estimate": resolution.estimate, "settings": resolution.settings,
+            "start": {"window": start.window, "at": start.at, "waits": waits,
+                      "description": schedule.describe(start.window, start.at) if waits else "starts at once"}}
+
+
+def _schedule(settings: Settings) -> Schedule:
+    """The daemon's schedule (render windows and the full-clip policy) on the wall clock."""
+    policy = settings.defer_full_clips
+    return Schedule(settings.render_windows, time.time, policy.window if policy else None,
+                    policy.longer_than_frames if policy else 0)
 
 
 def _shot_facts(folder: Path, root: Path, settings: Settings) -> ShotFacts:

@@ -20,12 +20,13 @@ from daemon.presets import Preset, apply_preset
 from daemon.request import RenderRequest, reject_unsupported
 from daemon.store import Store
 from engine.captions import CaptionerSpec, load_captioner_spec
-from engine.catalog import CatalogError, ModelSpec, load_catalog
+from engine.catalog import WEIGHTLESS, CatalogError, ModelSpec, load_catalog
 from engine.controls.catalog import ControlCatalog, load_control_catalog
 from engine.errors import FrameRangeError, SettingsError, UnknownModelError
-from engine.estimate import estimate_cost
+from engine.estimate import estimate_cost, fit_costs, render_work
 from engine.geometry import output_dims
 from engine.job import RenderJob
+from engine.plan import plan_warnings, snap_overlap
 from engine.probe import VideoInfo
 from engine.stills import IMAGE_EXTENSIONS
 from engine.timeline import build_timeline, plan_timeline
@@ -63,13 +64,15 @@ class Context:
     device_kind: str
     first_frame_number: int = 1001
     credits_per_gpu_second: float = 0.0
-    calibration: Callable[[str, str], float | None] = lambda model, device: None
+    history: Callable[[str, str], list[dict]] = lambda model, device: []  # measured renders, newest first
+    loaded: Callable[[str], bool] = lambda model: False  # whether a worker holds the model in memory
     controls: ControlCatalog | None = None
     captioner: CaptionerSpec | None = None
     control_cache: Path | None = None
+    hash_cache: Path | None = None
 
 
-def load_context(settings, device_kind: str, calibration=None) -> Context:
+def load_context(settings, device_kind: str, history=None) -> Context:
     """Read the model catalog (with its [controls] and [captioner] tables) and the presets; refuse bad ones."""
     from daemon.presets import load_presets
 
@@ -83,8 +86,8 @@ def load_context(settings, device_kind: str, calibration=None) -> Context:
         catalog=catalog, presets=load_presets(settings.presets_file), default_model=settings.default_model,
         device_kind=device_kind, first_frame_number=settings.first_frame_number,
         credits_per_gpu_second=settings.credits_per_gpu_second,
-        calibration=calibration or (lambda model, device: None), controls=controls, captioner=captioner,
-        control_cache=settings.state_dir / "controls",
+        history=history or (lambda model, device: []), controls=controls, captioner=captioner,
+        control_cache=settings.state_dir / "controls", hash_cache=settings.state_dir / "hashes",
     )
 
 
@@ -155,10 +158,17 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
                              model.constraint, settings["seed"]["value"])
     except (ValueError, SettingsError) as exc:
         raise RequestError(str(exc)) from exc
-    calibration = context.calibration(model.id, context.device_kind) or model.calibration_for(context.device_kind)
-    estimate = estimate_cost(plan, timeline.frame_count, width, height, settings["steps"]["value"],
-                             settings["cfg"]["value"], calibration, context.credits_per_gpu_second)
-    estimate["calibration"] = {"seconds_per_megapixel_frame_step": calibration, "device": context.device_kind}
+    control_frames = len(set(timeline.sources) | set(range(first, last + 1))) \
+        * sum(2 if control.type == "depth+pose" else 1 for control in request.controlnets)
+    work = render_work(plan, timeline.frame_count, width, height, settings["steps"]["value"],
+                       settings["cfg"]["value"], control_frames, request.auto_prompt,
+                       model.backend not in WEIGHTLESS and not context.loaded(model.id))
+    costs = fit_costs(context.history(model.id, context.device_kind), context.device_kind,
+                      model.calibration_for(context.device_kind))
+    estimate = estimate_cost(plan, timeline.frame_count, width, height, settings["steps"]["value"], work, costs,
+                             context.credits_per_gpu_second)
+    estimate["device"] = context.device_kind
+    estimate["warnings"] = plan_warnings(plan)
     return Resolution("queued", settings, media["id"], estimate, full_clip=request.frame_range is None)
 
 
@@ -305,8 +315,10 @@ def resolve_settings(request: RenderRequest, model: ModelSpec, given: set[str], 
         "strength": pick("strength", request.strength, model.strength if model.capabilities.strength else None,
                          "model"),
         "context.size": resolved_size,
+        # The model's overlap, at most a quarter of the context, snapped here so that a default never warns.
         "context.overlap": pick("context.overlap", context.overlap,
-                                min(model.context_overlap_default, resolved_size["value"] // 4), "model"),
+                                snap_overlap(min(model.context_overlap_default, resolved_size["value"] // 4),
+                                             model.constraint), "model"),
         "context.start_frame_buffer": pick("context.start_frame_buffer", context.start_frame_buffer,
                                            context.start_frame_buffer, "default"),
         "context.dynamic_reference": pick("context.dynamic_reference", context.dynamic_reference,
@@ -380,6 +392,7 @@ def render_job(job: dict, store: Store, context: Context, work_root: Path) -> Re
         controls=settings.get("controlnets") or [],
         control_catalog=context.controls if uses_controls or settings.get("auto_prompt") else None,
         control_cache=context.control_cache if uses_controls else None,
+        hash_cache=context.hash_cache,
         auto_prompt=bool(settings.get("auto_prompt")),
         captioner=context.captioner if settings.get("auto_prompt") else None,
         negative_from_model=job["settings"]["negative_prompt"]["from"] == "model",

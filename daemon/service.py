@@ -68,7 +68,7 @@ class Daemon:
             self._lock.flush()
         self.store = Store.open(settings.database)
         devices = worker_devices(settings.devices)
-        self.context = load_context(settings, device_kind(devices), self.store.calibration)
+        self.context = load_context(settings, device_kind(devices), self.store.cost_history)
         self.roots = RootStates(settings.roots, {root for root in settings.roots
                                                  if self.store.flag(f"mount {root}") == "1"},
                                 lambda root, mounted: self.store.set_flag(f"mount {root}", "1" if mounted else "0"))
@@ -82,6 +82,7 @@ class Daemon:
         worker_level = "warning" if display and settings.log_level in ("debug", "info") else settings.log_level
         self.workers = make_pool(devices, self.inbox, settings.log_format, worker_level,
                                  int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None)
+        self.context.loaded = lambda model: any(model in handle.models for handle in self.workers)
         self.control = Control(self.store, settings, self.schedule, self.publish)
         self.jobs = Jobs(self.store, settings, self.context, self.schedule, self.workers, self.control,
                          self.publish, self.display, self.roots)

@@ -7,6 +7,7 @@ from pathlib import Path
 import structlog
 
 from daemon.conventions import status_path
+from daemon.progress import describe
 from daemon.store import utc_iso, utc_now
 from engine.errors import DiskFullError
 from engine.files import write_json_atomic
@@ -100,7 +101,8 @@ def publish_newest(store, job_id: int) -> tuple[dict, Path, dict] | None:
 
 
 def _running_message(progress: dict) -> str:
-    text = f"rendering chunk {progress.get('chunk', 0)}/{progress.get('chunks', 0)}"
+    text = describe(progress)  # "loading model" before the first chunk, not "chunk 0/4"
+    text = f"rendering {text}" if text.startswith("chunk") else text
     if progress.get("percent") is not None:
         text += f", {progress['percent']:.0f}%"
     if progress.get("eta_seconds") is not None:

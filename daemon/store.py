@@ -327,23 +327,19 @@ class Store:
         with self.db.atomic():
             self.db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
 
-    # -- calibration ---------------------------------------------------------
+    # -- cost history --------------------------------------------------------
 
-    def calibration(self, model: str, device: str) -> float | None:
-        """Measured seconds per megapixel-frame-step for a model on a device kind, if any render measured it."""
-        row = self._one("SELECT seconds_per_unit FROM calibration WHERE model = ? AND device = ?", (model, device))
-        return row["seconds_per_unit"] if row else None
-
-    def refine_calibration(self, model: str, device: str, measured: float, weight: float = 0.3) -> float:
-        """Blend a new measurement into the stored calibration (the first one is taken as it is)."""
+    def record_costs(self, job_id: int, sample: dict) -> None:
+        """Keep what a finished render did and how long each part took (`cost_sample`), for the estimates."""
         with self.db.atomic():
-            row = self._one("SELECT * FROM calibration WHERE model = ? AND device = ?", (model, device))
-            value = measured if row is None else row["seconds_per_unit"] * (1 - weight) + measured * weight
-            self.db["calibration"].upsert({
-                "model": model, "device": device, "seconds_per_unit": value,
-                "samples": (row["samples"] if row else 0) + 1, "updated_at": utc_now(),
-            }, pk=("model", "device"))
-        return value
+            self._event("costs", job_id=job_id, data=sample)
+
+    def cost_history(self, model: str, device: str, limit: int = 40) -> list[dict]:
+        """The recorded costs of the latest renders of a model on a device kind, newest first."""
+        rows = self._all(
+            "SELECT data FROM events WHERE kind = 'costs' AND json_extract(data, '$.model') = ? "
+            "AND json_extract(data, '$.device') = ? ORDER BY id DESC LIMIT ?", (model, device, limit))
+        return [row["data"] for row in rows]
 
     # -- flags and commands --------------------------------------------------
 

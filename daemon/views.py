@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.progress import describe
 from daemon.store import FINISHED_STATES, Store, utc_iso
 
 RECENT = 10
@@ -121,8 +122,8 @@ def _detail(job: dict) -> str:
         progress = job["progress"] or {}
         bar = _bar(progress.get("percent") or 0.0)
         eta = progress.get("eta_seconds")
-        return (f"{bar} {progress.get('percent') or 0:5.1f}%  chunk {progress.get('chunk', 0)}/"
-                f"{progress.get('chunks', '?')}" + (f"  ETA {eta:.0f} s" if eta is not None else "")
+        return (f"{bar} {progress.get('percent') or 0:5.1f}%  {describe(progress)}"
+                + (f"  ETA {eta:.0f} s" if eta is not None else "")
                 + f"  on {job['worker']}")
     if state == "done" and job["outputs"]:
         return f"→ {job['outputs'].get('video')}"
@@ -132,7 +133,10 @@ def _detail(job: dict) -> str:
         return job["error"] or ""
     if state == "queued":
         kind = "full clip" if job["full_clip"] else "range"
-        estimate = f", estimate {job['estimate'].get('seconds')} s" if job["estimate"] else ""
+        estimate = job["estimate"] or {}
+        spread = f" (likely {estimate['seconds_low']}-{estimate['seconds_high']} s)" \
+            if "seconds_low" in estimate else ""
+        estimate = f", estimate {estimate.get('seconds')} s{spread}" if estimate else ""
         return kind + estimate + (f" (in window {job['window']})" if job["window"] else "")
     return ""
 

@@ -61,6 +61,7 @@ class RenderJob(BaseModel):
     controls: list[ControlSpec] = Field(default_factory=list)
     control_catalog: ControlCatalog | None = None
     control_cache: Path | None = Field(default=None, description="where control videos are cached, per source")
+    hash_cache: Path | None = Field(default=None, description="where file hashes are kept between renders")
     auto_prompt: bool = False
     captioner: CaptionerSpec | None = None
     negative_from_model: bool = Field(default=True, description="the negative prompt is the model's default, "

@@ -8,6 +8,7 @@ import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 
+from engine.hashes import HashCache, weights_hashes
 from engine.job import RenderJob
 from engine.plan import ChunkPlan
 from engine.probe import VideoInfo
@@ -118,3 +119,20 @@ def _ffmpeg_version() -> str:
         return "unknown"
     words = first.split()
     return words[2] if len(words) > 2 else "unknown"
+
+
+def record_inputs(manifest: dict, job: RenderJob, written: dict | None) -> None:
+    """Add what reproducing the render needs beyond its settings: the sha256 of the source, the mask and every
+    set of weights, and, with Auto Prompt, the prompts it wrote in place of the request's in `settings`."""
+    hashes = HashCache(job.hash_cache)
+    manifest["source"]["sha256"] = hashes.file(job.source)
+    if manifest.get("mask") and job.mask is not None:
+        manifest["mask"]["sha256"] = hashes.describe(job.mask.path)["sha256"]
+    manifest["weights"] = weights_hashes(job, hashes)
+    manifest["model"]["sha256"] = manifest["weights"].get("model", {}).get("sha256")
+    settings = manifest["settings"] = dict(manifest.get("settings") or {})
+    for name in ("prompt", "negative_prompt") if written else ():
+        given = settings.get(name) or {}
+        if written[name] != given.get("value"):
+            settings[name] = {"value": written[name], "from": "auto_prompt", "requested": given.get("value"),
+                              "requested_from": given.get("from")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from engine.decode import FrameReader
 from engine.devices import resolve_device
 from engine.encode import encode_segment, mux_output
 from engine.errors import FrameRangeError, Interrupted, MediaError
+from engine.estimate import render_work
 from engine.files import same_file, write_json_atomic
 from engine.geometry import output_dims
 from engine.guidance import (
@@ -31,10 +33,10 @@ from engine.guidance import (
     write_prompt,
 )
 from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob, RenderResult, SilentEvents
-from engine.manifest import build_manifest
+from engine.manifest import build_manifest, record_inputs
 from engine.masks import Compositor, MaskSource
 from engine.models import ModelCache
-from engine.plan import Chunk, ChunkPlan
+from engine.plan import Chunk, ChunkPlan, plan_warnings
 from engine.probe import probe
 from engine.sequence import SequenceWriter
 from engine.stills import Still, load_still
@@ -61,13 +63,14 @@ class RenderState:
     anchor: ColourStats | None = None
     frames_out: int = 0
     chunk_seconds: dict[int, float] = field(default_factory=dict)
+    diffusion_seconds: float = 0.0  # time inside the model in this attempt (the rest of a chunk is frames work)
 
 
 def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache | None = None) -> RenderResult:
     """Render `job` chunk by chunk, resuming from its checkpoints, and publish the outputs."""
     events = events or SilentEvents()
     cache = cache or ModelCache()
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     warnings: list[str] = []
 
     # 1. Check inputs: the source is the file the job was resolved against, the range fits.
@@ -96,15 +99,21 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     work = WorkFolder(job.work_dir)
     work.prepare()
     events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count, phase="preparing"))
-    controls = prepare_controls(job, timeline, width, height, device)
-    written = write_prompt(job, work, cache, device)
+    parts = Stopwatch()
+    with parts.part("controls"):
+        controls = prepare_controls(job, timeline, width, height, device)
+    with parts.part("auto_prompt"):
+        written = write_prompt(job, work, cache, device)
     unload_models()  # the control and people-counting models, used by both, before the diffusion model loads
     if written:
         job = job.model_copy(update={"prompt": written["prompt"], "negative_prompt": written["negative_prompt"]})
 
     # 5. Load the model (kept in the worker's cache between jobs).
-    events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count, phase="loading model"))
-    backend = cache.get(job.model, device)
+    model_load = job.model.id not in cache
+    events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count,
+                             phase="loading model" if model_load else "starting"))
+    with parts.part("load"):
+        backend = cache.get(job.model, device)
 
     # 6. Find the checkpoint to resume from.
     resume_at, previous_raw, last_final = work.resume_point(
@@ -166,7 +175,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
 
     # 9. Write the Render Info manifest beside it.
     faults.reached("after-chunks")
-    seconds = time.monotonic() - started
+    seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     extra = {
         "timeline": {
             "start_frame_buffer": timeline.buffer,
@@ -193,6 +202,16 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     }
     manifest = build_manifest(job, source, output, plan, timeline, device, state.chunk_seconds,
                               set(range(resume_at)), seconds, warnings, extra)
+    record_inputs(manifest, job, written)
+    rendered = sum(state.chunk_seconds.get(chunk.index, 0.0) for chunk in plan.chunks[resume_at:])
+    parts.seconds.update(diffusion=state.diffusion_seconds, frames=max(rendered - state.diffusion_seconds, 0.0))
+    parts.seconds["output"] = max(seconds - sum(parts.seconds.values()), 0.0)
+    manifest["timing"].update(
+        cpu_seconds=round(cpu_seconds, 3),  # all threads of this process: how much of the CPU it had
+        parts={name: round(value, 3) for name, value in parts.seconds.items()},
+        work=render_work(plan, timeline.frame_count, width, height, job.steps, job.cfg,
+                         sum(control.computed for control in controls), written is not None, model_load),
+    )
     write_json_atomic(job.manifest, manifest, fault_point="manifest")
     return RenderResult(str(job.output), str(job.manifest), output.frame_count, width, height,
                         len(plan.chunks) - resume_at, resume_at, seconds, manifest, output.to_dict())
@@ -231,7 +250,9 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
         controls=chunk_controls(controls, chunk, timeline),
         on_step=on_step,
     )
+    diffusing = time.monotonic()
     raw = backend.render_chunk(request)
+    state.diffusion_seconds += time.monotonic() - diffusing
     faults.reached("chunk")
     expected = raw_shape(chunk, height, width)
     if raw.shape != expected:
@@ -362,15 +383,6 @@ def check_source_unchanged(job: RenderJob) -> None:
                                           "`hotshot retry` renders the new file from the start")
 
 
-def plan_warnings(plan: ChunkPlan) -> list[str]:
-    notes = []
-    if plan.size != plan.size_requested and plan.frame_count > plan.size:
-        notes.append(f"context size {plan.size_requested} snapped to {plan.size} ({plan.constraint} frames)")
-    if plan.overlap != plan.overlap_requested:
-        notes.append(f"context overlap {plan.overlap_requested} snapped to {plan.overlap} ({plan.constraint})")
-    return notes
-
-
 def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: Timeline,
                     from_position: int) -> Iterator[np.ndarray]:
     """The decoded frame for each timeline position from `from_position` on (repeats where the timeline repeats)."""
@@ -381,6 +393,21 @@ def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: T
             frame = next(decoded)
             number += 1
         yield frame
+
+
+class Stopwatch:
+    """Seconds spent in each named part of a render (the cost estimates are fitted from them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
 
 
 class SourceWindow:

@@ -14,7 +14,7 @@ from engine.decode import read_frames
 from engine.masks import MaskSource, MaskSpec
 from engine.models import ModelCache
 from engine.render import render
-from tests.harness import drain, settings_for, status_of, write_request
+from tests.harness import drain, settings_for, sha, status_of, write_request
 from tests.helpers import make_job
 
 CACHE = ModelCache()
@@ -48,7 +48,7 @@ def test_outside_the_feathered_mask_the_output_is_the_source(shot, tiny_spec):
     assert np.array_equal(out[outside], source[outside])
     assert np.abs(out[inside] - source[inside]).mean() > 5
     assert result.manifest_data["mask"] == {"from": "matte.mp4", "kind": "video", "frames": 300, "feather": 3,
-                                            "grow": 2}
+                                            "grow": 2, "sha256": sha(shot / "matte.mp4")}
 
 
 def test_mask_follows_the_moving_shape(shot):
