@@ -16,6 +16,7 @@ import subprocess
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import ffmpeg
@@ -88,7 +89,7 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, au
     """
     work = work_dir or final.parent
     joined = work / "segments.txt"
-    joined.write_text("".join(f"file '{_quote(segment)}'\n" for segment in segments))
+    joined.write_text(concat_list(segments, fps))
     tmp = work / f".{final.name}.joined.{os.getpid()}.part"
     try:
         chosen = output_codec(codec)
@@ -121,6 +122,24 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, au
         joined.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
     return replace(written, path=str(final))
+
+
+def concat_list(segments: list[Path], fps: str) -> str:
+    """The concat demuxer's list of segments, each with its exact duration.
+
+    Left to itself the demuxer starts each segment where the previous file's duration says, which MP4 and MOV
+    round to the millisecond: at 24 or 23.976 fps every join would shift the frames after it. Each duration is
+    given to the microsecond, rounded from the exact running total so that rounding never accumulates.
+    """
+    rate = Fraction(fps)
+    lines, frames, start = [], 0, 0
+    for segment in segments:
+        frames += probe(segment).frame_count
+        end = round(Fraction(frames) / rate * 1_000_000)
+        seconds, micro = divmod(end - start, 1_000_000)
+        lines.append(f"file '{_quote(segment)}'\nduration {seconds}.{micro:06d}\n")
+        start = end
+    return "".join(lines)
 
 
 def _check_written(tmp: Path, final: Path, frames: int, stderr: bytes | None) -> VideoInfo:

@@ -151,9 +151,9 @@ def test_a_constant_rate_source_is_not_called_variable(tmp_path, passthrough):
 
 
 @pytest.mark.parametrize("codec, pixel_format", [
-    ("vp9", "yuva420p"),  # WebM: the alpha is a side stream, the decoder reports yuv420p
     ("png", "rgba"),
-    ("prores_ks", "yuva444p10le"),
+    pytest.param("vp9", "yuva420p", marks=pytest.mark.slow),  # WebM: alpha in a side stream, decoded as yuv420p
+    pytest.param("prores_ks", "yuva444p10le", marks=pytest.mark.slow),
 ])
 def test_alpha_in_the_source_is_reported(tmp_path, passthrough, codec, pixel_format):
     """A source with transparency (VP9 with alpha, PNG with alpha, ProRes 4444 with alpha) is rendered with a
@@ -170,6 +170,7 @@ def test_alpha_in_the_source_is_reported(tmp_path, passthrough, codec, pixel_for
     assert any("alpha channel" in warning and "not carried" in warning for warning in warnings)
 
 
+@pytest.mark.slow
 def test_an_opaque_source_has_no_alpha_warning(tmp_path, passthrough):
     """ProRes 4444 without alpha is opaque: no warning."""
     source = tmp_path / "opaque.mov"
@@ -183,8 +184,8 @@ def test_an_opaque_source_has_no_alpha_warning(tmp_path, passthrough):
 EDITORIAL = [
     # codec, profile ffprobe reports, pixel format, output size
     ("prores_422_hq", "prores", "HQ", "yuv422p10le", 64),
-    ("prores_4444", "prores", "4444", "yuv444p12le", 64),
-    ("dnxhr_hq", "dnxhd", "DNXHR HQ", "yuv422p", 256),
+    pytest.param("prores_4444", "prores", "4444", "yuv444p12le", 64, marks=pytest.mark.slow),
+    pytest.param("dnxhr_hq", "dnxhd", "DNXHR HQ", "yuv422p", 256, marks=pytest.mark.slow),
 ]
 
 
@@ -275,3 +276,20 @@ def test_daemon_delivers_a_mov_that_a_further_pass_can_use(tmp_path, models_dir,
     assert "plate_r001.mov" in listing and "1 warning" in listing
     assert main(["info", str(shot / "plate_r001.mov")]) == 0
     assert "prores_422_hq (prores), timecode 01:00:10:05" in capsys.readouterr().out
+
+
+def test_segments_join_evenly_at_24_fps(tmp_path):
+    """Chunks of 7, 8 and 9 frames at 24 fps (durations that are no whole number of milliseconds) join into an
+    output at exactly 24 fps, every frame 1/24 s after the last, in MP4 and MOV alike."""
+    from engine.encode import encode_segment, mux_output
+
+    frames = [np.full((32, 64, 3), 10 * index, np.uint8) for index in range(24)]
+    for codec, suffix in (("h264", ".mp4"), ("prores_422_hq", ".mov")):
+        segments = [tmp_path / f"{codec}-{index}{suffix}" for index in range(3)]
+        for segment, part in zip(segments, (frames[:7], frames[7:15], frames[15:]), strict=True):
+            encode_segment(part, 64, 32, "24/1", segment, codec=codec)
+        output = mux_output(segments, "24/1", 24, tmp_path / f"joined{suffix}", None, tmp_path, codec=codec)
+        assert output.fps == "24/1"
+        times = sorted(float(p["pts_time"]) for p in ffprobe(Path(output.path), "-select_streams", "v:0",
+                                                               "-show_entries", "packet=pts_time")["packets"])
+        assert np.allclose(np.diff(times), 1 / 24, atol=1e-4), np.diff(times)
