@@ -87,6 +87,9 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     timing = source_timing(source, first, last)
     warnings += timing_warnings(source, timing)
     start_timecode = parse_timecode(source.timecode, source.fps) if source.timecode else None
+    if source.timecode and start_timecode is None:
+        warnings.append(f"the source's timecode {source.timecode!r} is not a timecode at {source.fps} fps; "
+                        "the output has none")
     timeline = build_timeline(first, last, job.start_frame_buffer, job.interpolation)
     plan = plan_timeline(timeline, job.context_size, job.context_overlap, job.model.constraint, job.seed)
     warnings += plan_warnings(plan)
