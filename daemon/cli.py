@@ -251,6 +251,8 @@ def describe_manifest(manifest: dict) -> str:
     lines = [f"{manifest.get('render_id')}  ({out.get('video')}, {out.get('width')}x{out.get('height')}, "
              f"{out.get('frames')} frames at {out.get('fps')} fps)",
              f"  from     {' → '.join(lineage.get('chain', []))}  frames {manifest.get('frame_range')}",
+             f"  output   {out.get('output_codec', 'h264')} ({out.get('codec')}), timecode "
+             f"{out.get('timecode') or 'none'}",
              f"  model    {model.get('id')} ({model.get('backend')}, {model.get('dtype')} on {model.get('device')})"]
     for name, entry in (manifest.get("settings") or {}).items():
         lines.append(f"  {name:<16} {json.dumps(entry.get('value'))}  ({entry.get('from')})")

@@ -272,6 +272,8 @@ class Jobs:
             "estimate_seconds": (job.get("estimate") or {}).get("seconds"),
             "chunks_resumed": result["chunks_resumed"],
         }
+        if result["manifest_data"].get("warnings"):
+            outputs["warnings"] = result["manifest_data"]["warnings"]
         sequence = result["manifest_data"].get("image_sequence")
         if sequence:
             outputs["image_sequence"] = f"{sequence['folder']}/ ({sequence['frames']} {sequence['format']} frames)"

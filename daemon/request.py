@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from daemon.errors import RequestError, UnsupportedSettingError
 from engine.catalog import ControlType
+from engine.codecs import CodecName
 
 DEFAULT_CONTEXT_SIZE = 150
 DEFAULT_CONTEXT_OVERLAP = 17
@@ -58,6 +59,7 @@ class RenderRequest(Strict):
     steps: int | None = Field(default=None, ge=1, le=200)
     interpolation: bool = False
     image_sequence: Literal["png", "exr"] | None = None
+    output_codec: CodecName = "h264"
     cfg: float | None = Field(default=None, ge=0.0, le=30.0)
     color_consistency: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
@@ -82,7 +84,7 @@ class RenderRequest(Strict):
 SUPPORTED = {
     "preset", "model", "source", "style_frame", "reference_frame", "prompt", "negative_prompt", "output_size",
     "mask", "mask_feather", "mask_grow", "strength",
-    "steps", "interpolation", "image_sequence", "cfg", "color_consistency", "seed", "shift", "low_step",
+    "steps", "interpolation", "image_sequence", "output_codec", "cfg", "color_consistency", "seed", "shift", "low_step",
     "context.size", "context.overlap", "context.start_frame_buffer", "context.dynamic_reference", "frame_range",
     "priority", "when", "cancel", "controlnets", "auto_prompt",
 }

@@ -21,6 +21,7 @@ from daemon.request import RenderRequest, reject_unsupported
 from daemon.store import Store
 from engine.captions import CaptionerSpec, load_captioner_spec
 from engine.catalog import WEIGHTLESS, CatalogError, ModelSpec, load_catalog
+from engine.codecs import SUFFIXES, output_codec
 from engine.controls.catalog import ControlCatalog, load_control_catalog
 from engine.errors import FrameRangeError, SettingsError, UnknownModelError
 from engine.estimate import estimate_cost, fit_costs, render_work
@@ -151,6 +152,10 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
 
     # 5. The timeline, the chunk plan and the cost estimate.
     width, height = output_dims(info.width, info.height, settings["output_size"]["value"], model.resolution_multiple)
+    try:
+        output_codec(settings["output_codec"]["value"]).check_size(width, height)
+    except SettingsError as exc:
+        raise RequestError(str(exc)) from exc
     timeline = build_timeline(first, last, settings["context.start_frame_buffer"]["value"],
                               settings["interpolation"]["value"])
     try:
@@ -306,6 +311,7 @@ def resolve_settings(request: RenderRequest, model: ModelSpec, given: set[str], 
                      "accelerator": accelerator.model_dump() if accelerator else None},
         "interpolation": pick("interpolation", request.interpolation, False, "default"),
         "image_sequence": pick("image_sequence", request.image_sequence, None, "default"),
+        "output_codec": pick("output_codec", request.output_codec, "h264", "default"),
         "color_consistency": pick("color_consistency", request.color_consistency, 0.0, "default"),
         "controlnets": {"value": [control.model_dump() for control in request.controlnets],
                         "from": _origin("controlnets", given, from_preset)},
@@ -356,9 +362,12 @@ def render_job(job: dict, store: Store, context: Context, work_root: Path) -> Re
     original = store.media(source["root_id"]) if source["root_id"] else source
     stem = Path(original["name"]).stem
     number = store.next_render_number(job["shot_id"])
-    while (folder / f"{render_stem(stem, number)}.mp4").exists() or (folder / render_stem(stem, number)).exists():
+    while any((folder / f"{render_stem(stem, number)}{suffix}").exists() for suffix in SUFFIXES) \
+            or (folder / render_stem(stem, number)).exists():
         number += 1
-    output = folder / f"{render_stem(stem, number)}.mp4"
+    # Old jobs' settings predate output_codec: H.264.
+    codec = output_codec(settings.get("output_codec", "h264"))
+    output = folder / f"{render_stem(stem, number)}{codec.suffix}"
     model = context.catalog[settings["model"]]
     uses_controls = bool(settings.get("controlnets"))
     accelerator = job["settings"]["low_step"].get("accelerator") if settings["low_step"] else None
@@ -399,6 +408,7 @@ def render_job(job: dict, store: Store, context: Context, work_root: Path) -> Re
         interpolation=settings["interpolation"],
         color_consistency=settings["color_consistency"],
         image_sequence=settings["image_sequence"],
+        output_codec=codec.name,
         first_frame_number=settings["first_frame_number"],
         accelerator_lora=accelerator["lora"] if accelerator else None,
         accelerator_lora_scale=accelerator["lora_scale"] if accelerator else 1.0,

@@ -126,7 +126,8 @@ def _detail(job: dict) -> str:
                 + (f"  ETA {eta:.0f} s" if eta is not None else "")
                 + f"  on {job['worker']}")
     if state == "done" and job["outputs"]:
-        return f"→ {job['outputs'].get('video')}"
+        warned = len(job["outputs"].get("warnings") or [])
+        return f"→ {job['outputs'].get('video')}" + (f"  ({warned} warning{'s' * (warned > 1)})" if warned else "")
     if state == "waiting":
         return job["waiting_for"] or ""
     if state in ("failed", "cancelled"):

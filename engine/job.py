@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.captions import CaptionerSpec
 from engine.catalog import ControlType, ModelSpec
+from engine.codecs import CodecName
 from engine.controls.catalog import ControlCatalog
 from engine.masks import MaskSpec
 from engine.stills import StillSpec
@@ -71,6 +72,7 @@ class RenderJob(BaseModel):
     color_consistency: float = Field(default=0.0, ge=0.0, le=1.0)
     image_sequence: Literal["png", "exr"] | None = None
     first_frame_number: int = 1001
+    output_codec: CodecName = "h264"
     accelerator_lora: str | None = None
     accelerator_lora_scale: float = 1.0
     output: Path

@@ -16,11 +16,12 @@ from engine import faults
 from engine.backends import Accelerator, ChunkRequest
 from engine.blend import segment_frames
 from engine.checkpoint import WorkFolder
+from engine.codecs import output_codec
 from engine.colour import ColourStats, colour_stats, match_colour
 from engine.controls import unload_models
 from engine.decode import FrameReader
 from engine.devices import resolve_device
-from engine.encode import encode_segment, mux_output
+from engine.encode import AudioCut, encode_segment, mux_output
 from engine.errors import FrameRangeError, Interrupted, MediaError
 from engine.estimate import render_work
 from engine.files import same_file, write_json_atomic
@@ -40,7 +41,9 @@ from engine.plan import Chunk, ChunkPlan, plan_warnings
 from engine.probe import probe
 from engine.sequence import SequenceWriter
 from engine.stills import Still, load_still
+from engine.timecode import parse as parse_timecode
 from engine.timeline import Timeline, build_timeline, plan_timeline
+from engine.timing import source_timing, timing_warnings
 
 log = structlog.get_logger("hotshot.engine")
 
@@ -80,13 +83,24 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     if not 0 <= first <= last < source.frame_count:
         raise FrameRangeError(first, last, source.frame_count)
 
-    # 2. Work out the output size, the timeline and the chunk plan.
+    # 2. Work out the output size, rate and timecode, the timeline and the chunk plan.
     width, height = output_dims(source.width, source.height, job.output_size, job.model.resolution_multiple)
+    codec = output_codec(job.output_codec)
+    codec.check_size(width, height)
+    timing = source_timing(source, first, last)
+    warnings += timing_warnings(source, timing)
+    start_timecode = parse_timecode(source.timecode, source.fps) if source.timecode else None
+    if source.timecode and start_timecode is None:
+        warnings.append(f"the source's timecode {source.timecode!r} is not a timecode at {source.fps} fps; "
+                        "the output has none")
     timeline = build_timeline(first, last, job.start_frame_buffer, job.interpolation)
     plan = plan_timeline(timeline, job.context_size, job.context_overlap, job.model.constraint, job.seed)
     warnings += plan_warnings(plan)
     if not source.has_audio:
         warnings.append("the source has no audio; the output has none")
+    if source.alpha:
+        warnings.append(f"the source has an alpha channel ({source.codec}, {source.pixel_format}); it is not carried "
+                        "through: the output is opaque, showing the colour stored under transparent areas")
 
     # 3. Load the stills: the style frame pinned as the first output frame, the appearance reference.
     style = load_still(job.style_frame, job.source, width, height) if job.style_frame else None
@@ -96,7 +110,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
 
     # 4. Prepare what guides the render: control videos (cached) and the written prompt.
     device = resolve_device(job.device)
-    work = WorkFolder(job.work_dir)
+    work = WorkFolder(job.work_dir, codec.suffix)
     work.prepare()
     events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count, phase="preparing"))
     parts = Stopwatch()
@@ -130,7 +144,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
         log.info("resuming", chunks_done=resume_at, chunks=len(plan.chunks))
     if job.image_sequence:
         sinks.sequence = SequenceWriter(job.sequence_staging, job.sequence_folder, job.render_id,
-                                        job.image_sequence, job.first_frame_number)
+                                        job.image_sequence, job.first_frame_number, start_timecode, timing.output_fps)
         if resume_at and not sinks.sequence.holds(first, state.frames_out):
             log.warning("the image sequence's earlier frames are gone; rendering from the first chunk")
             resume_at, state = 0, RenderState(anchor=state.anchor)
@@ -152,7 +166,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
                         raise Interrupted(reason, chunk.index)
                     with structlog.contextvars.bound_contextvars(chunk=chunk.index):
                         render_chunk(job, plan, timeline, chunk, window, backend, style, reference, state, work,
-                                     sinks, controls, width, height, source.fps, resume_at, events)
+                                     sinks, controls, width, height, timing.output_fps, resume_at, events)
         finally:
             if sinks.compositor:
                 sinks.compositor.close()
@@ -166,12 +180,13 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     check_source_unchanged(job)
     events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
                              timeline.frame_count, resume_at, phase="writing output"))
-    output = mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], source.fps,
-                        timeline.frame_count, job.output, str(job.source) if source.has_audio else None, first,
-                        job.work_dir)
+    audio = AudioCut(str(job.source), timing.audio_start, timing.audio_duration) if source.has_audio else None
+    output = mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], timing.output_fps,
+                        timeline.frame_count, job.output, audio, job.work_dir, codec=codec.name,
+                        timecode=str(start_timecode.plus(first)) if start_timecode else None)
     if sinks.sequence is not None:
         sinks.sequence.publish()
-    control_entries = write_previews(controls, job, source.fps)
+    control_entries = write_previews(controls, job, timing.output_fps)
 
     # 9. Write the Render Info manifest beside it.
     faults.reached("after-chunks")
@@ -184,6 +199,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
             "frames_diffused_in_range": len(timeline.outputs),
             "frames_interpolated": timeline.frame_count - len(timeline.outputs),
         },
+        "frame_rate": timing.to_manifest(source),
         "style_frame": style.to_manifest() if style else None,
         "reference_frame": reference.to_manifest() if reference else None,
         "dynamic_reference": job.dynamic_reference,
@@ -270,7 +286,7 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
                              timeline.frame_count, resume_at, phase="encoding"))
     finals = segment_frames(chunk, raw, previous, state.previous_raw)
     count = encode_segment(output_frames(chunk, finals, timeline, state, sinks), width, height, fps,
-                           work.segment_path(chunk.index), fault_point="chunk")
+                           work.segment_path(chunk.index), fault_point="chunk", codec=job.output_codec)
     work.save_final(chunk.index, state.last_final)
     work.drop_old_raw(chunk.index)
     seconds = time.monotonic() - started
