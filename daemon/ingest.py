@@ -183,7 +183,7 @@ class Ingest:
             return shot_id
 
         job = {"shot_id": shot_id, "request_path": str(path), "created_ts": self.clock()}
-        text = raw.decode("utf-8", "replace") if len(raw) <= self.settings.max_request_bytes else ""
+        text = raw.decode("utf-8-sig", "replace") if len(raw) <= self.settings.max_request_bytes else ""
         cancel = False
         try:
             if refused is not None:

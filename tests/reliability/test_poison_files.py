@@ -74,11 +74,13 @@ def test_poison_requests_fail_alone_and_the_rest_is_registered(tmp_path, media, 
 
 def test_drain_ends_and_reports_files_it_could_not_register(tmp_path, media, models_dir):
     """`hotshot run --drain` over a root holding a request it cannot register ends, and its last lines list
-    that file with the reason."""
+    that file with the reason; a request saved with a UTF-8 byte order mark beside it renders."""
     settings = settings_for(tmp_path, models_dir, default_model="passthrough")
     shot = settings.roots[0] / "sh010"
     copy_plate(media, shot)
     odd_name = write_json(shot / os.fsdecode(b"r\xe9.render.json"), {**QUICK, "cancel": True})
+    bom = shot / "bom.render.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(QUICK).encode())
     daemon = Daemon(settings)
     with capture_logs() as logs:
         thread = threading.Thread(target=daemon.run, kwargs={"drain": True}, daemon=True)
@@ -92,6 +94,7 @@ def test_drain_ends_and_reports_files_it_could_not_register(tmp_path, media, mod
     assert reported and reported[0]["files"][0]["path"] == f"{shot}/r\\xe9.render.json"
     assert "not UTF-8" in reported[0]["files"][0]["error"]
     assert status(odd_name)["state"] == "failed"
+    assert status(bom)["state"] == "done", status(bom)
 
 
 def test_long_names_get_a_status_or_a_reason(tmp_path, media, models_dir):
