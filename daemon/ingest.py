@@ -315,6 +315,7 @@ class FailedFiles:
                                              logged_at)
 
     def registered(self, path: Path) -> None:
+        """`path` was registered after all, or is gone: it is not reported any more."""
         self.files.pop(path, None)
 
     def unchanged(self) -> dict[str, tuple[int, int]]:

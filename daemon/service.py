@@ -38,7 +38,7 @@ from daemon.control import (
     root_lock,
     state_lock,
 )
-from daemon.conventions import is_ignored, kind_of, root_of
+from daemon.conventions import is_ignored, kind_of, root_of, storable
 from daemon.errors import CommandRefused, ConfigError
 from daemon.gpus import device_kind, worker_devices
 from daemon.ingest import FailedFiles, Ingest
@@ -306,8 +306,9 @@ class Daemon:
             if not self._root_present(root):
                 return  # the root went away, the file was not deleted
             self.tracker.forget(path)
+            self.failed_files.registered(path)  # a file that failed and is gone is not reported any more
             self.ingest.file_gone(path)
-            if kind_of(path) == "request":
+            if kind_of(path) == "request" and storable(path):
                 self._gone_requests.setdefault(path, time.monotonic())
             return
         self._gone_requests.pop(path, None)
