@@ -78,6 +78,15 @@ def manifest_path(video: Path) -> Path:
     return video.with_name(video.stem + MANIFEST_SUFFIX)
 
 
+def has_manifest(video: Path) -> bool:
+    """Whether a Render Info lies beside `video` (hotshot rendered it). A name too long to take the suffix
+    has none."""
+    try:
+        return manifest_path(video).exists()
+    except OSError:
+        return False
+
+
 def render_stem(original_stem: str, number: int) -> str:
     """The name of render `number` of a source: `plate` → `plate_r003`."""
     return f"{original_stem}_r{number:03d}"

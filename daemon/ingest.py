@@ -22,8 +22,8 @@ from daemon.config import Settings
 from daemon.conventions import (
     NAME_MAX,
     RENDER_NAME_EXTRA,
+    has_manifest,
     kind_of,
-    manifest_path,
     name_bytes,
     refusal,
     root_of,
@@ -159,10 +159,7 @@ class Ingest:
             return True
         if self.store.db.execute("SELECT 1 FROM jobs WHERE output_path = ?", (str(path),)).fetchone():
             return True
-        try:
-            return manifest_path(path).exists()
-        except OSError:  # a name too long to add the manifest's suffix: not hotshot's render
-            return False
+        return has_manifest(path)
 
     # -- requests -------------------------------------------------------------
 

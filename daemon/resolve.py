@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.conventions import VIDEO_EXTENSIONS, kind_of, manifest_path, render_stem, resolve_in_shot
+from daemon.conventions import VIDEO_EXTENSIONS, has_manifest, kind_of, manifest_path, render_stem, resolve_in_shot
 from daemon.errors import ConfigError, RequestError, SourceChoiceError
 from daemon.presets import Preset, apply_preset
 from daemon.request import RenderRequest, reject_unsupported
@@ -185,7 +185,7 @@ def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None,
         path for path in shot.files_on_disk
         if kind_of(path) == "video" and str(path) not in shot.output_paths and not path.is_dir()
         and not any(m["path"] == str(path) for m in shot.media)
-        and not manifest_path(path).exists()
+        and not has_manifest(path)
     }) - named)
     if len(originals) > 1:
         raise SourceChoiceError([path.name for path in originals])
