@@ -126,7 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from daemon.progress import JobBars
 
         bars = JobBars()
-    logs.configure(settings.log_format, settings.log_level, handler=bars.log_handler() if bars else None)
+    handler = bars.log_handler() if bars else None
+    if handler is None and (settings.log_format == "json" or (settings.log_format == "auto"
+                                                                and not sys.stderr.isatty())):
+        handler = logs.LockedStreamHandler(logs.capture_stderr())  # one JSON object per line, whoever writes
+    logs.configure(settings.log_format, settings.log_level, handler=handler)
     daemon = Daemon(settings, display=bars)
     with bars or contextlib.nullcontext():
         code = daemon.run(drain=args.drain)

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,19 +24,21 @@ from typing import TextIO
 import structlog
 
 from daemon.config import Settings
-from daemon.errors import CommandRefused
+from daemon.errors import CommandRefused, ConfigError
 from daemon.notify import RootNotifiers
 from daemon.scan import process_alive, stale_temporaries
 from daemon.schedule import Schedule
+from daemon.sources import queued_identity, same_as_queued
 from daemon.status_file import publish_newest
 from daemon.store import ACTIVE_STATES, Store
-from engine.files import same_file
+from engine.files import temp_stem
 
 log = structlog.get_logger("hotshot.control")
 COMMANDS = ("cancel", "retry", "pause", "resume")
 PAUSED = "paused"
 ANSWER_SECONDS = 15.0
 LOCK_FILE = "hotshot.lock"
+ROOT_LOCK_FILE = ".hotshot-root.lock"  # hidden: the watcher ignores it
 
 
 @dataclass
@@ -198,16 +201,16 @@ class Control:
 
 
 def source_changed(job: dict) -> bool:
-    """Whether the source a job was first claimed for is gone, or is another file (or other bytes) now."""
-    spec = job.get("spec")
-    if not spec:
+    """Whether the source a job was queued (or first claimed) for is gone, or is another file (or other bytes)
+    now."""
+    identity = queued_identity(job)
+    if identity is None:
         return False
     try:
-        stat = os.stat(spec["source"])
+        st = os.lstat(identity["source_path"])
     except OSError:
         return True
-    return not same_file(stat, spec["source_size"], spec["source_mtime_ns"], spec.get("source_inode"),
-                         spec.get("source_ctime_ns"))
+    return not same_as_queued(st, identity)
 
 
 def remove_job_files(job: dict, work_dir: Path, keep_checkpoints: bool = False) -> None:
@@ -219,9 +222,10 @@ def remove_job_files(job: dict, work_dir: Path, keep_checkpoints: bool = False) 
     if output is None:
         return
     manifest = Path(job["manifest_path"]) if job.get("manifest_path") else None
-    patterns = [f".{output.name}.*.part", f".{output.stem}.frames.part"]
+    # Temporaries are named after a digest of the final name; the plain names are those of older versions.
+    patterns = [f".{temp_stem(output.name)}.*.part", f".{output.name}.*.part", f".{output.stem}.frames.part"]
     if manifest is not None:
-        patterns.append(f".{manifest.name}.*.part")
+        patterns += [f".{temp_stem(manifest.name)}.*.part", f".{manifest.name}.*.part"]
     for pattern in patterns:
         for path in output.parent.glob(pattern):
             if path.is_dir() and not path.is_symlink():
@@ -254,6 +258,38 @@ def state_lock(state_dir: Path, wait_seconds: float = 0.0) -> TextIO | None:
                 handle.close()
                 return None
             time.sleep(0.1)
+
+
+def root_lock(root: Path, state_dir: Path) -> TextIO | None:
+    """The lock of a watch root, held while a daemon watches it: two daemons rendering one root would write
+    the same render names over each other. Raises ConfigError naming the holder (host, pid, state folder);
+    None where the root cannot hold a lock file (read-only), which is logged."""
+    path = root / ROOT_LOCK_FILE
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        log.warning("watch root cannot hold a lock file; another daemon on it would not be noticed",
+                    root=str(root), error=str(exc))
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "{}"
+        handle.close()
+        try:
+            who = json.loads(holder)
+        except ValueError:
+            who = {}
+        raise ConfigError(
+            f"watch root {root} is watched by another hotshot daemon (host {who.get('host', '?')}, pid "
+            f"{who.get('pid', '?')}, state dir {who.get('state_dir', '?')}; lock file {path}): one root is "
+            "rendered by one daemon, or both would write the same render names. Stop that daemon, or give "
+            "this one other roots") from None
+    handle.truncate(0)
+    handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "state_dir": str(state_dir)}))
+    handle.flush()
+    return handle
 
 
 def daemon_pid(state_dir: Path) -> int | None:

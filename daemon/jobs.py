@@ -24,6 +24,7 @@ from daemon.progress import Display, LiveJob
 from daemon.resolve import Context, render_job
 from daemon.roots import RootStates
 from daemon.schedule import Schedule
+from daemon.sources import claim_refusal
 from daemon.store import Store, utc_now
 from daemon.workers import WorkerHandle
 from engine.errors import MediaError
@@ -93,6 +94,14 @@ class Jobs:
             if job is None:
                 return
             with structlog.contextvars.bound_contextvars(job=job["id"]):
+                request = Path(job["request_path"])
+                refused = claim_refusal(job, self.store.media(job["source_media_id"]),
+                                        root_of(request, self.settings.roots) or request.parent,
+                                        self.settings.allow_hard_links)
+                if refused:
+                    log.warning("the source changed after the job was queued; it is not rendered", error=refused)
+                    self.finish(job["id"], "failed", error=refused, error_kind="input")
+                    continue
                 job = self._without_load(job, handle)
                 try:
                     spec = render_job(job, self.store, self.context, self.settings.work_dir)
@@ -104,7 +113,6 @@ class Jobs:
                     self.store.update_job(job["id"], spec=spec.model_dump(mode="json", exclude={"done_chunks"}),
                                           render_number=int(spec.render_id.rsplit("_r", 1)[1]),
                                           output_path=str(spec.output), manifest_path=str(spec.manifest))
-                request = Path(job["request_path"])
                 estimate = job.get("estimate") or {}
                 self.live[job["id"]] = LiveJob(
                     job["id"], handle.name, f"{job['id']:>4} {request.parent.name}/{request.name}", time.monotonic(),

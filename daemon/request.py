@@ -7,6 +7,7 @@ any other value is refused with "<field> is not supported yet".
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Literal
 
@@ -95,17 +96,34 @@ def parse_request(raw: bytes, max_bytes: int) -> RenderRequest:
     if len(raw) > max_bytes:
         raise RequestError(f"the request is {len(raw)} bytes, over the limit of {max_bytes} bytes")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # many editors on Windows begin a UTF-8 file with a byte order mark
     except UnicodeDecodeError as exc:
         raise RequestError(f"the request is not UTF-8 text (bad byte at position {exc.start})") from exc
     if not text.strip():
         raise RequestError("the request file is empty; it must hold a JSON object such as {\"prompt\": \"...\"}")
+    refuse_duplicate_keys(text)
     try:
         request = RenderRequest.model_validate_json(text)
     except ValidationError as exc:
         raise RequestError(describe_errors(exc)) from exc
     reject_unsupported(request)
     return request
+
+
+def refuse_duplicate_keys(text: str) -> None:
+    """A key written twice in one object is refused, naming it: JSON parsers keep one of the two silently,
+    so the user could not tell which value is used. (Text that is not JSON is described by the validation.)"""
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        seen = set()
+        for key, _value in items:
+            if key in seen:
+                raise RequestError(f"the key {key!r} appears twice in one object of the request; keep one")
+            seen.add(key)
+        return dict(items)
+
+    with contextlib.suppress(ValueError, RecursionError):
+        json.loads(text, object_pairs_hook=pairs)
 
 
 def describe_errors(exc: ValidationError) -> str:

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.conventions import VIDEO_EXTENSIONS, kind_of, manifest_path, render_stem, resolve_in_shot
+from daemon.conventions import VIDEO_EXTENSIONS, has_manifest, kind_of, manifest_path, render_stem, resolve_in_shot
 from daemon.errors import ConfigError, RequestError, SourceChoiceError
 from daemon.presets import Preset, apply_preset
 from daemon.request import RenderRequest, reject_unsupported
+from daemon.sources import fixed_identity, queued_identity
 from daemon.store import Store
 from engine.captions import CaptionerSpec, load_captioner_spec
 from engine.catalog import WEIGHTLESS, CatalogError, ModelSpec, load_catalog
@@ -112,6 +113,8 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
     media = next((m for m in shot.media if m["path"] == str(source_path)), None)
     if media is None:
         return Resolution("waiting", wait_reason=f"waiting for {source_path.name} to finish copying")
+    if media["state"] == "refused":  # not a file that is still arriving: waiting cannot help
+        raise RequestError(f"source {source_path.name} is not used: {media['error']}")
     if media["state"] != "ready":
         reason = f"waiting for {source_path.name} to become readable: {media['error']}"
         return Resolution("waiting", wait_reason=reason)
@@ -185,6 +188,8 @@ def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None,
             raise RequestError(
                 f"source {request.source!r} is not a video; use one of: {', '.join(sorted(VIDEO_EXTENSIONS))}"
             )
+        if path.is_dir():
+            raise RequestError(f"source {request.source!r} is a folder, not a video file; name a video in the shot")
         if not path.exists():
             return None, f"waiting for source {request.source} to appear in the shot"
         return path, None
@@ -193,9 +198,9 @@ def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None,
         Path(m["path"]) for m in shot.media if m["kind"] == "original" and m["state"] != "missing"
     } | {
         path for path in shot.files_on_disk
-        if kind_of(path) == "video" and str(path) not in shot.output_paths
+        if kind_of(path) == "video" and str(path) not in shot.output_paths and not path.is_dir()
         and not any(m["path"] == str(path) for m in shot.media)
-        and not manifest_path(path).exists()
+        and not has_manifest(path)
     }) - named)
     if len(originals) > 1:
         raise SourceChoiceError([path.name for path in originals])
@@ -372,14 +377,15 @@ def render_job(job: dict, store: Store, context: Context, work_root: Path) -> Re
     uses_controls = bool(settings.get("controlnets"))
     accelerator = job["settings"]["low_step"].get("accelerator") if settings["low_step"] else None
     request_row = store.request(job["request_id"])
+    identity = queued_identity(job) or fixed_identity(source)  # jobs queued before identities were fixed
     return RenderJob(
         job_id=job["id"],
         render_id=render_stem(stem, number),
         source=Path(source["path"]),
-        source_size=source["size"],
-        source_mtime_ns=source["mtime_ns"],
-        source_inode=source.get("inode"),
-        source_ctime_ns=source.get("ctime_ns"),
+        source_size=identity["source_size"],
+        source_mtime_ns=identity["source_mtime_ns"],
+        source_inode=identity["source_inode"],
+        source_ctime_ns=identity["source_ctime_ns"],
         frame_range=tuple(settings["frame_range"]),
         output_size=settings["output_size"],
         model=model,

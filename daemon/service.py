@@ -17,21 +17,31 @@ import os
 import queue
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.config import Settings
-from daemon.control import PAUSED, Control, Outcome, remove_job_files, remove_stale_temporaries, state_lock
-from daemon.conventions import is_ignored, kind_of, root_of
+from daemon.control import (
+    PAUSED,
+    Control,
+    Outcome,
+    remove_job_files,
+    remove_stale_temporaries,
+    root_lock,
+    state_lock,
+)
+from daemon.conventions import is_ignored, kind_of, root_of, storable
 from daemon.errors import CommandRefused, ConfigError
 from daemon.gpus import device_kind, worker_devices
-from daemon.ingest import Ingest
+from daemon.ingest import FailedFiles, Ingest
 from daemon.jobs import Jobs
 from daemon.notify import NotificationQueue, RootNotifiers
 from daemon.progress import Display, NoDisplay
@@ -39,15 +49,17 @@ from daemon.resolve import load_context
 from daemon.roots import CHECK_SECONDS, RootStates
 from daemon.scan import candidate_files, changed_files
 from daemon.schedule import Schedule
-from daemon.stability import StabilityTracker
+from daemon.stability import StabilityTracker, StableFile
 from daemon.status_file import publish_newest
 from daemon.store import ACTIVE_STATES, FINISHED_STATES, Store
 from daemon.workers import WorkerHandle, make_pool
+from engine.errors import DiskFullError, is_disk_full
 
 log = structlog.get_logger("hotshot.daemon")
 TICK_SECONDS = 0.1
 WORKER_RESTART_SECONDS = 5.0
 STEP_ERROR_LOG_SECONDS = 60.0
+EXIT_BUSY_SECONDS = 2.0
 
 
 class Daemon:
@@ -66,6 +78,15 @@ class Daemon:
             self._lock.truncate(0)
             self._lock.write(str(os.getpid()))
             self._lock.flush()
+        self._root_locks: list[TextIO] = []
+        try:
+            for root in settings.roots:
+                handle = root_lock(root, settings.state_dir)
+                if handle is not None:
+                    self._root_locks.append(handle)
+        except ConfigError:
+            self.release_locks()
+            raise
         self.store = Store.open(settings.database)
         devices = worker_devices(settings.devices)
         self.context = load_context(settings, device_kind(devices), self.store.cost_history)
@@ -89,6 +110,7 @@ class Daemon:
         self.control.stop_running = self.jobs.stop_running
         self.ingest = Ingest(self.store, settings, self.context, clock, self.publish, self.schedule,
                              self.control.cancel_request)
+        self.failed_files = FailedFiles()
         self.notifications = NotificationQueue()
         self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
                                        sleep=self.notifications.wait)
@@ -133,6 +155,9 @@ class Daemon:
                     log.info("drained: nothing left to do now", paused=self.paused,
                              waiting_for_start=len([job for job in self.store.jobs(("waiting", "queued"))
                                                     if job["start_at"] is not None or job["window"]]))
+                    if self.failed_files.files:
+                        log.warning("drained with files that could not be registered",
+                                    files=self.failed_files.report())
                     break
         finally:
             scheduler.shutdown(wait=False)
@@ -141,14 +166,25 @@ class Daemon:
                 handle.shutdown()
             self.notifications.stop(timeout=30)
             self.store.close()
-            with contextlib.suppress(OSError):
-                self._lock.truncate(0)
-            self._lock.close()
+            self.release_locks()
         return 0
+
+    def release_locks(self) -> None:
+        """Let go of the state folder and the watch roots (a daemon that ran, or one that could not start)."""
+        for handle in self._root_locks:
+            with contextlib.suppress(OSError):
+                handle.truncate(0)
+            handle.close()
+        self._root_locks = []
+        with contextlib.suppress(OSError):
+            self._lock.truncate(0)
+        self._lock.close()
 
     def stop(self, reason: str = "stop requested") -> None:
         """Stop claiming; let running chunks finish and checkpoint; then return from `run`."""
         if not self._stop.is_set():
+            log.info("daemon stopping: running chunks finish and checkpoint, then their jobs wait in the queue",
+                     reason=reason)
             self._stop_reason = reason
             self._stop.set()
             self.inbox.put(("stop",))
@@ -159,8 +195,7 @@ class Daemon:
         self._take_inbox(TICK_SECONDS)
         self._guarded("watch roots", self._check_roots)
         for stable in sorted(self.tracker.poll(), key=lambda item: kind_of(item.path) != "video"):
-            if not self._guarded("ingest", self.ingest.file_stable, stable):
-                self.tracker.observe(stable.path)  # looked at again once it has been stable again
+            self._register(stable)
             self._dirty_folders.add(stable.path.parent)
         self._guarded("commands", self._take_commands)
         self._guarded("deleted requests", self._cancel_deleted_requests)
@@ -175,17 +210,38 @@ class Daemon:
         try:
             action(*args)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive a full disk or an unwritable database
-            now = time.monotonic()
-            self._failing_steps.add(step)
-            if now - self._step_logged.get(step, -STEP_ERROR_LOG_SECONDS) >= STEP_ERROR_LOG_SECONDS:
-                self._step_logged[step] = now
-                log.error("a step of the loop failed; it is tried again", step=step,
-                          error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            self._step_failed(step, exc)
             return False
+        self._step_works(step)
+        return True
+
+    def _step_failed(self, step: str, exc: Exception) -> None:
+        now = time.monotonic()
+        self._failing_steps.add(step)
+        if now - self._step_logged.get(step, -STEP_ERROR_LOG_SECONDS) >= STEP_ERROR_LOG_SECONDS:
+            self._step_logged[step] = now
+            log.error("a step of the loop failed; it is tried again", step=step,
+                      error=f"{type(exc).__name__}: {exc}", exc_info=True)
+
+    def _step_works(self, step: str) -> None:
         if step in self._failing_steps:
             self._failing_steps.discard(step)
             log.info("a failed step of the loop works again", step=step)
-        return True
+
+    def _register(self, stable: StableFile) -> None:
+        """Ingest one stable file. A full disk or a database that cannot be written fails the step (the file
+        is looked at again soon); anything else about this file fails the file alone (`failed_files`)."""
+        try:
+            self.ingest.file_stable(stable)
+        except Exception as exc:  # noqa: BLE001 - one poison file must not stop the others being registered
+            if isinstance(exc, sqlite3.OperationalError | DiskFullError) or is_disk_full(exc):
+                self._step_failed("ingest", exc)
+                self.tracker.observe(stable.path)  # looked at again once it has been stable again
+            else:
+                self.failed_files.failed(stable, exc)
+        else:
+            self.failed_files.registered(stable.path)
+            self._step_works("ingest")
 
     @property
     def finished(self) -> list[int]:
@@ -251,8 +307,9 @@ class Daemon:
             if not self._root_present(root):
                 return  # the root went away, the file was not deleted
             self.tracker.forget(path)
+            self.failed_files.registered(path)  # a file that failed and is gone is not reported any more
             self.ingest.file_gone(path)
-            if kind_of(path) == "request":
+            if kind_of(path) == "request" and storable(path):
                 self._gone_requests.setdefault(path, time.monotonic())
             return
         self._gone_requests.pop(path, None)
@@ -261,7 +318,7 @@ class Daemon:
     def reconcile(self) -> None:
         """Compare the roots that are there with the database: observe what changed, note what vanished."""
         present = [root for root in self.settings.roots if self.roots.available(root) and self._root_present(root)]
-        known = self.store.known_files()
+        known = {**self.store.known_files(), **self.failed_files.unchanged()}
         for path in changed_files(present, known):
             self.tracker.observe(path)
         for row in self.store.db.execute("SELECT path FROM media WHERE state != 'missing'").fetchall():
@@ -450,6 +507,26 @@ class Daemon:
                      opens=window.next_open(now).isoformat(), closes=window.next_close(now).isoformat(),
                      at_close=window.spec.at_close)
 
+    def _requeue_before_exit(self) -> None:
+        """On a second signal: put the running jobs back in the queue and say so in their status files, so
+        nobody reads "about 2 s left" until the next start. Through a connection of its own, since the
+        signal may have interrupted the loop inside a transaction; given up after a moment if it cannot."""
+        try:
+            store = Store.open(self.settings.database)
+            store.db.execute(f"PRAGMA busy_timeout = {int(EXIT_BUSY_SECONDS * 1000)}")
+            try:
+                for job in store.jobs(("running",)):
+                    if job["cancel_reason"]:
+                        continue  # the next start finishes the cancel
+                    store.update_job(job["id"], "interrupted", "stopped at once by a second signal",
+                                     state="queued", worker=None, progress=None,
+                                     error="stopped at once by a second signal; resumes from its last chunk")
+                    publish_newest(store, job["id"])
+            finally:
+                store.close()
+        except Exception:  # noqa: BLE001 - exiting now matters more; the next start requeues them anyway
+            log.warning("running jobs not requeued before exiting; the next start does it", exc_info=True)
+
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
@@ -460,6 +537,7 @@ class Daemon:
                 for handle in self.workers:
                     if handle.process is not None:
                         handle.process.kill()
+                self._requeue_before_exit()
                 os._exit(1)
             self.stop(f"{signal.Signals(number).name} received")
 

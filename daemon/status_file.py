@@ -6,7 +6,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon.conventions import status_path
+from daemon.conventions import shown, status_path
 from daemon.progress import describe
 from daemon.store import utc_iso, utc_now
 from engine.errors import DiskFullError
@@ -78,6 +78,16 @@ def write_status(job: dict) -> tuple[Path, dict]:
     document = status_document(job)
     write_json_atomic(path, document, fault_point="status")
     return path, document
+
+
+def write_refusal(request: Path, error: str) -> None:
+    """The status of a request that could not be registered, so no job holds it; best effort."""
+    document = {"request": shown(request.name), "job": None, "state": "failed", "message": f"failed: {error}",
+                "updated": utc_now(), "error": error}
+    try:
+        write_json_atomic(status_path(request), document, fault_point="status")
+    except (OSError, DiskFullError) as exc:
+        log.warning("status file not written", path=shown(request), error=str(exc))
 
 
 def publish_newest(store, job_id: int) -> tuple[dict, Path, dict] | None:

@@ -25,7 +25,7 @@ import numpy as np
 from engine import faults, files
 from engine.codecs import COLOUR_TAGS, DEFAULT_CODEC, output_codec
 from engine.errors import DISK_FULL_MESSAGES, DiskFullError, EncodeError, MediaError
-from engine.media_safety import compile_command, fenced_input, last_line
+from engine.media_safety import OWN_GROUP, compile_command, fenced_input, last_line
 from engine.probe import VideoInfo, probe
 
 
@@ -52,7 +52,7 @@ def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: s
             .output(str(tmp), format=chosen.container, **chosen.video, **COLOUR_TAGS)
         )
         process = subprocess.Popen(compile_command(stream), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
+                                   stderr=subprocess.PIPE, **OWN_GROUP)
         errors: list[bytes] = []
         reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
         reader.start()
@@ -109,7 +109,7 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, au
         command = compile_command(ffmpeg.output(*streams, str(tmp), **options))
         try:
             done = subprocess.run(command, capture_output=True, timeout=timeout, check=True,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, **OWN_GROUP)
         except subprocess.CalledProcessError as exc:
             raise _failure(tmp, "writing", exc.stderr) from exc
         except subprocess.TimeoutExpired as exc:

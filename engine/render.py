@@ -24,7 +24,7 @@ from engine.devices import resolve_device
 from engine.encode import AudioCut, encode_segment, mux_output
 from engine.errors import FrameRangeError, Interrupted, MediaError
 from engine.estimate import render_work
-from engine.files import same_file, write_json_atomic
+from engine.files import write_json_atomic
 from engine.geometry import output_dims
 from engine.guidance import (
     Control,
@@ -40,6 +40,7 @@ from engine.models import ModelCache
 from engine.plan import Chunk, ChunkPlan, plan_warnings
 from engine.probe import probe
 from engine.sequence import SequenceWriter
+from engine.source_file import check_name_unchanged, opened_source
 from engine.stills import Still, load_still
 from engine.timecode import parse as parse_timecode
 from engine.timeline import Timeline, build_timeline, plan_timeline
@@ -70,14 +71,27 @@ class RenderState:
 
 
 def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache | None = None) -> RenderResult:
-    """Render `job` chunk by chunk, resuming from its checkpoints, and publish the outputs."""
-    events = events or SilentEvents()
-    cache = cache or ModelCache()
+    """Render `job` chunk by chunk, resuming from its checkpoints, and publish the outputs.
+
+    The source is opened once, checked to be the file the job was queued with, and read through that open
+    file for the whole render (engine/source_file.py)."""
+    with opened_source(job.source, job.source_size, job.source_mtime_ns, job.source_inode,
+                       job.source_ctime_ns) as reading:
+        try:
+            return _render(job, reading, events or SilentEvents(), cache or ModelCache())
+        except MediaError as exc:
+            if exc.path != str(reading):
+                raise
+            raise MediaError(str(job.source), exc.reason) from exc  # the user's name, not /proc/<pid>/fd/<n>
+
+
+def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCache) -> RenderResult:
     started, cpu_started = time.monotonic(), time.process_time()
     warnings: list[str] = []
+    named = job
+    job = job.model_copy(update={"source": reading})  # what reads frames reads the checked file
 
-    # 1. Check inputs: the source is the file the job was resolved against, the range fits.
-    check_source_unchanged(job)
+    # 1. Check inputs: the source was checked when it was opened; the range fits.
     source = probe(job.source)
     first, last = job.frame_range
     if not 0 <= first <= last < source.frame_count:
@@ -177,7 +191,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     # 8. Join the segments with the source audio into the output MP4; publish the image sequence and the
     #    control previews.
     faults.reached("after-chunks")
-    check_source_unchanged(job)
+    check_name_unchanged(named.source, job.source_size, job.source_mtime_ns, job.source_inode, job.source_ctime_ns)
     events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
                              timeline.frame_count, resume_at, phase="writing output"))
     audio = AudioCut(str(job.source), timing.audio_start, timing.audio_duration) if source.has_audio else None
@@ -216,8 +230,8 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
         "auto_prompt": {**written["manifest"], "prompt": written["prompt"],
                         "negative_prompt": written["negative_prompt"]} if written else None,
     }
-    manifest = build_manifest(job, source, output, plan, timeline, device, state.chunk_seconds,
-                              set(range(resume_at)), seconds, warnings, extra)
+    manifest = build_manifest(job.model_copy(update={"source": named.source}), source, output, plan, timeline,
+                              device, state.chunk_seconds, set(range(resume_at)), seconds, warnings, extra)
     record_inputs(manifest, job, written)
     rendered = sum(state.chunk_seconds.get(chunk.index, 0.0) for chunk in plan.chunks[resume_at:])
     parts.seconds.update(diffusion=state.diffusion_seconds, frames=max(rendered - state.diffusion_seconds, 0.0))
@@ -386,17 +400,6 @@ def sequence_manifest(job: RenderJob, timeline: Timeline) -> dict:
 
 def raw_shape(chunk: Chunk, height: int, width: int) -> tuple[int, int, int, int]:
     return (chunk.render_frames, height, width, 3)
-
-
-def check_source_unchanged(job: RenderJob) -> None:
-    """Fail if the source is gone or is no longer the file the job was resolved against."""
-    try:
-        stat = Path(job.source).stat()
-    except FileNotFoundError as exc:
-        raise MediaError(str(job.source), "it was deleted before the render finished") from exc
-    if not same_file(stat, job.source_size, job.source_mtime_ns, job.source_inode, job.source_ctime_ns):
-        raise MediaError(str(job.source), "it was replaced or modified after the render was queued; "
-                                          "`hotshot retry` renders the new file from the start")
 
 
 def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: Timeline,

@@ -109,7 +109,7 @@ def ticked_daemon(settings, clock: Callable[[], float] = time.time) -> Iterator[
         yield daemon
     finally:
         daemon.store.close()
-        daemon._lock.close()
+        daemon.release_locks()
 
 
 def tick_until(daemon: Daemon, condition: Callable[[], object], timeout: float = 30.0, what: str = "condition"):
