@@ -247,6 +247,8 @@ def describe_manifest(manifest: dict) -> str:
     for name in ("style_frame", "reference_frame"):
         if manifest.get(name):
             lines.append(f"  {name:<16} {manifest[name]['from']} (sha256 {manifest[name]['sha256'][:12]}…)")
+    for keyframe in manifest.get("keyframes") or []:
+        lines.append(f"  keyframe {keyframe['frame']:<7} {keyframe['from']} (sha256 {keyframe['sha256'][:12]}…)")
     timeline = manifest.get("timeline") or {}
     if timeline.get("interpolation"):
         lines.append(f"  interpolation    {timeline['frames_diffused_in_range']} frames diffused, "
@@ -335,7 +337,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             present = "not downloaded: fetched from the hub on first use (needs internet)"
         else:
             present = "missing"
-        exposes = [name for name in ("style_frame", "reference_frame", "mask", "strength")
+        exposes = [name for name in ("style_frame", "reference_frame", "keyframes", "mask", "strength")
                    if getattr(spec.capabilities, name)]
         if spec.capabilities.controlnets:
             exposes.append("controlnets: " + "/".join(spec.capabilities.controlnets))

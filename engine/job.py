@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.captions import CaptionerSpec
 from engine.catalog import ControlType, ModelSpec
 from engine.controls.catalog import ControlCatalog
+from engine.keyframes import KeyframeSpec
 from engine.masks import MaskSpec
 from engine.stills import StillSpec
 
@@ -57,6 +58,7 @@ class RenderJob(BaseModel):
     dynamic_reference: bool = True
     style_frame: StillSpec | None = None
     reference_frame: StillSpec | None = None
+    keyframes: list[KeyframeSpec] = Field(default_factory=list, description="painted images pinned at their frames")
     mask: MaskSpec | None = None
     controls: list[ControlSpec] = Field(default_factory=list)
     control_catalog: ControlCatalog | None = None
