@@ -343,6 +343,10 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             exposes.append("controlnets: " + "/".join(spec.capabilities.controlnets))
         if spec.accelerator:
             exposes.append("low_step")
+        if not (spec.capabilities.prompt and spec.capabilities.sampling):
+            exposes.append("no " + " or ".join(name for name, has in (("prompt", spec.capabilities.prompt),
+                                                                       ("steps/cfg/seed", spec.capabilities.sampling))
+                                               if not has))
         print(f"{spec.id:<24} {spec.backend:<16} {spec.name}\n{'':<24} weights: {spec.weights} [{present}]"
               f"\n{'':<24} exposes: {', '.join(exposes) or 'prompt, steps, cfg, seed only'}")
     return 0
