@@ -72,15 +72,17 @@ class KeyframeFlowBackend:
             flows = PairFlows(self.flow, greys)
             forward = backward = None
             if before is not None:
-                forward = carry(request.frames[before], flows, before, range(start, end), warp)
+                forward = carry(flows, before, range(start, end), warp)
             if after is not None:
-                backward = carry(request.frames[after], flows, after, range(end - 1, start - 1, -1), warp)
+                backward = carry(flows, after, range(end - 1, start - 1, -1), warp)
             for index in range(start, end):
                 sides = []
                 if forward is not None:
-                    sides.append((forward[index], after - index if after is not None else 1))
+                    warped = warp.apply(request.frames[before], *forward[index])
+                    sides.append((warped, after - index if after is not None else 1))
                 if backward is not None:
-                    sides.append((backward[index], index - before if before is not None else 1))
+                    warped = warp.apply(request.frames[after], *backward[index])
+                    sides.append((warped, index - before if before is not None else 1))
                 frame = blend(sides, colour, sources[index])
                 if request.mask is not None:
                     inside = request.mask[index].astype(np.float32)
@@ -108,17 +110,16 @@ class PairFlows:
         return (behind, ahead) if index > previous else (ahead, behind)
 
 
-def carry(paint: np.ndarray, flows: PairFlows, anchor: int, order: range,
-          warp: Warper) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """The anchor's paint warped to each frame of `order` (walking away from the anchor), with the confidence
-    (0-1, HxW) that each pixel was seen in the anchor."""
+def carry(flows: PairFlows, anchor: int, order: range, warp: Warper) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For each frame of `order` (walking away from the anchor), where each of its pixels was in the anchor and the
+    confidence (0-1) that it was seen there, at the flow size (so memory does not grow with the output size)."""
     carried = {}
     coords, seen = warp.identity(), warp.ones()
     previous = anchor
     for index in order:
         towards, away = flows.between(index, previous)
         coords, seen = warp.compose(coords, seen, towards, away)
-        carried[index] = warp.apply(paint, coords, seen)
+        carried[index] = (coords, seen)
         previous = index
     return carried
 
