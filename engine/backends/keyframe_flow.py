@@ -26,9 +26,10 @@ from engine.errors import SettingsError
 
 # Flow is estimated at this long side at most (faster; the paint is still warped at full size).
 FLOW_SIDE = 640
-# DIS's fastest preset, but down to the half-size scale: on bench/keyframe_flow.py's shot this is within 0.6 dB of
-# the medium preset at about twice its speed (the finest scale matters most; see docs/benchmarks.md).
-PRESET, FINEST_SCALE = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, 1
+# DIS's fastest preset taken down to the half-size scale and with variational refinement (which smooths the
+# patch flow into the image's edges: without it the paint shows the patches on real footage). On
+# bench/keyframe_flow.py's shot this is within 0.1 dB of the medium preset and faster (docs/benchmarks.md).
+PRESET, FINEST_SCALE, REFINEMENT_ITERATIONS = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, 1, 5
 # Forward-backward check: a pixel is consistent while |f + b|^2 < RELATIVE * (|f|^2 + |b|^2) + ABSOLUTE.
 RELATIVE, ABSOLUTE = 0.01, 0.5
 SUM = np.ones((1, 2), np.float32)  # adds the two channels of a flow field
@@ -42,6 +43,7 @@ class KeyframeFlowBackend:
         self.device = device
         self.flow = cv2.DISOpticalFlow_create(PRESET)
         self.flow.setFinestScale(FINEST_SCALE)
+        self.flow.setVariationalRefinementIterations(REFINEMENT_ITERATIONS)
 
     def render_chunk(self, request: ChunkRequest) -> np.ndarray:
         count = len(request.frames)
