@@ -168,7 +168,7 @@ class Warper:
             full = coords
         # A soft edge where the paint stops, so disocclusions do not show the flow's blocks.
         seen = cv2.GaussianBlur(seen, (0, 0), 1.0)
-        warped = cv2.remap(paint, full[..., 0], full[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warped = cv2.remap(paint, full[..., 0], full[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         return warped, seen
 
 
