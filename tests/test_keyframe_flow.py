@@ -139,6 +139,24 @@ def test_paint_only_inside_the_mask(tmp_path, flow_spec, pan):
     assert np.abs(out[:, inside] - painted[:, inside]).mean() < 10
 
 
+def test_pinned_frames_stay_exact_with_colour_consistency_and_interpolation(tmp_path, flow_spec, pan):
+    """Colour consistency moves the carried frames toward the style frame's colours but leaves the painted frames
+    as they were painted; with interpolation a keyframe on a rendered frame is still exact."""
+    style, _, frames = painted_stills(tmp_path, pan)
+    grey = write_png(tmp_path / "grey.png", np.full_like(frames[26], 90))
+    keyframes = [KeyframeSpec(frame=26, path=grey)]
+    plain = render(flow_job(tmp_path, flow_spec, pan, "plain", style_frame=style, keyframes=keyframes,
+                            interpolation=True), None, CACHE)
+    matched = render(flow_job(tmp_path, flow_spec, pan, "matched", style_frame=style, keyframes=keyframes,
+                              interpolation=True, color_consistency=1.0), None, CACHE)
+    before, after = png_frames(tmp_path / "plain"), png_frames(tmp_path / "matched")
+    for out in (before, after):
+        assert np.array_equal(out[0], paint(frames[0])) and np.array_equal(out[26], np.full_like(frames[26], 90))
+    assert np.abs(after[20].astype(np.int16) - before[20]).mean() > 2
+    assert plain.manifest_data["timeline"]["frames_interpolated"] == 19
+    assert matched.manifest_data["color_consistency"]["anchor_from"] == "style frame"
+
+
 def test_a_window_without_paint_is_refused(tmp_path, flow_spec, pan):
     """Keyframe flow with nothing painted in its first window, or no overlap to hand the paint on, is refused
     before anything renders, naming the model and what to change."""
