@@ -9,8 +9,9 @@ itself: the flows are composed into one map from the frame back to its anchor,
 so the paint is resampled once however far it travels (re-warping a warped
 frame every frame would blur it and let errors build up). A pixel whose
 forward and backward flows disagree (it is hidden in the next frame, or
-appears from behind something) stops carrying paint from that side; what
-neither anchor saw is filled from the source frame with its colours mapped to
+appears from behind something) stops carrying paint from that side, and so
+does one whose content changed (the anchor's source, brought along the flow,
+no longer looks like this frame's); what neither anchor saw is filled from the source frame with its colours mapped to
 the paint's (an affine colour map fitted on the anchors). Same input, same
 output: nothing here is random.
 """
@@ -32,6 +33,8 @@ FLOW_SIDE = 640
 PRESET, FINEST_SCALE, REFINEMENT_ITERATIONS = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, 1, 5
 # Forward-backward check: a pixel is consistent while |f + b|^2 < RELATIVE * (|f|^2 + |b|^2) + ABSOLUTE.
 RELATIVE, ABSOLUTE = 0.01, 0.5
+# Grey-level detail differences (0-255) up to UNLIKE keep the paint; at twice that it is dropped.
+UNLIKE = 14.0
 SUM = np.ones((1, 2), np.float32)  # adds the two channels of a flow field
 # Pixels sampled (every STRIDE-th row and column) to fit the colour map from source to paint.
 STRIDE = 4
@@ -100,6 +103,14 @@ class PairFlows:
     def __init__(self, flow, greys: list[np.ndarray]) -> None:
         self.flow, self.greys = flow, greys
         self.pairs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.details: dict[int, np.ndarray] = {}
+
+    def detail(self, index: int) -> np.ndarray:
+        """Frame `index`'s grey levels less their local mean (float32, at the flow size)."""
+        if index not in self.details:
+            grey = self.greys[index].astype(np.float32)
+            self.details[index] = grey - cv2.GaussianBlur(grey, (0, 0), 8)
+        return self.details[index]
 
     def between(self, index: int, previous: int) -> tuple[np.ndarray, np.ndarray]:
         """The flow from frame `index` to its neighbour `previous`, and the flow back."""
@@ -117,13 +128,23 @@ def carry(flows: PairFlows, anchor: int, order: range, warp: Warper) -> dict[int
     confidence (0-1) that it was seen there, at the flow size (so memory does not grow with the output size)."""
     carried = {}
     coords, seen = warp.identity(), warp.ones()
+    detail = flows.detail(anchor)
     previous = anchor
     for index in order:
         towards, away = flows.between(index, previous)
         coords, seen = warp.compose(coords, seen, towards, away)
-        carried[index] = (coords, seen)
+        carried[index] = (coords, seen * alike(detail, flows.detail(index), coords))
         previous = index
     return carried
+
+
+def alike(anchor: np.ndarray, frame: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """How far the anchor's source, brought here by the map, still looks like this frame (1 alike, 0 not): where
+    the content itself changed (a mouth opening, a turning head) the flow is consistent both ways but the paint
+    belongs to something else. Compared on detail (local mean removed), so a change of light is not a change."""
+    brought = cv2.remap(anchor, coords[..., 0], coords[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    difference = cv2.GaussianBlur(np.abs(brought - frame), (0, 0), 1.5)
+    return np.clip((2 * UNLIKE - difference) / UNLIKE, 0.0, 1.0)
 
 
 class Warper:
