@@ -76,6 +76,7 @@ bench: tiny
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/web.py
+	$(BIN)/python bench/keyframe_flow.py
 
 clean:
 	rm -rf var $(DEMO)/*.mp4 $(DEMO)/*.render-info.json $(DEMO)/*.status.json $(DEMO)/plate_r*/

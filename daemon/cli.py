@@ -266,6 +266,8 @@ def describe_manifest(manifest: dict) -> str:
     for name in ("style_frame", "reference_frame"):
         if manifest.get(name):
             lines.append(f"  {name:<16} {manifest[name]['from']} (sha256 {manifest[name]['sha256'][:12]}…)")
+    for keyframe in manifest.get("keyframes") or []:
+        lines.append(f"  keyframe {keyframe['frame']:<7} {keyframe['from']} (sha256 {keyframe['sha256'][:12]}…)")
     timeline = manifest.get("timeline") or {}
     if timeline.get("interpolation"):
         lines.append(f"  interpolation    {timeline['frames_diffused_in_range']} frames diffused, "
@@ -389,12 +391,16 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             present = "not downloaded: fetched from the hub on first use (needs internet)"
         else:
             present = "missing"
-        exposes = [name for name in ("style_frame", "reference_frame", "mask", "strength")
+        exposes = [name for name in ("style_frame", "reference_frame", "keyframes", "mask", "strength")
                    if getattr(spec.capabilities, name)]
         if spec.capabilities.controlnets:
             exposes.append("controlnets: " + "/".join(spec.capabilities.controlnets))
         if spec.accelerator:
             exposes.append("low_step")
+        if not (spec.capabilities.prompt and spec.capabilities.sampling):
+            exposes.append("no " + " or ".join(name for name, has in (("prompt", spec.capabilities.prompt),
+                                                                       ("steps/cfg/seed", spec.capabilities.sampling))
+                                               if not has))
         print(f"{spec.id:<24} {spec.backend:<16} {spec.name}\n{'':<24} weights: {spec.weights} [{present}]"
               f"\n{'':<24} exposes: {', '.join(exposes) or 'prompt, steps, cfg, seed only'}")
     return 0

@@ -20,6 +20,7 @@ from engine.codecs import CodecName
 DEFAULT_CONTEXT_SIZE = 150
 DEFAULT_CONTEXT_OVERLAP = 17
 DEFAULT_OUTPUT_SIZE = 1280
+MAX_KEYFRAMES = 256
 
 
 class Strict(BaseModel):
@@ -37,6 +38,13 @@ class Keyframe(Strict):
     keyframe: int = Field(ge=0)
 
 
+class PaintedKeyframe(Strict):
+    """A painted image that the render must show at source frame `frame` (inside the range)."""
+
+    frame: int = Field(ge=0)
+    image: str = Field(min_length=1, max_length=1000)
+
+
 class ControlNet(Strict):
     type: ControlType
     strength: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -48,6 +56,7 @@ class RenderRequest(Strict):
     source: str | None = None
     style_frame: str | Keyframe | None = None
     reference_frame: str | None = None
+    keyframes: list[PaintedKeyframe] = Field(default_factory=list, max_length=MAX_KEYFRAMES)
     prompt: str = Field(default="", max_length=4000)
     auto_prompt: bool = False
     negative_prompt: str | None = Field(default=None, max_length=4000)
@@ -84,7 +93,7 @@ class RenderRequest(Strict):
 
 SUPPORTED = {
     "preset", "model", "source", "style_frame", "reference_frame", "prompt", "negative_prompt", "output_size",
-    "mask", "mask_feather", "mask_grow", "strength",
+    "keyframes", "mask", "mask_feather", "mask_grow", "strength",
     "steps", "interpolation", "image_sequence", "output_codec", "cfg", "color_consistency", "seed", "shift", "low_step",
     "context.size", "context.overlap", "context.start_frame_buffer", "context.dynamic_reference", "frame_range",
     "priority", "when", "cancel", "controlnets", "auto_prompt",

@@ -28,6 +28,7 @@ from engine.errors import FrameRangeError, SettingsError, UnknownModelError
 from engine.estimate import estimate_cost, fit_costs, render_work
 from engine.geometry import output_dims
 from engine.job import RenderJob
+from engine.keyframes import check_keyframes, check_painted_windows, keyframe_positions
 from engine.plan import plan_warnings, snap_overlap
 from engine.probe import VideoInfo
 from engine.stills import IMAGE_EXTENSIONS
@@ -124,6 +125,12 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
         stills[name], waiting = resolve_still(getattr(request, name), name, shot, info)
         if waiting:
             return Resolution("waiting", wait_reason=waiting)
+    keyframes = []
+    for keyframe in request.keyframes:
+        still, waiting = resolve_still(keyframe.image, f"keyframes image for frame {keyframe.frame}", shot, info)
+        if waiting:
+            return Resolution("waiting", wait_reason=waiting)
+        keyframes.append({"frame": keyframe.frame, "path": still["path"]})
     mask, waiting = resolve_mask(request.mask, shot)
     if waiting:
         return Resolution("waiting", wait_reason=waiting)
@@ -145,6 +152,7 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
         "reference_frame": {"value": stills["reference_frame"],
                             "from": _origin("reference_frame", given, from_preset)},
         "first_frame_number": {"value": context.first_frame_number, "from": "config"},
+        "keyframes": {"value": keyframes, "from": _origin("keyframes", given, from_preset)},
         "mask": {"value": mask, "from": _origin("mask", given, from_preset)},
     })
     if settings["context.size"]["value"] > model.context_max:
@@ -164,6 +172,11 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
     try:
         plan = plan_timeline(timeline, settings["context.size"]["value"], settings["context.overlap"]["value"],
                              model.constraint, settings["seed"]["value"])
+        frames = [keyframe["frame"] for keyframe in keyframes]
+        check_keyframes(frames, timeline, request.style_frame is not None)
+        if model.capabilities.needs_paint:
+            painted = set(keyframe_positions(frames, timeline)) | ({timeline.buffer} if request.style_frame else set())
+            check_painted_windows(plan, painted, model.id)
     except (ValueError, SettingsError) as exc:
         raise RequestError(str(exc)) from exc
     control_frames = len(set(timeline.sources) | set(range(first, last + 1))) \
@@ -234,11 +247,28 @@ def check_capabilities(request: RenderRequest, model: ModelSpec) -> None:
         "reference_frame": request.reference_frame is not None,
         "mask": request.mask is not None,
         "strength": request.strength is not None,
+        "keyframes": bool(request.keyframes),
     }
     for name, is_used in used.items():
         if is_used and not getattr(exposed, name):
             raise RequestError(f"model {model.id!r} does not support {name}; choose a model that does "
                                "(`hotshot models list` shows each model's capabilities)")
+    groups = {
+        "prompt": {"prompt": request.prompt != "", "negative_prompt": request.negative_prompt is not None,
+                   "auto_prompt": request.auto_prompt},
+        "sampling": {"steps": request.steps is not None, "cfg": request.cfg is not None,
+                     "shift": request.shift is not None, "seed": request.seed is not None,
+                     "low_step": request.low_step},
+    }
+    for capability, fields in groups.items():
+        for name, is_used in fields.items():
+            if is_used and not getattr(exposed, capability):
+                raise RequestError(f"model {model.id!r} does not use {name} (it renders without a prompt or "
+                                   f"diffusion steps); remove {name} from the request, or choose a diffusion model")
+    if exposed.needs_paint and request.style_frame is None and not request.keyframes:
+        raise RequestError(f"model {model.id!r} carries painted frames through the clip and the request gives "
+                           "none; add a style_frame (the painted first frame) or keyframes "
+                           "([{\"frame\": N, \"image\": \"name.png\"}])")
     for control in request.controlnets:
         if control.type not in exposed.controlnets:
             offered = ", ".join(exposed.controlnets) or "none"
@@ -401,6 +431,8 @@ def render_job(job: dict, store: Store, context: Context, work_root: Path) -> Re
         dynamic_reference=settings["context.dynamic_reference"],
         style_frame=_still(settings["style_frame"], folder),
         reference_frame=_still(settings["reference_frame"], folder),
+        keyframes=[{"frame": keyframe["frame"], "path": str(folder / keyframe["path"])}
+                   for keyframe in settings.get("keyframes") or []],
         mask={"path": str(folder / settings["mask"]), "feather": settings["mask_feather"],
               "grow": settings["mask_grow"]} if settings["mask"] else None,
         strength=settings["strength"],

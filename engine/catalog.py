@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.plan import FrameConstraint
 from engine.weights import CatalogError, read_catalog_file, weights_location, weights_present
 
-BACKENDS = ("wan-vace", "wan-v2v", "animatediff-v2v", "passthrough")
+BACKENDS = ("wan-vace", "wan-v2v", "animatediff-v2v", "passthrough", "keyframe-flow")
 ControlType = Literal["depth", "pose", "softedge", "depth+pose", "normal"]
 CONTROL_TYPES: tuple[str, ...] = get_args(ControlType)
-WEIGHTLESS = ("passthrough",)
+WEIGHTLESS = ("passthrough", "keyframe-flow")
 DEFAULT_NEGATIVE_PROMPT = (
     "blurry, low quality, worst quality, jpeg artifacts, static, overexposed, washed out colours, "
     "deformed, disfigured, extra fingers, extra limbs, extra faces, watermark, subtitles"
@@ -67,6 +67,11 @@ class Capabilities(BaseModel):
     mask: bool = False
     controlnets: list[ControlType] = Field(default_factory=list)
     strength: bool = False
+    keyframes: bool = False
+    prompt: bool = Field(default=True, description="prompt, negative_prompt and auto_prompt have an effect")
+    sampling: bool = Field(default=True, description="steps, cfg, shift, seed and low_step have an effect")
+    needs_paint: bool = Field(default=False, description="renders only from painted frames: a request must give "
+                                                         "a style_frame or keyframes")
 
 
 class ModelSpec(BaseModel):
@@ -76,7 +81,7 @@ class ModelSpec(BaseModel):
 
     id: str
     name: str
-    backend: Literal["wan-vace", "wan-v2v", "animatediff-v2v", "passthrough"]
+    backend: Literal["wan-vace", "wan-v2v", "animatediff-v2v", "passthrough", "keyframe-flow"]
     path: str | None = Field(default=None, description="local folder of diffusers weights")
     hub: str | None = Field(default=None, description="hub repository id, fetched on first use")
     revision: str | None = None

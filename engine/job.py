@@ -17,6 +17,7 @@ from engine.captions import CaptionerSpec
 from engine.catalog import ControlType, ModelSpec
 from engine.codecs import CodecName
 from engine.controls.catalog import ControlCatalog
+from engine.keyframes import KeyframeSpec
 from engine.masks import MaskSpec
 from engine.stills import StillSpec
 
@@ -58,6 +59,7 @@ class RenderJob(BaseModel):
     dynamic_reference: bool = True
     style_frame: StillSpec | None = None
     reference_frame: StillSpec | None = None
+    keyframes: list[KeyframeSpec] = Field(default_factory=list, description="painted images pinned at their frames")
     mask: MaskSpec | None = None
     controls: list[ControlSpec] = Field(default_factory=list)
     control_catalog: ControlCatalog | None = None

@@ -22,7 +22,7 @@ from engine.controls import unload_models
 from engine.decode import FrameReader
 from engine.devices import resolve_device
 from engine.encode import AudioCut, encode_segment, mux_output
-from engine.errors import FrameRangeError, Interrupted, MediaError
+from engine.errors import FrameRangeError, Interrupted, MediaError, SettingsError
 from engine.estimate import render_work
 from engine.files import write_json_atomic
 from engine.geometry import output_dims
@@ -34,6 +34,7 @@ from engine.guidance import (
     write_prompt,
 )
 from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob, RenderResult, SilentEvents
+from engine.keyframes import Keyframe, check_keyframes, check_painted_windows, keyframe_positions, load_keyframes
 from engine.manifest import build_manifest, record_inputs
 from engine.masks import Compositor, MaskSource
 from engine.models import ModelCache
@@ -56,6 +57,22 @@ class Sinks:
     sequence: SequenceWriter | None = None
     compositor: Compositor | None = None
     masks: MaskSource | None = None
+
+
+@dataclass
+class Pinned:
+    """Frames the request pins, by timeline position: shown exactly on their own frame."""
+
+    style: Still | None = None
+    keyframes: dict[int, Keyframe] = field(default_factory=dict)
+
+    def in_chunk(self, chunk: Chunk, buffer: int) -> dict[int, np.ndarray]:
+        """Position in the chunk's window -> the pinned frame there."""
+        frames = {position - chunk.start: keyframe.still.frame for position, keyframe in self.keyframes.items()
+                  if chunk.start <= position < chunk.end}
+        if self.style is not None and chunk.index == 0:
+            frames[buffer] = self.style.frame
+        return frames
 
 
 @dataclass
@@ -110,6 +127,13 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     timeline = build_timeline(first, last, job.start_frame_buffer, job.interpolation)
     plan = plan_timeline(timeline, job.context_size, job.context_overlap, job.model.constraint, job.seed)
     warnings += plan_warnings(plan)
+    if job.keyframes and not job.model.capabilities.keyframes:
+        raise SettingsError(f"model {job.model.id!r} does not support keyframes; choose a model that does")
+    check_keyframes([keyframe.frame for keyframe in job.keyframes], timeline, job.style_frame is not None)
+    positions = keyframe_positions([keyframe.frame for keyframe in job.keyframes], timeline)
+    if job.model.capabilities.needs_paint:
+        painted = set(positions) | ({timeline.buffer} if job.style_frame else set())
+        check_painted_windows(plan, painted, job.model.id)
     if not source.has_audio:
         warnings.append("the source has no audio; the output has none")
     if source.alpha:
@@ -119,6 +143,8 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     # 3. Load the stills: the style frame pinned as the first output frame, the appearance reference.
     style = load_still(job.style_frame, job.source, width, height) if job.style_frame else None
     reference = load_still(job.reference_frame, job.source, width, height) if job.reference_frame else None
+    keyframes = load_keyframes(job.keyframes, job.source, width, height)
+    pinned = Pinned(style, {position: keyframes[index] for position, index in positions.items()})
     aspect = source.width / source.height
     sinks = Sinks(masks=MaskSource(job.mask, width, height, aspect) if job.mask else None)
 
@@ -179,7 +205,7 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
                     if reason:
                         raise Interrupted(reason, chunk.index)
                     with structlog.contextvars.bound_contextvars(chunk=chunk.index):
-                        render_chunk(job, plan, timeline, chunk, window, backend, style, reference, state, work,
+                        render_chunk(job, plan, timeline, chunk, window, backend, pinned, reference, state, work,
                                      sinks, controls, width, height, timing.output_fps, resume_at, events)
         finally:
             if sinks.compositor:
@@ -216,6 +242,7 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
         "frame_rate": timing.to_manifest(source),
         "style_frame": style.to_manifest() if style else None,
         "reference_frame": reference.to_manifest() if reference else None,
+        "keyframes": [keyframe.to_manifest() for keyframe in keyframes],
         "dynamic_reference": job.dynamic_reference,
         "color_consistency": {"strength": job.color_consistency,
                               "anchor": state.anchor.to_dict() if state.anchor else None,
@@ -248,24 +275,26 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
 
 
 def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chunk, window: SourceWindow, backend,
-                 style: Still | None, reference: Still | None, state: RenderState, work: WorkFolder, sinks: Sinks,
+                 pinned: Pinned, reference: Still | None, state: RenderState, work: WorkFolder, sinks: Sinks,
                  controls: list[Control], width: int, height: int, fps: str, resume_at: int,
                  events: RenderEvents) -> None:
     """Diffuse one chunk, checkpoint it, and encode the final frames it completes."""
     started = time.monotonic()
     previous = plan.chunks[chunk.index - 1] if chunk.index else None
 
-    # The window's frames; frames shared with the previous chunk, and a pinned style frame, are kept.
-    frames = window.take(chunk.start, chunk.end)
+    # The window's frames; frames shared with the previous chunk, the style frame and keyframes are kept.
+    sources = window.take(chunk.start, chunk.end)
+    sources += [sources[-1]] * (chunk.render_frames - len(sources))
+    frames = list(sources)
     keep = [False] * chunk.render_frames
     if chunk.known:
         offset = chunk.start - previous.start
         frames[: chunk.known] = list(state.previous_raw[offset : offset + chunk.known])
         keep[: chunk.known] = [True] * chunk.known
-    frames += [frames[-1]] * (chunk.render_frames - len(frames))
-    if style is not None and chunk.index == 0:
-        frames[timeline.buffer] = style.frame
-        keep[timeline.buffer] = True
+    pins = pinned.in_chunk(chunk, timeline.buffer)
+    for place, frame in pins.items():
+        frames[place] = frame
+        keep[place] = True
 
     def on_step(step: int, steps: int) -> None:
         events.progress(Progress(chunk.index + 1, len(plan.chunks), step, steps, state.frames_out,
@@ -273,11 +302,12 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
 
     request = ChunkRequest(
         frames, keep, width, height, job.prompt, job.negative_prompt, job.steps, job.cfg, job.shift, chunk.seed,
-        reference=chunk_reference(job, chunk, style, reference, state),
+        reference=chunk_reference(job, chunk, pinned.style, reference, state),
         accelerator=Accelerator(job.accelerator_lora, job.accelerator_lora_scale) if job.accelerator_lora else None,
         mask=chunk_masks(chunk, timeline, keep, sinks.masks) if sinks.masks else None,
         strength=job.strength,
         controls=chunk_controls(controls, chunk, timeline),
+        sources=sources,
         on_step=on_step,
     )
     diffusing = time.monotonic()
@@ -293,7 +323,10 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
         if state.anchor is None:
             state.anchor = colour_stats(raw[timeline.buffer :])
             work.save_anchor(state.anchor.to_dict())
-        raw = np.stack([match_colour(frame, state.anchor, job.color_consistency) for frame in raw])
+        matched = np.stack([match_colour(frame, state.anchor, job.color_consistency) for frame in raw])
+        for place in pins:  # the frames the request pinned are shown as the model rendered them
+            matched[place] = raw[place]
+        raw = matched
     work.save_raw(chunk.index, raw)
 
     events.progress(Progress(chunk.index + 1, len(plan.chunks), job.steps, job.steps, state.frames_out,
