@@ -63,6 +63,7 @@ lint: setup
 bench: tiny
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/compare_settings.py
 
 clean:
 	rm -rf var $(DEMO)/*.mp4 $(DEMO)/*.render-info.json $(DEMO)/*.status.json $(DEMO)/plate_r*/

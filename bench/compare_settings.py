@@ -13,8 +13,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _common import PROJECT, WORK, tiny_spec
 
-from bench._common import PROJECT, WORK, tiny_spec
 from engine.catalog import load_catalog
 from engine.controls import load_control_catalog
 from engine.decode import read_frames
