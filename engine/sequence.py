@@ -186,8 +186,10 @@ def _encode_exr(frame: np.ndarray, timing: dict | None = None) -> bytes:
         "chromaticities": REC709_CHROMATICITIES,
         **(timing or {}),
     }
-    # The "RGB" key becomes separate R, G and B channels, half float because the array is float16.
-    channels = {"RGB": srgb_to_linear(frame).astype(np.float16)}
+    # The "RGB" key becomes separate R, G and B channels, half float because the array is float16. OpenEXR reads
+    # the buffer as interleaved rows whatever the array's strides say, and the pipelines return frames that are
+    # views of channel-first tensors, so the half floats are laid out C-contiguous first.
+    channels = {"RGB": np.ascontiguousarray(srgb_to_linear(frame), dtype=np.float16)}
     buffer = io.BytesIO()
     with OpenEXR.File(header, channels) as exr:
         exr.write(buffer)
