@@ -86,4 +86,11 @@ def test_exr_sequence_of_a_wan_vace_render_matches_its_mp4(tmp_path, media, tiny
     assert len(files) == 9
     for index, path in enumerate(files):
         srgb = linear_to_srgb8(read_exr(path)).astype(int)
-        assert np.abs(srgb - video[index]).mean() < 6, (index, path.name)
+        # Luma only: H.264 keeps a quarter of the colour resolution, which costs these noise-like frames 8-23 levels
+        # of RGB; its luma stays within about 3 levels, while a scrambled EXR is 40-70 away.
+        assert np.abs(luma(srgb) - luma(video[index])).mean() < 6, (index, path.name)
+
+
+def luma(frame: np.ndarray) -> np.ndarray:
+    """Rec. 709 luma of 8-bit RGB frames."""
+    return frame @ np.array([0.2126, 0.7152, 0.0722])
