@@ -576,7 +576,9 @@ function costText(result, brief) {
   const [first, last] = s.frame_range.value;
   if (brief) return `frames ${first}–${last}: ≈ ${formatSeconds(e.seconds)} GPU, ${e.credits} credits`;
   return `frames ${first}–${last} (${e.frames} frames) · ${e.chunks} chunk${e.chunks === 1 ? "" : "s"} · ` +
-    `${e.width}×${e.height} · ${e.steps} steps · ≈ ${formatSeconds(e.seconds)} GPU on ${e.calibration.device} · ${e.credits} credits`;
+    `${e.width}×${e.height} · ${e.steps} steps · ≈ ${formatSeconds(e.seconds)} GPU on ${e.device}` +
+    (e.seconds_low !== undefined ? ` (likely ${formatSeconds(e.seconds_low)}–${formatSeconds(e.seconds_high)})` : "") +
+    ` · ${e.credits} credits`;
 }
 
 async function generate(full) {
