@@ -16,6 +16,7 @@ from pathlib import Path
 
 from daemon.config import Settings, load_settings
 from daemon.errors import HotshotError
+from daemon.states import JobState
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,16 +131,16 @@ def drain_summary(settings: Settings, finished: list[int]) -> str:
         lines = []
         for job_id in dict.fromkeys(finished):
             job = store.job(job_id)
-            request = Path(job["request_path"])
-            if job["state"] == "done":
+            request = Path(job.request_path)
+            if job.state == JobState.DONE:
                 folder = request.parent
-                outputs = job["outputs"]
+                outputs = job.outputs
                 lines.append(f"done    {request}\n        output:      {folder / outputs['video']}"
                              f"\n        Render Info: {folder / outputs['render_info']}")
                 if outputs.get("image_sequence"):
                     lines.append(f"        sequence:    {folder / outputs['image_sequence']}")
             else:
-                lines.append(f"{job['state']:<7} {request}\n        {job['error']}")
+                lines.append(f"{job.state:<7} {request}\n        {job.error}")
         return "\n".join(lines) if lines else "nothing new to render"
     finally:
         store.close()
@@ -226,9 +227,9 @@ def manifest_of_job(settings: Settings, job_id: int) -> Path:
         store.close()
     if job is None:
         raise HotshotError(f"there is no job {job_id}")
-    if job["state"] != "done" or not job["manifest_path"]:
-        raise HotshotError(f"job {job_id} is {job['state']}; only a done job has a Render Info")
-    return Path(job["manifest_path"])
+    if job.state != JobState.DONE or not job.manifest_path:
+        raise HotshotError(f"job {job_id} is {job.state}; only a done job has a Render Info")
+    return Path(job.manifest_path)
 
 
 def describe_manifest(manifest: dict) -> str:

@@ -27,8 +27,9 @@ from daemon.errors import CommandRefused
 from daemon.notify import RootNotifiers
 from daemon.scan import process_alive, stale_temporaries
 from daemon.schedule import Schedule
+from daemon.states import ACTIVE_STATES, CommandState, Job, JobState
 from daemon.status_file import publish_newest
-from daemon.store import ACTIVE_STATES, Store
+from daemon.store import Store
 from engine.files import same_file
 
 log = structlog.get_logger("hotshot.control")
@@ -58,7 +59,7 @@ class Control:
     """
 
     def __init__(self, store: Store, settings: Settings, schedule: Schedule, publish: Callable[[int], None],
-                 stop_running: Callable[[dict, str], bool] | None = None) -> None:
+                 stop_running: Callable[[Job, str], bool] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.schedule = schedule
@@ -82,8 +83,8 @@ class Control:
         """Cancel a job by id, or the active jobs of a request file."""
         if target.isdigit():
             job = self._job(target)
-            if job["state"] not in ACTIVE_STATES:
-                raise CommandRefused(f"job {job['id']} is {job['state']}, not waiting, queued or running; "
+            if job.state not in ACTIVE_STATES:
+                raise CommandRefused(f"job {job.id} is {job.state}, not waiting, queued or running; "
                                      "only those can be cancelled")
             jobs = [job]
         else:
@@ -96,9 +97,9 @@ class Control:
         """Cancel every active job of a request file (it was deleted, or says "cancel": true)."""
         return self._cancel_all(self.store.active_jobs_for(request_path), reason)
 
-    def _cancel_all(self, jobs: list[dict], reason: str) -> Outcome:
-        stopping = [job["id"] for job in jobs if self.cancel_job(job, reason)]
-        done = [job["id"] for job in jobs if job["id"] not in stopping]
+    def _cancel_all(self, jobs: list[Job], reason: str) -> Outcome:
+        stopping = [job.id for job in jobs if self.cancel_job(job, reason)]
+        done = [job.id for job in jobs if job.id not in stopping]
         parts = []
         if done:
             parts.append(f"cancelled job{'s' if len(done) > 1 else ''} {', '.join(map(str, done))}")
@@ -107,19 +108,19 @@ class Control:
                          "at the next diffusion step")
         return Outcome("; ".join(parts) or "nothing to cancel", stopping)
 
-    def cancel_job(self, job: dict, reason: str) -> bool:
+    def cancel_job(self, job: Job, reason: str) -> bool:
         """Cancel one job; True when a worker is still stopping it."""
-        if job["state"] == "running" and self.stop_running is not None and self.stop_running(job, reason):
+        if job.state == JobState.RUNNING and self.stop_running is not None and self.stop_running(job, reason):
             return True
         self.finish_cancel(job, reason)
         return False
 
-    def finish_cancel(self, job: dict, reason: str) -> None:
+    def finish_cancel(self, job: Job, reason: str) -> None:
         """Record the cancel, remove the job's checkpoints and temporary files, and say so in its status."""
-        self.store.cancel_job(job["id"], reason)
+        self.store.cancel(job.id, reason)
         remove_job_files(job, self.settings.work_dir)
-        log.info("job cancelled", job=job["id"], reason=reason)
-        self.publish(job["id"])
+        log.info("job cancelled", job=job.id, reason=reason)
+        self.publish(job.id)
 
     # -- retry ----------------------------------------------------------------
 
@@ -128,18 +129,18 @@ class Control:
         job = self._job(target) if target.isdigit() else self.store.latest_job_for(target)
         if job is None:
             raise CommandRefused(f"{target} has no job")
-        name = f"job {job['id']}"
-        if job["state"] in ACTIVE_STATES:
-            raise CommandRefused(f"{name} is already {job['state']}")
-        if job["state"] == "done":
+        name = f"job {job.id}"
+        if job.state in ACTIVE_STATES:
+            raise CommandRefused(f"{name} is already {job.state}")
+        if job.state == JobState.DONE:
             raise CommandRefused(f"{name} is done; to render again, change the request (a new seed, say) and save it")
-        latest = self.store.latest_job_for(job["request_path"])
-        if latest["id"] != job["id"]:
-            raise CommandRefused(f"{name} is an older version of {job['request_path']}; "
-                                 f"its newest version is job {latest['id']}")
-        if not Path(job["request_path"]).exists():
-            raise CommandRefused(f"the request file {job['request_path']} of {name} is gone; put it back, then retry")
-        request = self.store.request(job["request_id"])
+        latest = self.store.latest_job_for(job.request_path)
+        if latest.id != job.id:
+            raise CommandRefused(f"{name} is an older version of {job.request_path}; "
+                                 f"its newest version is job {latest.id}")
+        if not Path(job.request_path).exists():
+            raise CommandRefused(f"the request file {job.request_path} of {name} is gone; put it back, then retry")
+        request = self.store.request(job.request_id)
         with contextlib.suppress(ValueError, TypeError, AttributeError, RecursionError):
             if json.loads(request["raw"]).get("cancel") is True:
                 raise CommandRefused(f'the request of {name} says "cancel": true; edit the request instead')
@@ -149,29 +150,27 @@ class Control:
         if changed:
             # Its checkpoints come from a file that is not there any more: resolve and render it from the start.
             remove_job_files(job, self.settings.work_dir)
-            self.store.clear_chunks(job["id"])
-            self.store.update_job(job["id"], spec=None, render_number=None, output_path=None, manifest_path=None)
-            self.store.retry_job(job["id"], "waiting", created_ts=now, wait_deadline=now,
-                                 wait_reason="checking the request again", window=None, start_at=None)
+            self.store.retry(job.id, JobState.WAITING, from_start=True, created_ts=now, wait_deadline=now,
+                             wait_reason="checking the request again", window=None, start_at=None)
             message = f"{name}'s source changed since it was queued; it will be checked again and rendered " \
                       "from the start"
-        elif not job.get("settings"):
+        elif not job.settings:
             # Never resolved: its request or its source was at fault. Check it again from the start.
-            self.store.retry_job(job["id"], "waiting", created_ts=now, wait_deadline=now,
-                                 wait_reason="checking the request again", window=None, start_at=None)
+            self.store.retry(job.id, JobState.WAITING, created_ts=now, wait_deadline=now,
+                             wait_reason="checking the request again", window=None, start_at=None)
             message = f"{name} will be checked again"
-        elif job.get("window") is not None or job.get("start_at") is not None:
-            self.store.retry_job(job["id"], "waiting",
-                                 wait_reason=self.schedule.describe(job["window"], job["start_at"]))
+        elif job.scheduled:
+            self.store.retry(job.id, JobState.WAITING,
+                             wait_reason=self.schedule.describe(job.window, job.start_at))
             message = f"{name} is back in line for its start time"
         else:
-            self.store.retry_job(job["id"], "queued", wait_reason=None)
+            self.store.retry(job.id, JobState.QUEUED, wait_reason=None)
             message = f"{name} is queued again"
-        chunks = len(self.store.chunks(job["id"]))
-        if job.get("settings") and not changed:
+        chunks = len(self.store.chunks(job.id))
+        if job.settings and not changed:
             message += f"; it resumes after {chunks} finished chunk(s)" if chunks else "; it starts at the first chunk"
-        log.info("job retried", job=job["id"], chunks_done=chunks)
-        self.publish(job["id"])
+        log.info("job retried", job=job.id, chunks_done=chunks)
+        self.publish(job.id)
         return Outcome(message)
 
     # -- pause ----------------------------------------------------------------
@@ -190,16 +189,16 @@ class Control:
         log.warning("claiming resumed")
         return Outcome("resumed: queued jobs start as workers become free")
 
-    def _job(self, target: str) -> dict:
+    def _job(self, target: str) -> Job:
         job = self.store.job(int(target))
         if job is None:
             raise CommandRefused(f"there is no job {target}")
         return job
 
 
-def source_changed(job: dict) -> bool:
+def source_changed(job: Job) -> bool:
     """Whether the source a job was first claimed for is gone, or is another file (or other bytes) now."""
-    spec = job.get("spec")
+    spec = job.spec
     if not spec:
         return False
     try:
@@ -210,15 +209,15 @@ def source_changed(job: dict) -> bool:
                          spec.get("source_ctime_ns"))
 
 
-def remove_job_files(job: dict, work_dir: Path, keep_checkpoints: bool = False) -> None:
+def remove_job_files(job: Job, work_dir: Path, keep_checkpoints: bool = False) -> None:
     """Remove a job's checkpoints (unless kept for a retry) and the hidden temporary outputs it may have left
     beside its output; never a finished file."""
     if not keep_checkpoints:
-        shutil.rmtree(work_dir / f"job-{job['id']:06d}", ignore_errors=True)
-    output = Path(job["output_path"]) if job.get("output_path") else None
+        shutil.rmtree(work_dir / f"job-{job.id:06d}", ignore_errors=True)
+    output = Path(job.output_path) if job.output_path else None
     if output is None:
         return
-    manifest = Path(job["manifest_path"]) if job.get("manifest_path") else None
+    manifest = Path(job.manifest_path) if job.manifest_path else None
     patterns = [f".{output.name}.*.part", f".{output.stem}.frames.part"]
     if manifest is not None:
         patterns.append(f".{manifest.name}.*.part")
@@ -284,17 +283,18 @@ def run_command(settings: Settings, command: str, target: str | None = None,
     store = Store.open(settings.database)
     try:
         command_id = store.submit_command(command, target)
-        row = _wait_for(lambda: (found := store.command(command_id))["state"] != "pending" and found, answer_seconds)
+        row = _wait_for(lambda: (found := store.command(command_id))["state"] != CommandState.PENDING and found,
+                        answer_seconds)
         if not row:
             return Outcome(f"the daemon has not taken the command within {answer_seconds:g} s; "
                            "it carries it out when it does")
         result = json.loads(row["result"])
-        if row["state"] == "refused":
+        if row["state"] == CommandState.REFUSED:
             raise CommandRefused(result["message"])
         outcome = Outcome(**result)
         for job_id in outcome.stopping:
-            ended = _wait_for(lambda job_id=job_id: store.job(job_id)["state"] != "running", answer_seconds)
-            state = store.job(job_id)["state"]
+            ended = _wait_for(lambda job_id=job_id: store.job(job_id).state != JobState.RUNNING, answer_seconds)
+            state = store.job(job_id).state
             outcome.message += (f"; job {job_id} {state}" if ended
                                 else f"; job {job_id} is still stopping (its status file will say when)")
         return outcome
@@ -320,7 +320,7 @@ def _offline_publisher(store: Store, settings: Settings) -> Callable[[int], None
         if published is None:
             return
         job, path, document = published
-        for notifier in notifiers.for_request(Path(job["request_path"])):
-            notifier.notify(job["state"], path, document)
+        for notifier in notifiers.for_request(Path(job.request_path)):
+            notifier.notify(job.state, path, document)
 
     return publish

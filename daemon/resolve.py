@@ -18,7 +18,10 @@ from daemon.conventions import VIDEO_EXTENSIONS, kind_of, manifest_path, render_
 from daemon.errors import ConfigError, RequestError, SourceChoiceError
 from daemon.presets import Preset, apply_preset
 from daemon.request import RenderRequest, reject_unsupported
+from daemon.shots import ShotFacts, originals
+from daemon.states import Job, JobState, MediaKind, MediaState
 from daemon.store import Store
+from engine.backends import Asked, check_settings
 from engine.captions import CaptionerSpec, load_captioner_spec
 from engine.catalog import CatalogError, ModelSpec, load_catalog
 from engine.controls.catalog import ControlCatalog, load_control_catalog
@@ -33,24 +36,12 @@ from engine.timeline import build_timeline, plan_timeline
 
 @dataclass
 class Resolution:
-    state: str                       # queued | waiting
+    state: JobState                  # queued | waiting
     settings: dict = field(default_factory=dict)
     source_media_id: int | None = None
     estimate: dict | None = None
     wait_reason: str | None = None
     full_clip: bool = False
-
-
-@dataclass
-class ShotFacts:
-    """What the resolver needs to know about a shot."""
-
-    folder: Path
-    root: Path
-    media: list[dict]
-    files_on_disk: list[Path]
-    output_paths: set[str]
-    allow_hard_links: bool = False
 
 
 @dataclass
@@ -104,22 +95,22 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
     # 2. The source: named, or the shot's only original; and the stills.
     source_path, waiting = choose_source(request, shot)
     if waiting:
-        return Resolution("waiting", wait_reason=waiting)
+        return Resolution(JobState.WAITING, wait_reason=waiting)
     media = next((m for m in shot.media if m["path"] == str(source_path)), None)
     if media is None:
-        return Resolution("waiting", wait_reason=f"waiting for {source_path.name} to finish copying")
-    if media["state"] != "ready":
+        return Resolution(JobState.WAITING, wait_reason=f"waiting for {source_path.name} to finish copying")
+    if media["state"] != MediaState.READY:
         reason = f"waiting for {source_path.name} to become readable: {media['error']}"
-        return Resolution("waiting", wait_reason=reason)
+        return Resolution(JobState.WAITING, wait_reason=reason)
     info = VideoInfo.from_dict(media["probe"])
     stills = {}
     for name in ("style_frame", "reference_frame"):
         stills[name], waiting = resolve_still(getattr(request, name), name, shot, info)
         if waiting:
-            return Resolution("waiting", wait_reason=waiting)
+            return Resolution(JobState.WAITING, wait_reason=waiting)
     mask, waiting = resolve_mask(request.mask, shot)
     if waiting:
-        return Resolution("waiting", wait_reason=waiting)
+        return Resolution(JobState.WAITING, wait_reason=waiting)
 
     # 3. The frame range.
     if request.frame_range is None:
@@ -159,7 +150,7 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
     estimate = estimate_cost(plan, timeline.frame_count, width, height, settings["steps"]["value"],
                              settings["cfg"]["value"], calibration, context.credits_per_gpu_second)
     estimate["calibration"] = {"seconds_per_megapixel_frame_step": calibration, "device": context.device_kind}
-    return Resolution("queued", settings, media["id"], estimate, full_clip=request.frame_range is None)
+    return Resolution(JobState.QUEUED, settings, media["id"], estimate, full_clip=request.frame_range is None)
 
 
 def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None, str | None]:
@@ -173,20 +164,12 @@ def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None,
         if not path.exists():
             return None, f"waiting for source {request.source} to appear in the shot"
         return path, None
-    named = {shot.folder / request.mask} if request.mask else set()
-    originals = sorted(({
-        Path(m["path"]) for m in shot.media if m["kind"] == "original" and m["state"] != "missing"
-    } | {
-        path for path in shot.files_on_disk
-        if kind_of(path) == "video" and str(path) not in shot.output_paths
-        and not any(m["path"] == str(path) for m in shot.media)
-        and not manifest_path(path).exists()
-    }) - named)
-    if len(originals) > 1:
-        raise SourceChoiceError([path.name for path in originals])
-    if not originals:
+    found = originals(shot, exclude={shot.folder / request.mask} if request.mask else set())
+    if len(found) > 1:
+        raise SourceChoiceError([path.name for path in found])
+    if not found:
         return None, "waiting for a source video to arrive in the shot"
-    return originals[0], None
+    return found[0], None
 
 
 def resolve_still(value, name: str, shot: ShotFacts, info: VideoInfo) -> tuple[dict | None, str | None]:
@@ -223,18 +206,18 @@ def check_capabilities(request: RenderRequest, model: ModelSpec) -> None:
         if control.type not in exposed.controlnets:
             offered = ", ".join(exposed.controlnets) or "none"
             raise RequestError(f"model {model.id!r} has no {control.type!r} ControlNet (it offers: {offered})")
-    if request.shift is not None and model.backend == "animatediff-v2v":
-        raise RequestError(f"model {model.id!r} does not support shift (its DDIM scheduler has no flow shift); "
-                           "remove it from the request")
+    try:  # what only the model's backend knows it cannot do
+        check_settings(model, Asked(shift=request.shift is not None, mask=request.mask is not None,
+                                    reference=request.reference_frame is not None,
+                                    controls=tuple(control.type for control in request.controlnets)))
+    except SettingsError as exc:
+        raise RequestError(str(exc)) from exc
     if (request.mask_feather or request.mask_grow) and request.mask is None:
         raise RequestError("mask_feather and mask_grow need a mask")
 
 
 def check_guidance(request: RenderRequest, model: ModelSpec, context: Context) -> None:
-    """Controls and Auto Prompt need their models in the catalog; Wan VACE follows one control video."""
-    if request.controlnets and model.backend == "wan-vace" and len(request.controlnets) > 1:
-        raise RequestError(f"model {model.id!r} follows one control video; combine depth and pose with "
-                           "\"depth+pose\" instead of listing several controlnets")
+    """Controls and Auto Prompt need their models in the catalog."""
     roles = {"depth": ["depth"], "normal": ["depth"], "pose": ["pose_detector", "pose"],
              "depth+pose": ["depth", "pose_detector", "pose"], "softedge": []}
     for control in request.controlnets:
@@ -330,29 +313,29 @@ def _origin(name: str, given: set[str], from_preset: dict) -> str:
     return "default"
 
 
-def render_job(job: dict, store: Store, context: Context, work_root: Path) -> RenderJob:
+def render_job(job: Job, store: Store, context: Context, work_root: Path) -> RenderJob:
     """The engine job for a claimed job row; the first claim fixes its render number and names."""
-    if job.get("spec"):
-        spec = dict(job["spec"])
-        spec["done_chunks"] = {row["idx"]: row["seconds"] for row in store.chunks(job["id"])}
+    if job.spec:
+        spec = dict(job.spec)
+        spec["done_chunks"] = {row["idx"]: row["seconds"] for row in store.chunks(job.id)}
         return RenderJob.model_validate(spec)
 
-    settings = {name: entry["value"] for name, entry in job["settings"].items()}
-    source = store.media(job["source_media_id"])
-    shot = store.shot(job["shot_id"])
+    settings = {name: entry["value"] for name, entry in job.settings.items()}
+    source = store.media(job.source_media_id)
+    shot = store.shot(job.shot_id)
     folder = Path(shot["path"])
     original = store.media(source["root_id"]) if source["root_id"] else source
     stem = Path(original["name"]).stem
-    number = store.next_render_number(job["shot_id"])
+    number = store.next_render_number(job.shot_id)
     while (folder / f"{render_stem(stem, number)}.mp4").exists() or (folder / render_stem(stem, number)).exists():
         number += 1
     output = folder / f"{render_stem(stem, number)}.mp4"
     model = context.catalog[settings["model"]]
     uses_controls = bool(settings.get("controlnets"))
-    accelerator = job["settings"]["low_step"].get("accelerator") if settings["low_step"] else None
-    request_row = store.request(job["request_id"])
+    accelerator = job.settings["low_step"].get("accelerator") if settings["low_step"] else None
+    request_row = store.request(job.request_id)
     return RenderJob(
-        job_id=job["id"],
+        job_id=job.id,
         render_id=render_stem(stem, number),
         source=Path(source["path"]),
         source_size=source["size"],
@@ -382,7 +365,7 @@ def render_job(job: dict, store: Store, context: Context, work_root: Path) -> Re
         control_cache=context.control_cache if uses_controls else None,
         auto_prompt=bool(settings.get("auto_prompt")),
         captioner=context.captioner if settings.get("auto_prompt") else None,
-        negative_from_model=job["settings"]["negative_prompt"]["from"] == "model",
+        negative_from_model=job.settings["negative_prompt"]["from"] == "model",
         interpolation=settings["interpolation"],
         color_consistency=settings["color_consistency"],
         image_sequence=settings["image_sequence"],
@@ -391,14 +374,14 @@ def render_job(job: dict, store: Store, context: Context, work_root: Path) -> Re
         accelerator_lora_scale=accelerator["lora_scale"] if accelerator else 1.0,
         output=output,
         manifest=manifest_path(output),
-        work_dir=work_root / f"job-{job['id']:06d}",
+        work_dir=work_root / f"job-{job.id:06d}",
         manifest_context={
             "shot": shot["rel"],
-            "request": {"path": Path(job["request_path"]).name, "as_written": json.loads(request_row["raw"])},
-            "settings": job["settings"],
+            "request": {"path": Path(job.request_path).name, "as_written": json.loads(request_row["raw"])},
+            "settings": job.settings,
             "lineage": lineage(source, output.name, store),
-            "estimate_seconds": (job.get("estimate") or {}).get("seconds"),
-            "estimate": job.get("estimate"),
+            "estimate_seconds": (job.estimate or {}).get("seconds"),
+            "estimate": job.estimate,
         },
     )
 
@@ -420,6 +403,6 @@ def lineage(source: dict, output_name: str, store: Store) -> dict:
     chain.reverse()
     return {
         "root_source": chain[0]["name"],
-        "parent_render": source["name"] if source["kind"] == "render" else None,
+        "parent_render": source["name"] if source["kind"] == MediaKind.RENDER else None,
         "chain": [media["name"] for media in chain] + [output_name],
     }

@@ -14,6 +14,7 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from engine.devices import device_kind
 from engine.errors import WeightsMissingError
 from engine.prompt_writing import clean_caption
 from engine.weights import (
@@ -148,8 +149,7 @@ class Captioner:
                                           "or change `path` in the [captioner] table of the model catalog")
             make_tiny_captioner(spec)
         location = spec.path if spec.path is not None else str(spec.hub)
-        kind = "cuda" if device.startswith("cuda") else "cpu"
-        dtype = getattr(torch, spec.dtype.get(kind, "float32"))
+        dtype = getattr(torch, spec.dtype.get(device_kind(device), "float32"))
         try:
             processor = Florence2Processor.from_pretrained(location, revision=spec.revision)
             model = Florence2ForConditionalGeneration.from_pretrained(location, revision=spec.revision, dtype=dtype)

@@ -5,10 +5,17 @@ from __future__ import annotations
 from engine.plan import ChunkPlan
 
 
-def work_units(plan: ChunkPlan, width: int, height: int, steps: int, cfg: float) -> float:
-    """Megapixel-frame-steps: frames to diffuse x steps x pixels; guidance (cfg > 1) runs the model twice."""
+def megapixel_frame_steps(frames: int, width: int, height: int, steps: int, cfg: float) -> float:
+    """The work of diffusing `frames`: frames x steps x pixels; guidance (cfg > 1) runs the model twice.
+
+    Estimates divide time by it before a render, the daemon's calibration after one."""
     passes = 2 if cfg > 1.0 else 1
-    return plan.frames_to_diffuse * steps * passes * width * height / 1e6
+    return frames * steps * passes * width * height / 1e6
+
+
+def work_units(plan: ChunkPlan, width: int, height: int, steps: int, cfg: float) -> float:
+    """Megapixel-frame-steps of a whole chunk plan."""
+    return megapixel_frame_steps(plan.frames_to_diffuse, width, height, steps, cfg)
 
 
 def estimate_cost(plan: ChunkPlan, output_frames: int, width: int, height: int, steps: int, cfg: float,

@@ -124,17 +124,17 @@ class CrashTrials:
         store = Store.open(self.database, read_only=True)
         try:
             for request in requests:
-                jobs = store._all("SELECT * FROM jobs WHERE request_path = ? ORDER BY id", (str(request),))
-                done = [job for job in jobs if job["state"] == "done"]
-                if len(done) != 1 or done[0]["id"] != jobs[-1]["id"]:
-                    problems.append(f"{request.name}: jobs {[(job['id'], job['state']) for job in jobs]}, "
+                jobs = [job for job in store.jobs() if job.request_path == str(request)]
+                done = [job for job in jobs if job.state == "done"]
+                if len(done) != 1 or done[0].id != jobs[-1].id:
+                    problems.append(f"{request.name}: jobs {[(job.id, job.state) for job in jobs]}, "
                                     "expected only its newest version done")
-                if any(job["state"] not in ("done", "cancelled") for job in jobs):
-                    problems.append(f"{request.name}: a job is left {[job['state'] for job in jobs]}")
+                if any(job.state not in ("done", "cancelled") for job in jobs):
+                    problems.append(f"{request.name}: a job is left {[job.state for job in jobs]}")
                 for job in done:
-                    finished = [event for event in store.events(job["id"]) if event["kind"] == "done"]
+                    finished = [event for event in store.events(job.id) if event["kind"] == "done"]
                     if len(finished) != 1:
-                        problems.append(f"job {job['id']} finished {len(finished)} times")
+                        problems.append(f"job {job.id} finished {len(finished)} times")
         finally:
             store.close()
         renders = sorted(path for path in shot.iterdir() if RENDER_NAME.search(path.name))
