@@ -10,7 +10,6 @@ database directly, with the same code.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -18,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 import structlog
 
@@ -30,7 +28,7 @@ from daemon.schedule import Schedule
 from daemon.states import ACTIVE_STATES, CommandState, Job, JobState
 from daemon.status_file import publish_newest
 from daemon.store import Store
-from engine.files import same_file
+from engine.files import FileLock, same_file
 
 log = structlog.get_logger("hotshot.control")
 COMMANDS = ("cancel", "retry", "pause", "resume")
@@ -239,20 +237,10 @@ def remove_stale_temporaries(folders: list[Path]) -> None:
             log.info("removed a stale temporary file", path=str(path))
 
 
-def state_lock(state_dir: Path, wait_seconds: float = 0.0) -> TextIO | None:
+def state_lock(state_dir: Path, wait_seconds: float = 0.0) -> FileLock | None:
     """The state folder's lock, or None when another process (a daemon) holds it for `wait_seconds`."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(state_dir / LOCK_FILE, "a+")
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except OSError:
-            if time.monotonic() >= deadline:
-                handle.close()
-                return None
-            time.sleep(0.1)
+    lock = FileLock(state_dir / LOCK_FILE)
+    return lock if lock.acquire(wait_seconds) else None
 
 
 def daemon_pid(state_dir: Path) -> int | None:
@@ -278,7 +266,7 @@ def run_command(settings: Settings, command: str, target: str | None = None,
             finally:
                 store.close()
         finally:
-            lock.close()
+            lock.release()
 
     store = Store.open(settings.database)
     try:

@@ -12,7 +12,6 @@ inbox; notifications are sent from a queue on a thread of their own.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import shutil
@@ -76,10 +75,7 @@ class Daemon:
         self._lock = state_lock(settings.state_dir, wait_seconds=2.0)  # a CLI command may hold it for a moment
         if self._lock is None:
             raise ConfigError(f"another hotshot daemon is running with state dir {settings.state_dir}")
-        with contextlib.suppress(OSError):
-            self._lock.truncate(0)
-            self._lock.write(str(os.getpid()))
-            self._lock.flush()
+        self._lock.write(str(os.getpid()))
         self.store = Store.open(settings.database)
         devices = worker_devices(settings.devices)
         self.context = load_context(settings, device_kind(devices), self.store.calibration)
@@ -152,9 +148,8 @@ class Daemon:
             self.workers.shutdown()
             self.notifications.stop(timeout=30)
             self.store.close()
-            with contextlib.suppress(OSError):
-                self._lock.truncate(0)
-            self._lock.close()
+            self._lock.write("")
+            self._lock.release()
         return 0
 
     def stop(self, reason: str = "stop requested") -> None:

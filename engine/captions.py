@@ -15,7 +15,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.devices import device_kind
-from engine.errors import WeightsMissingError
+from engine.errors import WeightsMissingError, validation_problems
 from engine.prompt_writing import clean_caption
 from engine.weights import (
     CatalogError,
@@ -74,8 +74,7 @@ def load_captioner_spec(files: list[Path], models_dir: Path, required: bool = Tr
     try:
         return CaptionerSpec(**entry)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
-        raise CatalogError(f"{file}: [captioner] is invalid: {problems}") from exc
+        raise CatalogError(f"{file}: [captioner] is invalid: {validation_problems(exc.errors())}") from exc
 
 
 def make_tiny_captioner(spec: CaptionerSpec, force: bool = False) -> Path:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.backends import BACKEND_NAMES, FAMILIES
 from engine.devices import device_kind
+from engine.errors import validation_problems
 from engine.plan import FrameConstraint
 from engine.weights import CatalogError, read_catalog_file, weights_location, weights_present
 
@@ -173,6 +174,6 @@ def load_catalog(files: list[Path], models_dir: Path) -> dict[str, ModelSpec]:
             try:
                 catalog[model_id] = ModelSpec(**entry)
             except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
-                raise CatalogError(f"{file}: model {model_id!r} is invalid: {problems}") from exc
+                raise CatalogError(f"{file}: model {model_id!r} is invalid: "
+                                   f"{validation_problems(exc.errors())}") from exc
     return catalog

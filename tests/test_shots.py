@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from daemon.cli.estimate import estimate_request
+from daemon.cli.prompt import choose_source
 from daemon.conventions import manifest_path
-from daemon.estimate_cli import estimate_request
-from daemon.prompt_cli import choose_source
 from daemon.store import Store
 from tests.harness import settings_for, state_of, tick_until, ticked_daemon, write_request
 from tests.helpers import make_clip

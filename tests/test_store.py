@@ -77,7 +77,7 @@ def test_running_jobs_are_requeued_after_a_restart(tmp_path, models_dir):
         events = daemon.store.events(job)
     finally:
         daemon.store.close()
-        daemon._lock.close()
+        daemon._lock.release()
     assert row.state == "queued" and row.attempts == 1
     assert [event["kind"] for event in events] == ["job created", "claimed", "recovered"]
     assert events[-1]["message"] == "the daemon restarted while this job ran; it resumes"

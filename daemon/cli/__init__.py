@@ -1,4 +1,4 @@
-"""The `hotshot` command line.
+"""The `hotshot` command line; the modules beside this one serve only its commands.
 
 Commands that do not render (status, info, estimate, presets, models list, cancel, retry, pause,
 resume) never import torch or diffusers, so they answer at once.
@@ -147,9 +147,9 @@ def drain_summary(settings: Settings, finished: list[int]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.cli.status import status_data, status_text
     from daemon.control import daemon_pid
     from daemon.store import Store
-    from daemon.views import status_data, status_text
 
     settings = settings_from(args)
     if not settings.database.exists():
@@ -265,7 +265,7 @@ def describe_manifest(manifest: dict) -> str:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from daemon.estimate_cli import estimate_request
+    from daemon.cli.estimate import estimate_request
 
     settings = settings_from(args)
     result = estimate_request(settings, args.request)
@@ -290,7 +290,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def cmd_prompt(args: argparse.Namespace) -> int:
     from daemon import logs
-    from daemon.prompt_cli import suggest
+    from daemon.cli.prompt import suggest
 
     settings = settings_from(args)
     logs.configure(settings.log_format, "warning")
@@ -349,7 +349,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def cmd_models_check(args: argparse.Namespace) -> int:
     from daemon import logs
-    from daemon.model_check import smoke_test
+    from daemon.cli.model_check import smoke_test
 
     settings = settings_from(args)
     logs.configure(settings.log_format, "warning")
@@ -382,7 +382,3 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
         if context.captioner is not None and context.captioner.tiny:
             print(f"{context.captioner.id}: {make_tiny_captioner(context.captioner, force=args.force)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
