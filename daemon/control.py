@@ -48,7 +48,7 @@ class Outcome:
         return json.dumps(asdict(self))
 
 
-class Control:
+class Commands:
     """Carries out operator commands on the store.
 
     `stop_running(job, reason)` asks a worker to drop a running job and returns
@@ -65,15 +65,17 @@ class Control:
         self.stop_running = stop_running
 
     def apply(self, command: str, target: str | None) -> Outcome:
-        if command == "cancel":
-            return self.cancel(target or "")
-        if command == "retry":
-            return self.retry(target or "")
-        if command == "pause":
-            return self.pause()
-        if command == "resume":
-            return self.resume()
-        raise CommandRefused(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
+        match command:
+            case "cancel":
+                return self.cancel(target or "")
+            case "retry":
+                return self.retry(target or "")
+            case "pause":
+                return self.pause()
+            case "resume":
+                return self.resume()
+            case _:
+                raise CommandRefused(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
 
     # -- cancel ---------------------------------------------------------------
 
@@ -260,9 +262,9 @@ def run_command(settings: Settings, command: str, target: str | None = None,
         try:
             store = Store.open(settings.database)
             try:
-                control = Control(store, settings, Schedule(settings.render_windows, time.time),
-                                  _offline_publisher(store, settings))
-                return control.apply(command, target)
+                commands = Commands(store, settings, Schedule(settings.render_windows, time.time),
+                                    _offline_publisher(store, settings))
+                return commands.apply(command, target)
             finally:
                 store.close()
         finally:

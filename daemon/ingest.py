@@ -20,7 +20,7 @@ from daemon.config import Settings
 from daemon.conventions import kind_of, refusal, root_of
 from daemon.errors import RequestError
 from daemon.request import RenderRequest, parse_request
-from daemon.resolve import Context, resolve
+from daemon.resolve import Setup, resolve
 from daemon.schedule import Schedule
 from daemon.shots import is_render, read_shot
 from daemon.stability import StableFile
@@ -35,14 +35,14 @@ CANCELLED_BY_FIELD = 'cancelled by "cancel": true in the request'
 
 
 class Ingest:
-    def __init__(self, store: Store, settings: Settings, context: Context, clock: Callable[[], float],
+    def __init__(self, store: Store, settings: Settings, setup: Setup, clock: Callable[[], float],
                  publish: Callable[[int], None], schedule: Schedule,
                  cancel_request: Callable[[str, str], None]) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.publish = publish
-        self.context = context
+        self.setup = setup
         self.schedule = schedule
         self.cancel_request = cancel_request
 
@@ -159,7 +159,7 @@ class Ingest:
                     seed: int | None = None) -> dict:
         self.schedule.start_of(request)  # a `when` not understood fails at once, before the source is there
         shot = read_shot(path.parent, root, self.store, self.settings.allow_hard_links)
-        resolution = resolve(request, shot, self.context, seed)
+        resolution = resolve(request, shot, self.setup, seed)
         values = {
             "state": resolution.state,
             "priority": request.priority,

@@ -17,11 +17,11 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
-from daemon.control import Control, remove_job_files
+from daemon.control import Commands, remove_job_files
 from daemon.conventions import root_of
 from daemon.messages import ChunkDone, Done, Failed, Interrupted, Models, Progress, Ready, UnknownMessages, WorkerReport
 from daemon.progress import Display, LiveJob
-from daemon.resolve import Context, render_job
+from daemon.resolve import Setup, render_job
 from daemon.roots import RootStates
 from daemon.schedule import Schedule
 from daemon.states import ErrorKind, Job, JobState, MediaKind, MediaState
@@ -37,15 +37,15 @@ CANCEL_KILL_SECONDS = 30.0  # a worker that has not dropped a cancelled job by t
 
 
 class Jobs:
-    def __init__(self, store: Store, settings: Settings, context: Context, schedule: Schedule,
-                 workers: WorkerPool, control: Control, publish: Callable[[int], None],
+    def __init__(self, store: Store, settings: Settings, setup: Setup, schedule: Schedule,
+                 workers: WorkerPool, commands: Commands, publish: Callable[[int], None],
                  display: Display, roots: RootStates, unknown: UnknownMessages | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.context = context
+        self.setup = setup
         self.schedule = schedule
         self.workers = workers
-        self.control = control
+        self.commands = commands
         self.publish = publish
         self.display = display
         self.roots = roots
@@ -95,7 +95,7 @@ class Jobs:
                 return
             with structlog.contextvars.bound_contextvars(job=job.id):
                 try:
-                    spec = render_job(job, self.store, self.context, self.settings.work_dir)
+                    spec = render_job(job, self.store, self.setup, self.settings.work_dir)
                 except Exception as exc:  # noqa: BLE001 - a job that cannot even be prepared fails alone
                     log.error("job preparation failed", exc_info=True)
                     self.fail(job.id, f"could not prepare the render: {exc}")
@@ -332,7 +332,7 @@ class Jobs:
         self.publish(job_id)
 
     def _cancelled(self, job: Job) -> None:
-        self.control.finish_cancel(job, job.cancel_reason)
+        self.commands.finish_cancel(job, job.cancel_reason)
         self.finished.append(job.id)
 
     def fail(self, job_id: int, error: str, kind: ErrorKind | None = None) -> None:

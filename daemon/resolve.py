@@ -45,7 +45,7 @@ class Resolution:
 
 
 @dataclass
-class Context:
+class Setup:
     """What the resolver needs to know beyond the shot: the catalogs, presets and settings."""
 
     catalog: dict[str, ModelSpec]
@@ -60,7 +60,7 @@ class Context:
     control_cache: Path | None = None
 
 
-def load_context(settings, device_kind: str, calibration=None) -> Context:
+def load_setup(settings, device_kind: str, calibration=None) -> Setup:
     """Read the model catalog (with its [controls] and [captioner] tables) and the presets; refuse bad ones."""
     from daemon.presets import load_presets
 
@@ -70,7 +70,7 @@ def load_context(settings, device_kind: str, calibration=None) -> Context:
         captioner = load_captioner_spec(settings.catalogs, settings.models_dir, required=False)
     except CatalogError as exc:
         raise ConfigError(str(exc)) from exc
-    return Context(
+    return Setup(
         catalog=catalog, presets=load_presets(settings.presets_file), default_model=settings.default_model,
         device_kind=device_kind, first_frame_number=settings.first_frame_number,
         credits_per_gpu_second=settings.credits_per_gpu_second,
@@ -79,18 +79,18 @@ def load_context(settings, device_kind: str, calibration=None) -> Context:
     )
 
 
-def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int | None = None) -> Resolution:
+def resolve(request: RenderRequest, shot: ShotFacts, setup: Setup, seed: int | None = None) -> Resolution:
     """Resolve a valid request against its shot; raise `RequestError` if it cannot ever work."""
     # 1. The preset under the request, then the model.
     given = _given(request)
-    request, from_preset = apply_preset(request, context.presets)
+    request, from_preset = apply_preset(request, setup.presets)
     reject_unsupported(request)
-    model_id = request.model or context.default_model
-    if model_id not in context.catalog:
-        raise RequestError(str(UnknownModelError(model_id, sorted(context.catalog))))
-    model = context.catalog[model_id]
+    model_id = request.model or setup.default_model
+    if model_id not in setup.catalog:
+        raise RequestError(str(UnknownModelError(model_id, sorted(setup.catalog))))
+    model = setup.catalog[model_id]
     check_capabilities(request, model)
-    check_guidance(request, model, context)
+    check_guidance(request, model, setup)
 
     # 2. The source: named, or the shot's only original; and the stills.
     source_path, waiting = choose_source(request, shot)
@@ -128,7 +128,7 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
         "style_frame": {"value": stills["style_frame"], "from": _origin("style_frame", given, from_preset)},
         "reference_frame": {"value": stills["reference_frame"],
                             "from": _origin("reference_frame", given, from_preset)},
-        "first_frame_number": {"value": context.first_frame_number, "from": "config"},
+        "first_frame_number": {"value": setup.first_frame_number, "from": "config"},
         "mask": {"value": mask, "from": _origin("mask", given, from_preset)},
     })
     if settings["context.size"]["value"] > model.context_max:
@@ -146,10 +146,10 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
                              model.constraint, settings["seed"]["value"])
     except (ValueError, SettingsError) as exc:
         raise RequestError(str(exc)) from exc
-    calibration = context.calibration(model.id, context.device_kind) or model.calibration_for(context.device_kind)
+    calibration = setup.calibration(model.id, setup.device_kind) or model.calibration_for(setup.device_kind)
     estimate = estimate_cost(plan, timeline.frame_count, width, height, settings["steps"]["value"],
-                             settings["cfg"]["value"], calibration, context.credits_per_gpu_second)
-    estimate["calibration"] = {"seconds_per_megapixel_frame_step": calibration, "device": context.device_kind}
+                             settings["cfg"]["value"], calibration, setup.credits_per_gpu_second)
+    estimate["calibration"] = {"seconds_per_megapixel_frame_step": calibration, "device": setup.device_kind}
     return Resolution(JobState.QUEUED, settings, media["id"], estimate, full_clip=request.frame_range is None)
 
 
@@ -216,17 +216,17 @@ def check_capabilities(request: RenderRequest, model: ModelSpec) -> None:
         raise RequestError("mask_feather and mask_grow need a mask")
 
 
-def check_guidance(request: RenderRequest, model: ModelSpec, context: Context) -> None:
+def check_guidance(request: RenderRequest, model: ModelSpec, setup: Setup) -> None:
     """Controls and Auto Prompt need their models in the catalog."""
     roles = {"depth": ["depth"], "normal": ["depth"], "pose": ["pose_detector", "pose"],
              "depth+pose": ["depth", "pose_detector", "pose"], "softedge": []}
     for control in request.controlnets:
         missing = [role for role in roles[control.type]
-                   if context.controls is None or getattr(context.controls, role) is None]
+                   if setup.controls is None or getattr(setup.controls, role) is None]
         if missing:
             raise RequestError(f"controlnets {control.type!r} needs {' and '.join(missing)} in the [controls] "
                                "table of the model catalog (see docs/controls.md)")
-    if request.auto_prompt and context.captioner is None:
+    if request.auto_prompt and setup.captioner is None:
         raise RequestError("auto_prompt needs a [captioner] table in the model catalog (see docs/controls.md)")
 
 
@@ -313,7 +313,7 @@ def _origin(name: str, given: set[str], from_preset: dict) -> str:
     return "default"
 
 
-def render_job(job: Job, store: Store, context: Context, work_root: Path) -> RenderJob:
+def render_job(job: Job, store: Store, setup: Setup, work_root: Path) -> RenderJob:
     """The engine job for a claimed job row; the first claim fixes its render number and names."""
     if job.spec:
         spec = dict(job.spec)
@@ -330,7 +330,7 @@ def render_job(job: Job, store: Store, context: Context, work_root: Path) -> Ren
     while (folder / f"{render_stem(stem, number)}.mp4").exists() or (folder / render_stem(stem, number)).exists():
         number += 1
     output = folder / f"{render_stem(stem, number)}.mp4"
-    model = context.catalog[settings["model"]]
+    model = setup.catalog[settings["model"]]
     uses_controls = bool(settings.get("controlnets"))
     accelerator = job.settings["low_step"].get("accelerator") if settings["low_step"] else None
     request_row = store.request(job.request_id)
@@ -361,10 +361,10 @@ def render_job(job: Job, store: Store, context: Context, work_root: Path) -> Ren
               "grow": settings["mask_grow"]} if settings["mask"] else None,
         strength=settings["strength"],
         controls=settings.get("controlnets") or [],
-        control_catalog=context.controls if uses_controls or settings.get("auto_prompt") else None,
-        control_cache=context.control_cache if uses_controls else None,
+        control_catalog=setup.controls if uses_controls or settings.get("auto_prompt") else None,
+        control_cache=setup.control_cache if uses_controls else None,
         auto_prompt=bool(settings.get("auto_prompt")),
-        captioner=context.captioner if settings.get("auto_prompt") else None,
+        captioner=setup.captioner if settings.get("auto_prompt") else None,
         negative_from_model=job.settings["negative_prompt"]["from"] == "model",
         interpolation=settings["interpolation"],
         color_consistency=settings["color_consistency"],

@@ -26,7 +26,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.config import Settings
-from daemon.control import PAUSED, Control, Outcome, remove_job_files, remove_stale_temporaries, state_lock
+from daemon.control import PAUSED, Commands, Outcome, remove_job_files, remove_stale_temporaries, state_lock
 from daemon.conventions import is_ignored, kind_of, root_of
 from daemon.errors import CommandRefused, ConfigError
 from daemon.gpus import device_kind, worker_devices
@@ -46,7 +46,7 @@ from daemon.messages import (
 )
 from daemon.notify import NotificationQueue, RootNotifiers
 from daemon.progress import Display, NoDisplay
-from daemon.resolve import load_context
+from daemon.resolve import load_setup
 from daemon.roots import CHECK_SECONDS, RootStates
 from daemon.scan import candidate_files, changed_files
 from daemon.schedule import Schedule
@@ -78,7 +78,7 @@ class Daemon:
         self._lock.write(str(os.getpid()))
         self.store = Store.open(settings.database)
         devices = worker_devices(settings.devices)
-        self.context = load_context(settings, device_kind(devices), self.store.calibration)
+        self.setup = load_setup(settings, device_kind(devices), self.store.calibration)
         self.roots = RootStates(settings.roots, {root for root in settings.roots
                                                  if self.store.flag(f"mount {root}") == "1"},
                                 lambda root, mounted: self.store.set_flag(f"mount {root}", "1" if mounted else "0"))
@@ -94,12 +94,12 @@ class Daemon:
         self.workers = make_pool(devices, self.inbox, settings.log_format, worker_level,
                                  int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None,
                                  worker_kind)
-        self.control = Control(self.store, settings, self.schedule, self.publish)
-        self.jobs = Jobs(self.store, settings, self.context, self.schedule, self.workers, self.control,
+        self.commands = Commands(self.store, settings, self.schedule, self.publish)
+        self.jobs = Jobs(self.store, settings, self.setup, self.schedule, self.workers, self.commands,
                          self.publish, self.display, self.roots, self.unknown_messages)
-        self.control.stop_running = self.jobs.stop_running
-        self.ingest = Ingest(self.store, settings, self.context, clock, self.publish, self.schedule,
-                             self.control.cancel_request)
+        self.commands.stop_running = self.jobs.stop_running
+        self.ingest = Ingest(self.store, settings, self.setup, clock, self.publish, self.schedule,
+                             self.commands.cancel_request)
         self.notifications = NotificationQueue()
         self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
                                        sleep=self.notifications.wait)
@@ -334,7 +334,7 @@ class Daemon:
         for row in self.store.pending_commands():
             with structlog.contextvars.bound_contextvars(command=row["command"], target=row["target"]):
                 try:
-                    outcome = self.control.apply(row["command"], row["target"])
+                    outcome = self.commands.apply(row["command"], row["target"])
                 except CommandRefused as exc:
                     self.store.finish_command(row["id"], CommandState.REFUSED, Outcome(str(exc)).to_json())
                     log.info("command refused", error=str(exc))
@@ -358,7 +358,7 @@ class Daemon:
                     continue  # its root went away; the reconcile after it is back looks again
                 if self.store.active_jobs_for(str(path)):
                     log.info("request deleted: cancelling its jobs", path=str(path))
-                    self.control.cancel_request(str(path), "the request file was deleted")
+                    self.commands.cancel_request(str(path), "the request file was deleted")
 
     def _review_waiting(self) -> None:
         """Revisit jobs waiting for their source; release jobs whose start came; hold those whose window shut."""

@@ -360,7 +360,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 
 def cmd_models_make_tiny(args: argparse.Namespace) -> int:
     from daemon import logs
-    from daemon.resolve import load_context
+    from daemon.resolve import load_setup
     from engine.captions import make_tiny_captioner
     from engine.controls import make_tiny_controls
     from engine.models import make_tiny
@@ -368,17 +368,17 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     logs.configure(settings.log_format, "warning")
     logs.route_ml_libraries()
-    context = load_context(settings, "cpu")
-    ids = args.ids or [spec.id for spec in context.catalog.values() if spec.tiny]
+    setup = load_setup(settings, "cpu")
+    ids = args.ids or [spec.id for spec in setup.catalog.values() if spec.tiny]
     for model_id in ids:
-        spec = context.catalog.get(model_id)
+        spec = setup.catalog.get(model_id)
         if spec is None or not spec.tiny:
             raise HotshotError(f"{model_id!r} is not a tiny model in the catalog; only tiny-* models can be built")
         print(f"{model_id}: {make_tiny(spec, force=args.force)}")
     if not args.ids:
-        if context.controls is not None:
-            for path in make_tiny_controls(context.controls, force=args.force):
+        if setup.controls is not None:
+            for path in make_tiny_controls(setup.controls, force=args.force):
                 print(f"controls: {path}")
-        if context.captioner is not None and context.captioner.tiny:
-            print(f"{context.captioner.id}: {make_tiny_captioner(context.captioner, force=args.force)}")
+        if setup.captioner is not None and setup.captioner.tiny:
+            print(f"{setup.captioner.id}: {make_tiny_captioner(setup.captioner, force=args.force)}")
     return 0

@@ -8,7 +8,7 @@ from daemon.config import Settings
 from daemon.conventions import root_of
 from daemon.errors import ConfigError, HotshotError, RequestError
 from daemon.request import parse_request
-from daemon.resolve import load_context, resolve
+from daemon.resolve import load_setup, resolve
 from daemon.shots import read_shot
 from daemon.states import JobState, MediaState
 from daemon.store import Store
@@ -28,13 +28,13 @@ def estimate_request(settings: Settings, request_path: Path) -> dict:
     store = Store.open(settings.database, read_only=True) if settings.database.exists() else None
     try:
         try:
-            context = load_context(settings, settings.device_kind, store.calibration if store else None)
+            setup = load_setup(settings, settings.device_kind, store.calibration if store else None)
         except ConfigError as exc:
             raise HotshotError(str(exc)) from exc
         try:
             request = parse_request(raw, settings.max_request_bytes)
             shot = read_shot(folder, root, store, settings.allow_hard_links, lambda path: _probed(path, settings))
-            resolution = resolve(request, shot, context)
+            resolution = resolve(request, shot, setup)
         except RequestError as exc:
             return {"state": JobState.FAILED, "reason": str(exc)}
     finally:

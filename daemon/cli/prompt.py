@@ -12,7 +12,7 @@ from pathlib import Path
 from daemon.config import Settings
 from daemon.conventions import kind_of, root_of
 from daemon.errors import HotshotError
-from daemon.resolve import load_context
+from daemon.resolve import load_setup
 from daemon.shots import originals, read_shot
 from daemon.store import Store
 from engine.files import write_bytes_atomic
@@ -28,19 +28,19 @@ def suggest(settings: Settings, shot: Path, source_name: str | None, reference: 
     from engine.probe import probe
     from engine.prompt_writing import suggest_prompt
 
-    context = load_context(settings, settings.device_kind)
-    if context.captioner is None:
+    setup = load_setup(settings, settings.device_kind)
+    if setup.captioner is None:
         raise HotshotError("the model catalog has no [captioner] table; see docs/controls.md")
     source = choose_source(settings, shot, source_name)
     device = resolve_device(device)
     try:
         info = probe(source, settings.ffprobe_timeout_seconds)
         first, last = frame_range or (0, info.frame_count - 1)
-        captioner = Captioner.load(context.captioner, device)
+        captioner = Captioner.load(setup.captioner, device)
         counter = None
-        if context.controls is not None and context.controls.pose_detector is not None:
+        if setup.controls is not None and setup.controls.pose_detector is not None:
             def counter(frames):
-                return count_people(frames, context.controls, device)
+                return count_people(frames, setup.controls, device)
         result = suggest_prompt(source, first, last, captioner, reference=reference, people_counter=counter)
     except EngineError as exc:
         raise HotshotError(str(exc)) from exc
