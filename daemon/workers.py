@@ -169,9 +169,8 @@ class ProcessWorker(Worker):
 class WorkerPool:
     """The daemon's workers, one per device, and when a worker that died is started again."""
 
-    def __init__(self, workers: list[Worker], restart_seconds: float = RESTART_SECONDS) -> None:
+    def __init__(self, workers: list[Worker]) -> None:
         self.workers = workers
-        self.restart_seconds = restart_seconds
         self._started_at: dict[str, float] = {}
         self._restart_at: dict[str, float] = {}
 
@@ -202,9 +201,9 @@ class WorkerPool:
             self.start(handle)
 
     def exited(self, handle: Worker) -> None:
-        """A worker died: start it again, but no sooner than `restart_seconds` after its last start, so one that
+        """A worker died: start it again, but no sooner than RESTART_SECONDS after its last start, so one that
         keeps dying does not spin (the loop turns meanwhile)."""
-        self._restart_at[handle.name] = self._started_at.get(handle.name, 0.0) + self.restart_seconds
+        self._restart_at[handle.name] = self._started_at.get(handle.name, 0.0) + RESTART_SECONDS
 
     def restart_due(self) -> None:
         for name, when in list(self._restart_at.items()):

@@ -193,7 +193,7 @@ def test_worker_killed_at_a_point_in_process(tmp_path, media, models_dir, quick_
     """The fast subset: two seeded kill -9s of the worker of an in-process daemon, at a point of the render."""
     faults = Faults(tmp_path / "faults")
     monkeypatch.setenv(FAULTS_ENV, str(faults.path))
-    monkeypatch.setattr("daemon.service.WORKER_RESTART_SECONDS", 0.5)
+    monkeypatch.setattr("daemon.workers.RESTART_SECONDS", 0.5)
     settings = settings_for(tmp_path, models_dir, default_model="passthrough")
     with RunningDaemon(settings) as daemon:
         trials = CrashTrials(settings.roots[0], settings.database, settings.work_dir, media, quick_reference, faults,
@@ -210,7 +210,7 @@ def test_a_worker_killed_after_publishing_its_sequence_keeps_it(tmp_path, media,
     the job resumes with every chunk done and the sequence keeps all its frames."""
     faults = Faults(tmp_path / "faults")
     monkeypatch.setenv(FAULTS_ENV, str(faults.path))
-    monkeypatch.setattr("daemon.service.WORKER_RESTART_SECONDS", 0.5)
+    monkeypatch.setattr("daemon.workers.RESTART_SECONDS", 0.5)
     settings = settings_for(tmp_path, models_dir, default_model="passthrough")
     shot = settings.roots[0] / "sh010"
     copy_plate(media, shot)
@@ -230,7 +230,7 @@ def test_a_hung_worker_is_killed_and_its_job_retried(tmp_path, media, models_dir
     is retried (a second attempt), resumes from its checkpoints and renders byte-identical output."""
     faults = Faults(tmp_path / "faults")
     monkeypatch.setenv(FAULTS_ENV, str(faults.path))
-    monkeypatch.setattr("daemon.service.WORKER_RESTART_SECONDS", 0.5)
+    monkeypatch.setattr("daemon.workers.RESTART_SECONDS", 0.5)
     settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=2.0)
     shot = settings.roots[0] / "sh010"
     copy_plate(media, shot)
@@ -250,9 +250,9 @@ def test_a_hung_worker_is_killed_and_its_job_retried(tmp_path, media, models_dir
 
 
 def test_the_loop_keeps_turning_while_a_dead_worker_waits_to_restart(tmp_path, media, models_dir, monkeypatch):
-    """A worker that died right after starting is restarted only after WORKER_RESTART_SECONDS, and meanwhile
+    """A worker that died right after starting is restarted only after RESTART_SECONDS, and meanwhile
     the daemon keeps registering requests (it used to sleep in its loop)."""
-    monkeypatch.setattr("daemon.service.WORKER_RESTART_SECONDS", 30.0)
+    monkeypatch.setattr("daemon.workers.RESTART_SECONDS", 30.0)
     settings = settings_for(tmp_path, models_dir, default_model="passthrough")
     shot = settings.roots[0] / "sh010"
     copy_plate(media, shot)
