@@ -271,8 +271,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     result = estimate_request(settings, args.request)
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0 if result["state"] == "queued" else 1
-    if result["state"] != "queued":
+        return 0 if result["state"] == JobState.QUEUED else 1
+    if result["state"] != JobState.QUEUED:
         print(f"{args.request.name}: {result['state']}: {result['reason']}")
         return 1
     estimate, settings_used = result["estimate"], result["settings"]
