@@ -217,7 +217,7 @@ class Daemon:
         except queue.Empty:
             return
         while True:
-            self._guarded(item.step, self._handle, item)
+            self._guarded(getattr(item, "step", "inbox"), self._handle, item)
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:

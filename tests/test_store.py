@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from daemon.service import Daemon
 from daemon.store import Store
 from tests.harness import settings_for
@@ -109,4 +111,26 @@ def test_a_cancelling_version_cancels_older_jobs_with_it(tmp_path):
     assert store.job(queued).state == "cancelled" and store.job(queued).error == "cancelled by the request"
     assert store.job(running).state == "running"
     assert store.job(running).cancel_reason == "cancelled by the request"
+    store.close()
+
+
+def test_each_transition_starts_only_from_its_states(tmp_path):
+    """A state change asked of a job in a state it does not start from raises at the caller and changes nothing:
+    a queued job cannot finish, a done job cannot be retried or cancelled; the allowed path works."""
+    from daemon.states import JobState
+    from daemon.transitions import JobStateError
+
+    store = Store.open(tmp_path / "hotshot.db")
+    job = add_job(store, "a")
+    with pytest.raises(JobStateError, match="job 1 is queued; finish starts from running"):
+        store.finish(job, outputs={}, progress={})
+    assert store.claim_next("w", now=0.0).state == JobState.RUNNING
+    store.finish(job, outputs={"video": "plate_r001.mp4"}, progress={})
+    for refused in (lambda: store.retry(job, JobState.QUEUED), lambda: store.cancel(job, "no"),
+                    lambda: store.requeue(job, "retry", "again")):
+        with pytest.raises(JobStateError):
+            refused()
+    done = store.job(job)
+    assert done.state == JobState.DONE and done.outputs == {"video": "plate_r001.mp4"}
+    assert [event["kind"] for event in store.events(job)] == ["job created", "claimed", "done"]
     store.close()
