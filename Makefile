@@ -13,9 +13,9 @@ DEMO   := hotfolders/demo
 FIGURES := var/reliability/report.jsonl
 K      ?=
 
-.PHONY: setup ffmpeg tiny demo test test-slow test-reliability lint bench clean
+.PHONY: setup ffmpeg chromium tiny demo test test-slow test-reliability lint bench clean
 
-setup: $(STAMP) ffmpeg
+setup: $(STAMP) ffmpeg chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ ffmpeg:
 	else \
 		echo "ffmpeg and ffprobe are needed: install them (e.g. 'sudo apt-get install ffmpeg' or 'brew install ffmpeg') and run make again" >&2; \
 		exit 1; \
+	fi
+
+# The web workspace's browser tests drive Debian's chromium with Playwright (Playwright's own browser
+# download is not used); without it, and not root, those tests are skipped.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium with apt-get (for the web workspace's browser tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium is not installed: the web workspace's browser tests will be skipped (apt-get install chromium)" >&2; \
 	fi
 
 tiny: setup
@@ -63,6 +75,9 @@ lint: setup
 bench: tiny
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/web.py
+	$(BIN)/python bench/keyframe_flow.py
+	$(BIN)/python bench/compare_settings.py
 
 clean:
 	rm -rf var $(DEMO)/*.mp4 $(DEMO)/*.render-info.json $(DEMO)/*.status.json $(DEMO)/plate_r*/

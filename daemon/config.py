@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     defer_full_clips: DeferFullClips | None = None
     notify: list[NotifyRoute] = Field(default_factory=list, description="job-end notifications per watch root")
     keep_failed_checkpoints_hours: float = Field(default=72.0, ge=0)
+    web_bind: str = Field(default="127.0.0.1:8765", description="HOST:PORT `hotshot web` listens on")
+    web_token: str | None = Field(default=None, min_length=16,
+                                  description="secret the web workspace asks for; required off loopback")
+    web_allowed_hosts: list[str] = Field(default_factory=list,
+                                         description="extra Host names the web workspace answers to")
+    web_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0, description="largest image the page may upload")
 
     _render_windows: dict[str, RenderWindow] = PrivateAttr(default_factory=dict)
 

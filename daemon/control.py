@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,20 +22,22 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
-from daemon.errors import CommandRefused
+from daemon.errors import CommandRefused, ConfigError
 from daemon.notify import RootNotifiers
 from daemon.scan import process_alive, stale_temporaries
 from daemon.schedule import Schedule
+from daemon.sources import queued_identity, same_as_queued
 from daemon.states import ACTIVE_STATES, CommandState, Job, JobState
 from daemon.status_file import publish_newest
 from daemon.store import Store
-from engine.files import FileLock, same_file
+from engine.files import FileLock, temp_stem
 
 log = structlog.get_logger("hotshot.control")
 COMMANDS = ("cancel", "retry", "pause", "resume")
 PAUSED = "paused"
 ANSWER_SECONDS = 15.0
 LOCK_FILE = "hotshot.lock"
+ROOT_LOCK_FILE = ".hotshot-root.lock"  # hidden: the watcher ignores it
 
 
 @dataclass
@@ -197,16 +200,16 @@ class Commands:
 
 
 def source_changed(job: Job) -> bool:
-    """Whether the source a job was first claimed for is gone, or is another file (or other bytes) now."""
-    spec = job.spec
-    if not spec:
+    """Whether the source a job was queued (or first claimed) for is gone, or is another file (or other bytes)
+    now."""
+    identity = queued_identity(job)
+    if identity is None:
         return False
     try:
-        stat = os.stat(spec["source"])
+        st = os.lstat(identity["source_path"])
     except OSError:
         return True
-    return not same_file(stat, spec["source_size"], spec["source_mtime_ns"], spec.get("source_inode"),
-                         spec.get("source_ctime_ns"))
+    return not same_as_queued(st, identity)
 
 
 def remove_job_files(job: Job, work_dir: Path, keep_checkpoints: bool = False) -> None:
@@ -218,9 +221,10 @@ def remove_job_files(job: Job, work_dir: Path, keep_checkpoints: bool = False) -
     if output is None:
         return
     manifest = Path(job.manifest_path) if job.manifest_path else None
-    patterns = [f".{output.name}.*.part", f".{output.stem}.frames.part"]
+    # Temporaries are named after a digest of the final name; the plain names are those of older versions.
+    patterns = [f".{temp_stem(output.name)}.*.part", f".{output.name}.*.part", f".{output.stem}.frames.part"]
     if manifest is not None:
-        patterns.append(f".{manifest.name}.*.part")
+        patterns += [f".{temp_stem(manifest.name)}.*.part", f".{manifest.name}.*.part"]
     for pattern in patterns:
         for path in output.parent.glob(pattern):
             if path.is_dir() and not path.is_symlink():
@@ -243,6 +247,31 @@ def state_lock(state_dir: Path, wait_seconds: float = 0.0) -> FileLock | None:
     """The state folder's lock, or None when another process (a daemon) holds it for `wait_seconds`."""
     lock = FileLock(state_dir / LOCK_FILE)
     return lock if lock.acquire(wait_seconds) else None
+
+
+def root_lock(root: Path, state_dir: Path) -> FileLock | None:
+    """The lock of a watch root, held while a daemon watches it: two daemons rendering one root would write
+    the same render names over each other. Raises ConfigError naming the holder (host, pid, state folder);
+    None where the root cannot hold a lock file (read-only), which is logged."""
+    lock = FileLock(root / ROOT_LOCK_FILE)
+    try:
+        taken = lock.acquire(wait=0.0)
+    except OSError as exc:
+        log.warning("watch root cannot hold a lock file; another daemon on it would not be noticed",
+                    root=str(root), error=str(exc))
+        return None
+    if not taken:
+        try:
+            who = json.loads(lock.path.read_text().strip() or "{}")
+        except (OSError, ValueError):
+            who = {}
+        raise ConfigError(
+            f"watch root {root} is watched by another hotshot daemon (host {who.get('host', '?')}, pid "
+            f"{who.get('pid', '?')}, state dir {who.get('state_dir', '?')}; lock file {lock.path}): one root is "
+            "rendered by one daemon, or both would write the same render names. Stop that daemon, or give "
+            "this one other roots") from None
+    lock.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "state_dir": str(state_dir)}))
+    return lock
 
 
 def daemon_pid(state_dir: Path) -> int | None:

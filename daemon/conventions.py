@@ -14,9 +14,12 @@ from daemon.errors import PathEscapeError
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".mxf"})
 REQUEST_SUFFIX = ".render.json"
-STATUS_SUFFIX = ".render.status.json"
 MANIFEST_SUFFIX = ".render-info.json"
 TEMPORARY_SUFFIXES = (".part", ".tmp", "~", ".crdownload")
+NAME_MAX = 255  # bytes in one file name on the file systems hotshot runs on (ext4, xfs, NFS, SMB)
+# A render of `plate.mp4` adds at most this many bytes to `plate`: `plate_r001.render-info.json`, control
+# previews `plate_r001.control-softedge.mp4`, frames `plate_r001/plate_r001.000123.png`.
+RENDER_NAME_EXTRA = 40
 RENDER_STEM = re.compile(r"^(?P<stem>.+)_r(?P<number>\d{3,})$")
 # Control previews written beside a render: plate_r001.control-depth.mp4
 CONTROL_PREVIEW = re.compile(r"\.control-[a-z+]+\.mp4$")
@@ -44,12 +47,44 @@ def kind_of(path: Path) -> str | None:
 
 
 def status_path(request: Path) -> Path:
-    """`restyle.render.json` → `restyle.render.status.json`, beside it."""
-    return request.with_name(request.name[: -len(REQUEST_SUFFIX)] + STATUS_SUFFIX)
+    """`restyle.render.json` → `restyle.render.status.json`, beside it.
+
+    The request's suffix keeps its case (`r.RENDER.JSON` → `r.RENDER.status.JSON`), so requests whose names
+    differ only in case each have a status file of their own."""
+    return request.with_name(request.name[: -len(".json")] + ".status" + request.name[-len(".json"):])
+
+
+def name_bytes(name: str) -> int:
+    """The length of a file name as the file system counts it (NAME_MAX is in bytes, not characters)."""
+    return len(os.fsencode(name))
+
+
+def storable(path: Path) -> bool:
+    """Whether `path` is valid UTF-8, as the state database stores names (a Latin-1 client on a share may
+    write names that are not)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: Path | str) -> str:
+    """`path` as text for a person: bytes that are not UTF-8 written as `\\xe9`."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 def manifest_path(video: Path) -> Path:
     return video.with_name(video.stem + MANIFEST_SUFFIX)
+
+
+def has_manifest(video: Path) -> bool:
+    """Whether a Render Info lies beside `video` (hotshot rendered it). A name too long to take the suffix
+    has none."""
+    try:
+        return manifest_path(video).exists()
+    except OSError:
+        return False
 
 
 def render_stem(original_stem: str, number: int) -> str:

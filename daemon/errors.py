@@ -40,3 +40,12 @@ class SourceChoiceError(RequestError):
 
 class CommandRefused(HotshotError):
     """An operator command (cancel, retry, ...) cannot be carried out; the message says why."""
+
+
+class FileRefused(HotshotError):
+    """A file in a watch root that hotshot cannot register (its name cannot be stored or cannot have a status
+    file beside it); the message says why and what to do. The file alone is refused."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path} is not registered: {reason}")

@@ -11,20 +11,34 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from daemon.config import Settings
-from daemon.conventions import kind_of, refusal, root_of
-from daemon.errors import RequestError
+from daemon.conventions import (
+    NAME_MAX,
+    RENDER_NAME_EXTRA,
+    kind_of,
+    name_bytes,
+    refusal,
+    root_of,
+    shown,
+    status_path,
+    storable,
+)
+from daemon.errors import FileRefused, RequestError
 from daemon.request import RenderRequest, parse_request
 from daemon.resolve import Setup, resolve
 from daemon.schedule import Schedule
 from daemon.shots import is_render, read_shot
+from daemon.sources import fixed_identity
 from daemon.stability import StableFile
 from daemon.states import ErrorKind, Job, JobState, MediaKind, MediaState
+from daemon.status_file import write_refusal
 from daemon.store import Store, utc_now
 from engine import faults
 from engine.errors import MediaError
@@ -32,6 +46,30 @@ from engine.probe import probe
 
 log = structlog.get_logger("hotshot.ingest")
 CANCELLED_BY_FIELD = 'cancelled by "cancel": true in the request'
+# The first bytes of still images, which an artist may save under a video's name by mistake.
+IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"\xff\xd8\xff": "JPEG",
+                    b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"\x76\x2f\x31\x01": "EXR"}
+
+
+def not_a_video(path: Path) -> str | None:
+    """Why a stable file named like a video is not one and never will be (an image, a file hotshot may not
+    read), said at once rather than after `source_wait_seconds`; None when ffprobe should judge it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except PermissionError:
+        return "cannot be read by hotshot (permission denied); give the daemon's user read access, then save it again"
+    except OSError:
+        return None  # gone or replaced meanwhile: its event says so
+    try:
+        head = os.read(fd, 16)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    finally:
+        os.close(fd)
+    for signature, kind in IMAGE_SIGNATURES.items():
+        if head.startswith(signature):
+            return f"is a {kind} image, not a video, though its name ends in {path.suffix}"
+    return None
 
 
 class Ingest:
@@ -58,6 +96,13 @@ class Ingest:
             log.warning("ignored: a folder on its way is a link", path=str(stable.path))
             return None
         kind = kind_of(stable.path)
+        if not storable(stable.path):
+            raise FileRefused(shown(stable.path), "its name, or the name of a folder above it, is not UTF-8 text "
+                                                  "(a client with another character set wrote it); rename it")
+        if kind == "request" and name_bytes(status_path(stable.path).name) > NAME_MAX:
+            raise FileRefused(str(stable.path), f"its status file would be named with "
+                                                f"{name_bytes(status_path(stable.path).name)} bytes, more than "
+                                                f"file names may have ({NAME_MAX}); shorten the request's name")
         with structlog.contextvars.bound_contextvars(path=str(stable.path)):
             if kind == "video":
                 return self.video(stable, root)
@@ -66,6 +111,8 @@ class Ingest:
         return None
 
     def file_gone(self, path: Path) -> None:
+        if not storable(path):
+            return  # never registered
         media = self.store.media_at(path)
         if media is not None and media["state"] != MediaState.MISSING:
             self.store.save_media(path, media["shot_id"], state=MediaState.MISSING, error="the file was removed")
@@ -88,8 +135,15 @@ class Ingest:
         kind = MediaKind.RENDER if is_render(path, existing, self.store.output_paths(shot_id)) else MediaKind.ORIGINAL
         values = {"kind": kind, **identity}
         why = refusal(path, root, st, self.settings.allow_hard_links, folders=False)
+        if not why and name_bytes(path.stem) > NAME_MAX - RENDER_NAME_EXTRA:
+            why = (f"has a name of {name_bytes(path.name)} bytes; its renders' names add up to "
+                   f"{RENDER_NAME_EXTRA} bytes and file names may have {NAME_MAX}: shorten it to at most "
+                   f"{NAME_MAX - RENDER_NAME_EXTRA} bytes before the extension")
+        if not why:
+            why = not_a_video(path)
         if why:
-            values.update(state=MediaState.UNREADABLE, probe=None, error=f"it {why}")
+            # Refused until the file changes: requests naming it fail at once instead of waiting for it.
+            values.update(state=MediaState.REFUSED, probe=None, error=f"it {why}")
         else:
             try:
                 info = probe(path, self.settings.ffprobe_timeout_seconds)
@@ -108,9 +162,11 @@ class Ingest:
         shot_id = self.store.shot_id(path.parent, root)
         try:
             raw, refused = self._read_request(path, root)
+        except FileNotFoundError:
+            return shot_id  # gone again; its event says so
         except OSError as exc:
-            log.warning("request unreadable", error=str(exc))
-            return shot_id
+            raise FileRefused(str(path), f"it cannot be read ({exc.strerror}); give the daemon's user read access, "
+                                         "then save it again") from exc
         digest = hashlib.sha256(raw if refused is None else f"not read: {refused}".encode()).hexdigest()
         known = self.store.request_version(path, digest)
         if known:
@@ -118,7 +174,7 @@ class Ingest:
             return shot_id
 
         job = {"shot_id": shot_id, "request_path": str(path), "created_ts": self.clock()}
-        text = raw.decode("utf-8", "replace") if len(raw) <= self.settings.max_request_bytes else ""
+        text = raw.decode("utf-8-sig", "replace") if len(raw) <= self.settings.max_request_bytes else ""
         cancel = False
         try:
             if refused is not None:
@@ -170,7 +226,8 @@ class Ingest:
             first, last = resolution.settings["frame_range"]["value"]
             start = self.schedule.start_of(request, last - first + 1, resolution.full_clip)
             values.update(settings=resolution.settings, source_media_id=resolution.source_media_id,
-                          estimate=resolution.estimate, wait_deadline=None, window=start.window, start_at=start.at)
+                          estimate=resolution.estimate, wait_deadline=None, window=start.window, start_at=start.at,
+                          **fixed_identity(self.store.media(resolution.source_media_id)))
             if not self.schedule.may_start(start.window, start.at):
                 values.update(state=JobState.WAITING, wait_reason=self.schedule.describe(start.window, start.at))
         return values
@@ -201,3 +258,53 @@ class Ingest:
             logger("request revisited", job=job.id, path=str(path), state=values["state"],
                    error=values.get("error"), waiting_for=values.get("wait_reason"))
             self.publish(job.id)
+
+
+@dataclass
+class FailedFile:
+    size: int
+    mtime_ns: int
+    error: str
+    retry_at: float
+    logged_at: float
+
+
+class FailedFiles:
+    """Files the ingest step could not register. Each fails alone: a request gets a failed status, every
+    file a log line naming it (at most once a minute each, so one file's errors never hide another's); it
+    is looked at again when it changes, or after RETRY_SECONDS; a drain ends listing them."""
+
+    RETRY_SECONDS = 600.0
+    LOG_SECONDS = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.files: dict[Path, FailedFile] = {}
+
+    def failed(self, stable: StableFile, exc: Exception) -> None:
+        refused = isinstance(exc, FileRefused)
+        error = str(exc) if refused else f"hotshot could not register it ({type(exc).__name__}: {exc})"
+        now = self.clock()
+        earlier = self.files.get(stable.path)
+        logged_at = earlier.logged_at if earlier else float("-inf")
+        if now - logged_at >= self.LOG_SECONDS:
+            logged_at = now
+            log.error("a file could not be registered; it is looked at again when it changes",
+                      path=shown(stable.path), error=shown(error), exc_info=not refused)
+        if kind_of(stable.path) == "request" and (earlier is None or earlier.error != error):
+            write_refusal(stable.path, shown(error))
+        self.files[stable.path] = FailedFile(stable.size, stable.mtime_ns, error, now + self.RETRY_SECONDS,
+                                             logged_at)
+
+    def registered(self, path: Path) -> None:
+        """`path` was registered after all, or is gone: it is not reported any more."""
+        self.files.pop(path, None)
+
+    def unchanged(self) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) by path of the files not to look at again yet: unchanged, retry not due."""
+        now = self.clock()
+        return {str(path): (failed.size, failed.mtime_ns) for path, failed in self.files.items()
+                if now < failed.retry_at}
+
+    def report(self) -> list[dict]:
+        return [{"path": shown(path), "error": shown(failed.error)} for path, failed in sorted(self.files.items())]

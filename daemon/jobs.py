@@ -10,6 +10,8 @@ when it is cancelled.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +26,12 @@ from daemon.progress import Display, LiveJob
 from daemon.resolve import Setup, render_job
 from daemon.roots import RootStates
 from daemon.schedule import Schedule
+from daemon.sources import claim_refusal
 from daemon.states import ErrorKind, Job, JobState, MediaKind, MediaState
 from daemon.store import Store
 from daemon.workers import Worker, WorkerPool
 from engine.devices import device_kind
 from engine.errors import MediaError
-from engine.estimate import megapixel_frame_steps
 from engine.probe import probe
 
 log = structlog.get_logger("hotshot.jobs")
@@ -94,6 +96,15 @@ class Jobs:
             if job is None:
                 return
             with structlog.contextvars.bound_contextvars(job=job.id):
+                request = Path(job.request_path)
+                refused = claim_refusal(job, self.store.media(job.source_media_id),
+                                        root_of(request, self.settings.roots) or request.parent,
+                                        self.settings.allow_hard_links)
+                if refused:
+                    log.warning("the source changed after the job was queued; it is not rendered", error=refused)
+                    self.fail(job.id, refused, ErrorKind.INPUT)
+                    continue
+                job = self._without_load(job, handle)
                 try:
                     spec = render_job(job, self.store, self.setup, self.settings.work_dir)
                 except Exception as exc:  # noqa: BLE001 - a job that cannot even be prepared fails alone
@@ -104,18 +115,35 @@ class Jobs:
                     self.store.record_render(job.id, spec.model_dump(mode="json", exclude={"done_chunks"}),
                                              int(spec.render_id.rsplit("_r", 1)[1]), str(spec.output),
                                              str(spec.manifest))
-                request = Path(job.request_path)
                 estimate = job.estimate or {}
                 self.live[job.id] = LiveJob(
                     job.id, handle.name, f"{job.id:>4} {request.parent.name}/{request.name}", time.monotonic(),
                     estimate.get("seconds"), window=job.window, pause_at=self.schedule.pause_at(job.window),
                     reported={"chunks_resumed": len(spec.done_chunks), "chunk": 0, "chunks": estimate.get("chunks"),
                               "step": 0, "steps": spec.steps,
-                              "frames_done": 0, "frames_total": estimate.get("frames"), "phase": "starting"})
+                              "frames_done": 0, "frames_total": estimate.get("frames"), "phase": "starting"},
+                    estimate=estimate)
+                if self.setup.device_kind == "cpu" and len(self.live) > 1:
+                    for other in self.live.values():  # renders sharing the CPU run slower than alone
+                        other.shared = True
                 handle.assign(job.id, spec.model_dump(mode="json"))
                 log.info("job started", worker=handle.name, output=spec.output.name, resume=len(spec.done_chunks),
                          window=job.window)
                 self.publish(job.id)
+
+    def _without_load(self, job: Job, handle: Worker) -> Job:
+        """The job with its estimate made for this worker: no model load when the worker holds the model."""
+        estimate = job.estimate or {}
+        load = (estimate.get("parts") or {}).get("load")
+        if not load or job.settings["model"]["value"] not in handle.models:
+            return job
+        factor = (estimate["seconds"] - load) / estimate["seconds"] if estimate["seconds"] else 1.0
+        estimate = {**estimate, "parts": {**estimate["parts"], "load": 0.0},
+                    "work": {**estimate.get("work", {}), "model_load": 0.0},
+                    **{key: round(estimate[key] * factor, 1) for key in ("seconds", "seconds_low", "seconds_high")
+                       if key in estimate}}
+        self.store.revise_estimate(job.id, estimate)
+        return dataclasses.replace(job, estimate=estimate)
 
     def message(self, handle: Worker, report: WorkerReport) -> None:
         """A worker's report: what it has loaded, progress, a finished chunk, or how its job ended."""
@@ -259,30 +287,20 @@ class Jobs:
             "estimate_seconds": (job.estimate or {}).get("seconds"),
             "chunks_resumed": result["chunks_resumed"],
         }
+        if result["manifest_data"].get("warnings"):
+            outputs["warnings"] = result["manifest_data"]["warnings"]
         sequence = result["manifest_data"].get("image_sequence")
         if sequence:
             outputs["image_sequence"] = f"{sequence['folder']}/ ({sequence['frames']} {sequence['format']} frames)"
-        self._refine_calibration(job, result["manifest_data"])
+        sample = cost_sample(result["manifest_data"], shared=bool(live and live.shared))
+        if sample:
+            self.store.record_costs(job_id, sample)
         progress = dict(live.progress) if live else {}
         progress.update(percent=100.0, eta_seconds=0, frames_done=result["frames"])
         self.store.finish(job_id, outputs, progress)
         self._ended(job_id)
         remove_job_files(job, self.settings.work_dir)  # checkpoints, and hidden files of killed earlier attempts
         log.info("job done", output=str(output), seconds=round(result["seconds"], 2))
-
-    def _refine_calibration(self, job: Job, manifest: dict) -> None:
-        """Learn this model's real speed on this device kind from the chunks rendered in this attempt."""
-        rendered = [chunk for chunk in manifest["chunk_plan"]["chunks"] if not chunk["resumed"]]
-        seconds = sum(chunk["seconds"] for chunk in rendered)
-        out = manifest["output"]
-        settings = job.settings
-        units = megapixel_frame_steps(sum(chunk["diffused_frames"] for chunk in rendered), out["width"],
-                                      out["height"], settings["steps"]["value"], settings["cfg"]["value"])
-        if units > 0 and seconds > 0:
-            device = device_kind(manifest["model"]["device"])
-            value = self.store.refine_calibration(manifest["model"]["id"], device, seconds / units)
-            log.info("calibration refined", model=manifest["model"]["id"], device=device,
-                     seconds_per_megapixel_frame_step=round(value, 5))
 
     def failed(self, job_id: int, error: str, retryable: bool) -> None:
         """A render failed (or its worker died): retry it later, or fail it; a job being cancelled is cancelled."""
@@ -342,3 +360,17 @@ class Jobs:
     def _ended(self, job_id: int) -> None:
         self.finished.append(job_id)
         self.publish(job_id)
+
+
+def cost_sample(manifest: dict, shared: bool) -> dict | None:
+    """What a render did and how long each part took, for fitting the next estimates; None for a resumed
+    render, whose earlier chunks were timed in another attempt."""
+    timing = manifest.get("timing") or {}
+    if not timing.get("parts") or any(chunk["resumed"] for chunk in manifest["chunk_plan"]["chunks"]):
+        return None
+    device = device_kind(manifest["model"]["device"])
+    share = None
+    if device == "cpu" and timing.get("cpu_seconds") is not None and timing["seconds"] > 0:
+        share = round(timing["cpu_seconds"] / (timing["seconds"] * (os.cpu_count() or 1)), 3)
+    return {"model": manifest["model"]["id"], "device": device, "shared": shared, "cpu_share": share,
+            "work": timing["work"], "seconds": timing["parts"], "total": timing["seconds"]}

@@ -7,12 +7,17 @@ APScheduler, diffusers and transformers log through the same formatter.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+import threading
+from typing import TextIO
 
 import structlog
 
 LIBRARY_LOGGERS = ("watchdog", "apscheduler", "diffusers", "transformers", "urllib3")
+_OUT_LOCK = threading.Lock()
 
 
 def configure(fmt: str = "auto", level: str = "info", handler: logging.Handler | None = None) -> None:
@@ -48,6 +53,54 @@ def configure(fmt: str = "auto", level: str = "info", handler: logging.Handler |
     # hotshot deliberately runs without torchvision; transformers' note about its fallback is not news.
     logging.getLogger("transformers.utils.import_utils").setLevel(logging.ERROR)
     logging.captureWarnings(True)
+
+
+def capture_stderr() -> TextIO:
+    """Make everything written to file descriptor 2 reach the log as JSON lines; return a stream on the real
+    standard error for the log itself.
+
+    Native libraries (libpng on a truncated image), child processes (the workers, multiprocessing's resource
+    tracker) and stray prints write to descriptor 2, which children inherit. It becomes a pipe read by a
+    thread: a line that is a JSON object already (a worker's log line) passes as it is; any other line
+    becomes a log line of its own, `output outside the log`, with the text in `line`.
+    """
+    out = os.fdopen(os.dup(2), "w", buffering=1)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    threading.Thread(target=_relay, args=(read_end, out), name="stderr-relay", daemon=True).start()
+    return out
+
+
+def _relay(read_end: int, out: TextIO) -> None:
+    log = structlog.get_logger("hotshot.stderr")
+    with os.fdopen(read_end, "rb") as pipe:
+        for raw in pipe:
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not text.strip():
+                continue
+            if _json_object(text):
+                with _OUT_LOCK:
+                    out.write(text + "\n")
+            else:
+                log.warning("output outside the log", line=text)
+
+
+def _json_object(text: str) -> bool:
+    if not text.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+class LockedStreamHandler(logging.StreamHandler):
+    """A stream handler that shares its lock with the stderr relay, so that lines never interleave."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with _OUT_LOCK:
+            super().emit(record)
 
 
 def route_ml_libraries() -> None:

@@ -13,6 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# Phases before the first diffusion step: nothing is done yet, and no chunk is being rendered.
+BEFORE_CHUNKS = ("starting", "preparing", "loading model")
+
 
 @dataclass
 class LiveJob:
@@ -31,37 +34,81 @@ class LiveJob:
     last_status: float = 0.0
     reported: dict = field(default_factory=dict)
     progress: dict = field(default_factory=dict)
+    estimate: dict = field(default_factory=dict)  # the job's estimate, part by part
+    shared: bool = False               # another render ran on the same CPU meanwhile
+    chunks_started: float | None = None  # monotonic time of its first chunk report (the model was loaded)
+    done_then: float = 0.0               # the fraction done at that time (chunks resumed from checkpoints)
 
     def refresh(self) -> dict:
         """The latest report with percent, elapsed and ETA worked out as of now."""
-        self.progress = with_eta(self.reported, time.monotonic() - self.started, self.estimate_seconds)
+        now = time.monotonic()
+        if self.chunks_started is None and self.reported.get("phase") not in BEFORE_CHUNKS \
+                and self.reported.get("chunk"):
+            self.chunks_started, self.done_then = now, fraction_done(self.reported, self.estimate)
+        since = None if self.chunks_started is None else now - self.chunks_started
+        self.progress = with_eta(self.reported, now - self.started, self.estimate or self.estimate_seconds,
+                                 since, self.done_then)
         return self.progress
 
 
-def with_eta(progress: dict, elapsed: float, estimate: float | None) -> dict:
-    """Progress with percent done, elapsed time and time left added."""
+def fraction_done(progress: dict, estimate: dict | None = None) -> float:
+    """How much of the chunk work is done, 0 to 1: whole chunks, and within a chunk its steps (and its frames
+    work once it is encoding), weighted by the estimate's split between diffusion and frames work."""
     chunks = max(progress.get("chunks") or 1, 1)
-    steps = max(progress.get("steps") or 1, 1)
-    chunk = max(progress.get("chunk") or 0, 0)
-    resumed = progress.get("chunks_resumed") or 0
-    done_in_chunk = (progress.get("step") or 0) / steps
-    completed = max(chunk - 1, 0) + done_in_chunk if chunk else 0.0
+    chunk = progress.get("chunk") or 0
+    if progress.get("phase") in BEFORE_CHUNKS or chunk < 1:
+        return min((progress.get("chunks_resumed") or 0) / chunks, 1.0)
     if progress.get("phase") == "writing output":
-        completed = chunks
-    fraction_now = max(completed - resumed, 0.0)
-    fraction_total = max(chunks - resumed, 1e-9)
-    if fraction_now > 0:
-        eta = elapsed / fraction_now * (fraction_total - fraction_now)
-    elif estimate is not None:
-        eta = max(estimate - elapsed, 0.0)
+        return 1.0
+    parts = (estimate.get("parts") or {}) if estimate else {}
+    diffusion, frames = parts.get("diffusion") or 0.0, parts.get("frames") or 0.0
+    share = diffusion / (diffusion + frames) if diffusion + frames > 0 else 0.9
+    in_chunk = share if progress.get("phase") == "encoding" else \
+        share * (progress.get("step") or 0) / max(progress.get("steps") or 1, 1)
+    return min((chunk - 1 + in_chunk) / chunks, 1.0)
+
+
+def with_eta(progress: dict, elapsed: float, estimate: dict | float | None, chunks_for: float | None = None,
+             done_then: float = 0.0) -> dict:
+    """Progress with percent done, elapsed time and time left added.
+
+    Before the first chunk (the model loading, controls, captions) nothing counts as done and the time left
+    is the estimate less the time taken. Once chunks run, the time left is extrapolated from the chunks'
+    own pace (not from the loading), plus the estimate for writing the output. A render is never 100 %
+    until it is done.
+    """
+    seconds = estimate.get("seconds") if isinstance(estimate, dict) else estimate
+    parts = (estimate.get("parts") or {}) if isinstance(estimate, dict) else {}
+    done = fraction_done(progress, estimate if isinstance(estimate, dict) else None)
+    writing = progress.get("phase") == "writing output"
+    output = parts.get("output", 0.0)
+    if chunks_for is not None and done - done_then > 0.02 and not writing:
+        eta = chunks_for / (done - done_then) * (1.0 - done) + output
+    elif seconds is not None:
+        eta = max(seconds - elapsed, output if not writing else 0.0, 0.0)
     else:
         eta = None
+    percent = 99.0 if writing else min(100.0 * done, 99.0)
     return {
         **progress,
-        "percent": round(100.0 * completed / chunks, 1),
+        "percent": round(percent, 1),
         "elapsed_seconds": round(elapsed, 1),
         "eta_seconds": None if eta is None else round(eta, 1),
     }
+
+
+def describe(progress: dict) -> str:
+    """Where a running job stands in words: the phase before chunks run ("loading model"), else the chunk and
+    its step (or what it is doing), as the status file, `hotshot status` and the bars say it."""
+    phase = progress.get("phase") or ""
+    if phase in BEFORE_CHUNKS or not progress.get("chunk"):
+        return phase or "starting"
+    if phase == "writing output":
+        return phase
+    text = f"chunk {progress['chunk']}/{progress.get('chunks', '?')}"
+    if phase == "encoding":
+        return f"{text} encoding"
+    return f"{text} step {progress.get('step', 0)}/{progress.get('steps', 0)}"
 
 
 class Display(Protocol):
@@ -102,8 +149,7 @@ class JobBars:
         self.bars.stop()
 
     def update(self, job_id: int, label: str, progress: dict) -> None:
-        detail = f"chunk {progress.get('chunk', 0)}/{progress.get('chunks', 0)} " \
-                 f"step {progress.get('step', 0)}/{progress.get('steps', 0)} {progress.get('phase', '')}"
+        detail = describe(progress)
         if job_id not in self._tasks:
             self._tasks[job_id] = self.bars.add_task(label, total=100.0, detail=detail)
         self.bars.update(self._tasks[job_id], completed=progress.get("percent") or 0.0, detail=detail)

@@ -7,6 +7,7 @@ any other value is refused with "<field> is not supported yet".
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Literal
 
@@ -14,10 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from daemon.errors import RequestError, UnsupportedSettingError
 from engine.catalog import ControlType
+from engine.codecs import CodecName
 
 DEFAULT_CONTEXT_SIZE = 150
 DEFAULT_CONTEXT_OVERLAP = 17
 DEFAULT_OUTPUT_SIZE = 1280
+MAX_KEYFRAMES = 256
 
 
 class Strict(BaseModel):
@@ -35,6 +38,13 @@ class Keyframe(Strict):
     keyframe: int = Field(ge=0)
 
 
+class PaintedKeyframe(Strict):
+    """A painted image that the render must show at source frame `frame` (inside the range)."""
+
+    frame: int = Field(ge=0)
+    image: str = Field(min_length=1, max_length=1000)
+
+
 class ControlNet(Strict):
     type: ControlType
     strength: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -46,6 +56,7 @@ class RenderRequest(Strict):
     source: str | None = None
     style_frame: str | Keyframe | None = None
     reference_frame: str | None = None
+    keyframes: list[PaintedKeyframe] = Field(default_factory=list, max_length=MAX_KEYFRAMES)
     prompt: str = Field(default="", max_length=4000)
     auto_prompt: bool = False
     negative_prompt: str | None = Field(default=None, max_length=4000)
@@ -58,6 +69,7 @@ class RenderRequest(Strict):
     steps: int | None = Field(default=None, ge=1, le=200)
     interpolation: bool = False
     image_sequence: Literal["png", "exr"] | None = None
+    output_codec: CodecName = "h264"
     cfg: float | None = Field(default=None, ge=0.0, le=30.0)
     color_consistency: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
@@ -81,8 +93,8 @@ class RenderRequest(Strict):
 
 SUPPORTED = {
     "preset", "model", "source", "style_frame", "reference_frame", "prompt", "negative_prompt", "output_size",
-    "mask", "mask_feather", "mask_grow", "strength",
-    "steps", "interpolation", "image_sequence", "cfg", "color_consistency", "seed", "shift", "low_step",
+    "keyframes", "mask", "mask_feather", "mask_grow", "strength",
+    "steps", "interpolation", "image_sequence", "output_codec", "cfg", "color_consistency", "seed", "shift", "low_step",
     "context.size", "context.overlap", "context.start_frame_buffer", "context.dynamic_reference", "frame_range",
     "priority", "when", "cancel", "controlnets", "auto_prompt",
 }
@@ -93,17 +105,34 @@ def parse_request(raw: bytes, max_bytes: int) -> RenderRequest:
     if len(raw) > max_bytes:
         raise RequestError(f"the request is {len(raw)} bytes, over the limit of {max_bytes} bytes")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # many editors on Windows begin a UTF-8 file with a byte order mark
     except UnicodeDecodeError as exc:
         raise RequestError(f"the request is not UTF-8 text (bad byte at position {exc.start})") from exc
     if not text.strip():
         raise RequestError("the request file is empty; it must hold a JSON object such as {\"prompt\": \"...\"}")
+    refuse_duplicate_keys(text)
     try:
         request = RenderRequest.model_validate_json(text)
     except ValidationError as exc:
         raise RequestError(describe_errors(exc)) from exc
     reject_unsupported(request)
     return request
+
+
+def refuse_duplicate_keys(text: str) -> None:
+    """A key written twice in one object is refused, naming it: JSON parsers keep one of the two silently,
+    so the user could not tell which value is used. (Text that is not JSON is described by the validation.)"""
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        seen = set()
+        for key, _value in items:
+            if key in seen:
+                raise RequestError(f"the key {key!r} appears twice in one object of the request; keep one")
+            seen.add(key)
+        return dict(items)
+
+    with contextlib.suppress(ValueError, RecursionError):
+        json.loads(text, object_pairs_hook=pairs)
 
 
 def describe_errors(exc: ValidationError) -> str:

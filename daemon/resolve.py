@@ -19,16 +19,20 @@ from daemon.errors import ConfigError, RequestError, SourceChoiceError
 from daemon.presets import Preset, apply_preset
 from daemon.request import RenderRequest, reject_unsupported
 from daemon.shots import ShotFacts, originals
+from daemon.sources import fixed_identity, queued_identity
 from daemon.states import Job, JobState, MediaKind, MediaState
 from daemon.store import Store
 from engine.backends import Asked, check_settings
 from engine.captions import CaptionerSpec, load_captioner_spec
-from engine.catalog import CatalogError, ModelSpec, load_catalog
+from engine.catalog import WEIGHTLESS, CatalogError, ModelSpec, load_catalog
+from engine.codecs import SUFFIXES, output_codec
 from engine.controls.catalog import ControlCatalog, load_control_catalog
 from engine.errors import FrameRangeError, SettingsError, UnknownModelError
-from engine.estimate import estimate_cost
+from engine.estimate import estimate_cost, fit_costs, render_work
 from engine.geometry import output_dims
 from engine.job import RenderJob
+from engine.keyframes import check_keyframes, check_painted_windows, keyframe_positions
+from engine.plan import plan_warnings, snap_overlap
 from engine.probe import VideoInfo
 from engine.stills import IMAGE_EXTENSIONS
 from engine.timeline import build_timeline, plan_timeline
@@ -54,13 +58,15 @@ class Setup:
     device_kind: str
     first_frame_number: int = 1001
     credits_per_gpu_second: float = 0.0
-    calibration: Callable[[str, str], float | None] = lambda model, device: None
+    history: Callable[[str, str], list[dict]] = lambda model, device: []  # measured renders, newest first
+    loaded: Callable[[str], bool] = lambda model: False  # whether a worker holds the model in memory
     controls: ControlCatalog | None = None
     captioner: CaptionerSpec | None = None
     control_cache: Path | None = None
+    hash_cache: Path | None = None
 
 
-def load_setup(settings, device_kind: str, calibration=None) -> Setup:
+def load_setup(settings, device_kind: str, history=None) -> Setup:
     """Read the model catalog (with its [controls] and [captioner] tables) and the presets; refuse bad ones."""
     from daemon.presets import load_presets
 
@@ -74,8 +80,8 @@ def load_setup(settings, device_kind: str, calibration=None) -> Setup:
         catalog=catalog, presets=load_presets(settings.presets_file), default_model=settings.default_model,
         device_kind=device_kind, first_frame_number=settings.first_frame_number,
         credits_per_gpu_second=settings.credits_per_gpu_second,
-        calibration=calibration or (lambda model, device: None), controls=controls, captioner=captioner,
-        control_cache=settings.state_dir / "controls",
+        history=history or (lambda model, device: []), controls=controls, captioner=captioner,
+        control_cache=settings.state_dir / "controls", hash_cache=settings.state_dir / "hashes",
     )
 
 
@@ -99,6 +105,8 @@ def resolve(request: RenderRequest, shot: ShotFacts, setup: Setup, seed: int | N
     media = next((m for m in shot.media if m["path"] == str(source_path)), None)
     if media is None:
         return Resolution(JobState.WAITING, wait_reason=f"waiting for {source_path.name} to finish copying")
+    if media["state"] == MediaState.REFUSED:  # not a file that is still arriving: waiting cannot help
+        raise RequestError(f"source {source_path.name} is not used: {media['error']}")
     if media["state"] != MediaState.READY:
         reason = f"waiting for {source_path.name} to become readable: {media['error']}"
         return Resolution(JobState.WAITING, wait_reason=reason)
@@ -108,6 +116,12 @@ def resolve(request: RenderRequest, shot: ShotFacts, setup: Setup, seed: int | N
         stills[name], waiting = resolve_still(getattr(request, name), name, shot, info)
         if waiting:
             return Resolution(JobState.WAITING, wait_reason=waiting)
+    keyframes = []
+    for keyframe in request.keyframes:
+        still, waiting = resolve_still(keyframe.image, f"keyframes image for frame {keyframe.frame}", shot, info)
+        if waiting:
+            return Resolution(JobState.WAITING, wait_reason=waiting)
+        keyframes.append({"frame": keyframe.frame, "path": still["path"]})
     mask, waiting = resolve_mask(request.mask, shot)
     if waiting:
         return Resolution(JobState.WAITING, wait_reason=waiting)
@@ -129,6 +143,7 @@ def resolve(request: RenderRequest, shot: ShotFacts, setup: Setup, seed: int | N
         "reference_frame": {"value": stills["reference_frame"],
                             "from": _origin("reference_frame", given, from_preset)},
         "first_frame_number": {"value": setup.first_frame_number, "from": "config"},
+        "keyframes": {"value": keyframes, "from": _origin("keyframes", given, from_preset)},
         "mask": {"value": mask, "from": _origin("mask", given, from_preset)},
     })
     if settings["context.size"]["value"] > model.context_max:
@@ -139,17 +154,33 @@ def resolve(request: RenderRequest, shot: ShotFacts, setup: Setup, seed: int | N
 
     # 5. The timeline, the chunk plan and the cost estimate.
     width, height = output_dims(info.width, info.height, settings["output_size"]["value"], model.resolution_multiple)
+    try:
+        output_codec(settings["output_codec"]["value"]).check_size(width, height)
+    except SettingsError as exc:
+        raise RequestError(str(exc)) from exc
     timeline = build_timeline(first, last, settings["context.start_frame_buffer"]["value"],
                               settings["interpolation"]["value"])
     try:
         plan = plan_timeline(timeline, settings["context.size"]["value"], settings["context.overlap"]["value"],
                              model.constraint, settings["seed"]["value"])
+        frames = [keyframe["frame"] for keyframe in keyframes]
+        check_keyframes(frames, timeline, request.style_frame is not None)
+        if model.capabilities.needs_paint:
+            painted = set(keyframe_positions(frames, timeline)) | ({timeline.buffer} if request.style_frame else set())
+            check_painted_windows(plan, painted, model.id)
     except (ValueError, SettingsError) as exc:
         raise RequestError(str(exc)) from exc
-    calibration = setup.calibration(model.id, setup.device_kind) or model.calibration_for(setup.device_kind)
-    estimate = estimate_cost(plan, timeline.frame_count, width, height, settings["steps"]["value"],
-                             settings["cfg"]["value"], calibration, setup.credits_per_gpu_second)
-    estimate["calibration"] = {"seconds_per_megapixel_frame_step": calibration, "device": setup.device_kind}
+    control_frames = len(set(timeline.sources) | set(range(first, last + 1))) \
+        * sum(2 if control.type == "depth+pose" else 1 for control in request.controlnets)
+    work = render_work(plan, timeline.frame_count, width, height, settings["steps"]["value"],
+                       settings["cfg"]["value"], control_frames, request.auto_prompt,
+                       model.backend not in WEIGHTLESS and not setup.loaded(model.id))
+    costs = fit_costs(setup.history(model.id, setup.device_kind), setup.device_kind,
+                      model.calibration_for(setup.device_kind))
+    estimate = estimate_cost(plan, timeline.frame_count, width, height, settings["steps"]["value"], work, costs,
+                             setup.credits_per_gpu_second)
+    estimate["device"] = setup.device_kind
+    estimate["warnings"] = plan_warnings(plan)
     return Resolution(JobState.QUEUED, settings, media["id"], estimate, full_clip=request.frame_range is None)
 
 
@@ -161,6 +192,8 @@ def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None,
             raise RequestError(
                 f"source {request.source!r} is not a video; use one of: {', '.join(sorted(VIDEO_EXTENSIONS))}"
             )
+        if path.is_dir():
+            raise RequestError(f"source {request.source!r} is a folder, not a video file; name a video in the shot")
         if not path.exists():
             return None, f"waiting for source {request.source} to appear in the shot"
         return path, None
@@ -197,11 +230,28 @@ def check_capabilities(request: RenderRequest, model: ModelSpec) -> None:
         "reference_frame": request.reference_frame is not None,
         "mask": request.mask is not None,
         "strength": request.strength is not None,
+        "keyframes": bool(request.keyframes),
     }
     for name, is_used in used.items():
         if is_used and not getattr(exposed, name):
             raise RequestError(f"model {model.id!r} does not support {name}; choose a model that does "
                                "(`hotshot models list` shows each model's capabilities)")
+    groups = {
+        "prompt": {"prompt": request.prompt != "", "negative_prompt": request.negative_prompt is not None,
+                   "auto_prompt": request.auto_prompt},
+        "sampling": {"steps": request.steps is not None, "cfg": request.cfg is not None,
+                     "shift": request.shift is not None, "seed": request.seed is not None,
+                     "low_step": request.low_step},
+    }
+    for capability, fields in groups.items():
+        for name, is_used in fields.items():
+            if is_used and not getattr(exposed, capability):
+                raise RequestError(f"model {model.id!r} does not use {name} (it renders without a prompt or "
+                                   f"diffusion steps); remove {name} from the request, or choose a diffusion model")
+    if exposed.needs_paint and request.style_frame is None and not request.keyframes:
+        raise RequestError(f"model {model.id!r} carries painted frames through the clip and the request gives "
+                           "none; add a style_frame (the painted first frame) or keyframes "
+                           "([{\"frame\": N, \"image\": \"name.png\"}])")
     for control in request.controlnets:
         if control.type not in exposed.controlnets:
             offered = ", ".join(exposed.controlnets) or "none"
@@ -279,6 +329,7 @@ def resolve_settings(request: RenderRequest, model: ModelSpec, given: set[str], 
                      "accelerator": accelerator.model_dump() if accelerator else None},
         "interpolation": pick("interpolation", request.interpolation, False, "default"),
         "image_sequence": pick("image_sequence", request.image_sequence, None, "default"),
+        "output_codec": pick("output_codec", request.output_codec, "h264", "default"),
         "color_consistency": pick("color_consistency", request.color_consistency, 0.0, "default"),
         "controlnets": {"value": [control.model_dump() for control in request.controlnets],
                         "from": _origin("controlnets", given, from_preset)},
@@ -288,8 +339,10 @@ def resolve_settings(request: RenderRequest, model: ModelSpec, given: set[str], 
         "strength": pick("strength", request.strength, model.strength if model.capabilities.strength else None,
                          "model"),
         "context.size": resolved_size,
+        # The model's overlap, at most a quarter of the context, snapped here so that a default never warns.
         "context.overlap": pick("context.overlap", context.overlap,
-                                min(model.context_overlap_default, resolved_size["value"] // 4), "model"),
+                                snap_overlap(min(model.context_overlap_default, resolved_size["value"] // 4),
+                                             model.constraint), "model"),
         "context.start_frame_buffer": pick("context.start_frame_buffer", context.start_frame_buffer,
                                            context.start_frame_buffer, "default"),
         "context.dynamic_reference": pick("context.dynamic_reference", context.dynamic_reference,
@@ -327,21 +380,25 @@ def render_job(job: Job, store: Store, setup: Setup, work_root: Path) -> RenderJ
     original = store.media(source["root_id"]) if source["root_id"] else source
     stem = Path(original["name"]).stem
     number = store.next_render_number(job.shot_id)
-    while (folder / f"{render_stem(stem, number)}.mp4").exists() or (folder / render_stem(stem, number)).exists():
+    while any((folder / f"{render_stem(stem, number)}{suffix}").exists() for suffix in SUFFIXES) \
+            or (folder / render_stem(stem, number)).exists():
         number += 1
-    output = folder / f"{render_stem(stem, number)}.mp4"
+    # Old jobs' settings predate output_codec: H.264.
+    codec = output_codec(settings.get("output_codec", "h264"))
+    output = folder / f"{render_stem(stem, number)}{codec.suffix}"
     model = setup.catalog[settings["model"]]
     uses_controls = bool(settings.get("controlnets"))
     accelerator = job.settings["low_step"].get("accelerator") if settings["low_step"] else None
     request_row = store.request(job.request_id)
+    identity = queued_identity(job) or fixed_identity(source)  # jobs queued before identities were fixed
     return RenderJob(
         job_id=job.id,
         render_id=render_stem(stem, number),
         source=Path(source["path"]),
-        source_size=source["size"],
-        source_mtime_ns=source["mtime_ns"],
-        source_inode=source.get("inode"),
-        source_ctime_ns=source.get("ctime_ns"),
+        source_size=identity["source_size"],
+        source_mtime_ns=identity["source_mtime_ns"],
+        source_inode=identity["source_inode"],
+        source_ctime_ns=identity["source_ctime_ns"],
         frame_range=tuple(settings["frame_range"]),
         output_size=settings["output_size"],
         model=model,
@@ -357,18 +414,22 @@ def render_job(job: Job, store: Store, setup: Setup, work_root: Path) -> RenderJ
         dynamic_reference=settings["context.dynamic_reference"],
         style_frame=_still(settings["style_frame"], folder),
         reference_frame=_still(settings["reference_frame"], folder),
+        keyframes=[{"frame": keyframe["frame"], "path": str(folder / keyframe["path"])}
+                   for keyframe in settings.get("keyframes") or []],
         mask={"path": str(folder / settings["mask"]), "feather": settings["mask_feather"],
               "grow": settings["mask_grow"]} if settings["mask"] else None,
         strength=settings["strength"],
         controls=settings.get("controlnets") or [],
         control_catalog=setup.controls if uses_controls or settings.get("auto_prompt") else None,
         control_cache=setup.control_cache if uses_controls else None,
+        hash_cache=setup.hash_cache,
         auto_prompt=bool(settings.get("auto_prompt")),
         captioner=setup.captioner if settings.get("auto_prompt") else None,
         negative_from_model=job.settings["negative_prompt"]["from"] == "model",
         interpolation=settings["interpolation"],
         color_consistency=settings["color_consistency"],
         image_sequence=settings["image_sequence"],
+        output_codec=codec.name,
         first_frame_number=settings["first_frame_number"],
         accelerator_lora=accelerator["lora"] if accelerator else None,
         accelerator_lora_scale=accelerator["lora_scale"] if accelerator else 1.0,

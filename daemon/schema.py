@@ -20,7 +20,7 @@ def m001_initial(db: Database) -> None:
         {
             "id": int, "shot_id": int, "path": str, "name": str,
             "kind": str,          # original | render
-            "state": str,         # ready | unreadable | missing
+            "state": str,         # ready | unreadable | refused | missing
             "size": int, "mtime_ns": int,
             "probe": str, "error": str,
             "parent_id": int, "root_id": int, "job_id": int,
@@ -109,3 +109,14 @@ def m004_media_identity(db: Database) -> None:
     modification time put back is still noticed."""
     db["media"].add_column("inode", int)
     db["media"].add_column("ctime_ns", int)
+
+
+@migrations()
+def m005_job_source_identity(db: Database) -> None:
+    """The source a job was queued with: its path, size, modification time, inode and change time, fixed
+    when the job is queued so that a file swapped in later is refused, not rendered."""
+    db["jobs"].add_column("source_path", str)
+    db["jobs"].add_column("source_size", int)
+    db["jobs"].add_column("source_mtime_ns", int)
+    db["jobs"].add_column("source_inode", int)
+    db["jobs"].add_column("source_ctime_ns", int)

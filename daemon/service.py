@@ -16,6 +16,7 @@ import os
 import queue
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,11 +27,19 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.config import Settings
-from daemon.control import PAUSED, Commands, Outcome, remove_job_files, remove_stale_temporaries, state_lock
-from daemon.conventions import is_ignored, kind_of, root_of
+from daemon.control import (
+    PAUSED,
+    Commands,
+    Outcome,
+    remove_job_files,
+    remove_stale_temporaries,
+    root_lock,
+    state_lock,
+)
+from daemon.conventions import is_ignored, kind_of, root_of, storable
 from daemon.errors import CommandRefused, ConfigError
 from daemon.gpus import device_kind, worker_devices
-from daemon.ingest import Ingest
+from daemon.ingest import FailedFiles, Ingest
 from daemon.jobs import Jobs
 from daemon.messages import (
     FromWorker,
@@ -50,15 +59,18 @@ from daemon.resolve import load_setup
 from daemon.roots import CHECK_SECONDS, RootStates
 from daemon.scan import candidate_files, changed_files
 from daemon.schedule import Schedule
-from daemon.stability import StabilityTracker
+from daemon.stability import StabilityTracker, StableFile
 from daemon.states import ACTIVE_STATES, FINISHED_STATES, CommandState, JobState
 from daemon.status_file import publish_newest
 from daemon.store import Store
 from daemon.workers import ProcessWorker, Worker, make_pool
+from engine.errors import DiskFullError, is_disk_full
+from engine.files import FileLock
 
 log = structlog.get_logger("hotshot.daemon")
 TICK_SECONDS = 0.1
 STEP_ERROR_LOG_SECONDS = 60.0
+EXIT_BUSY_SECONDS = 2.0
 
 
 class Daemon:
@@ -76,9 +88,18 @@ class Daemon:
         if self._lock is None:
             raise ConfigError(f"another hotshot daemon is running with state dir {settings.state_dir}")
         self._lock.write(str(os.getpid()))
+        self._root_locks: list[FileLock] = []
+        try:
+            for root in settings.roots:
+                lock = root_lock(root, settings.state_dir)
+                if lock is not None:
+                    self._root_locks.append(lock)
+        except ConfigError:
+            self.release_locks()
+            raise
         self.store = Store.open(settings.database)
         devices = worker_devices(settings.devices)
-        self.setup = load_setup(settings, device_kind(devices), self.store.calibration)
+        self.setup = load_setup(settings, device_kind(devices), self.store.cost_history)
         self.roots = RootStates(settings.roots, {root for root in settings.roots
                                                  if self.store.flag(f"mount {root}") == "1"},
                                 lambda root, mounted: self.store.set_flag(f"mount {root}", "1" if mounted else "0"))
@@ -94,12 +115,14 @@ class Daemon:
         self.workers = make_pool(devices, self.inbox, settings.log_format, worker_level,
                                  int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None,
                                  worker_kind)
+        self.setup.loaded = lambda model: any(model in handle.models for handle in self.workers)
         self.commands = Commands(self.store, settings, self.schedule, self.publish)
         self.jobs = Jobs(self.store, settings, self.setup, self.schedule, self.workers, self.commands,
                          self.publish, self.display, self.roots, self.unknown_messages)
         self.commands.stop_running = self.jobs.stop_running
         self.ingest = Ingest(self.store, settings, self.setup, clock, self.publish, self.schedule,
                              self.commands.cancel_request)
+        self.failed_files = FailedFiles()
         self.notifications = NotificationQueue()
         self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
                                        sleep=self.notifications.wait)
@@ -141,6 +164,9 @@ class Daemon:
                     log.info("drained: nothing left to do now", paused=self.paused,
                              waiting_for_start=len([job for job in self.store.jobs((JobState.WAITING, JobState.QUEUED))
                                                     if job.scheduled]))
+                    if self.failed_files.files:
+                        log.warning("drained with files that could not be registered",
+                                    files=self.failed_files.report())
                     break
         finally:
             scheduler.shutdown(wait=False)
@@ -148,13 +174,23 @@ class Daemon:
             self.workers.shutdown()
             self.notifications.stop(timeout=30)
             self.store.close()
-            self._lock.write("")
-            self._lock.release()
+            self.release_locks()
         return 0
+
+    def release_locks(self) -> None:
+        """Let go of the state folder and the watch roots (a daemon that ran, or one that could not start)."""
+        for lock in self._root_locks:
+            lock.write("")
+            lock.release()
+        self._root_locks = []
+        self._lock.write("")
+        self._lock.release()
 
     def stop(self, reason: str = "stop requested") -> None:
         """Stop claiming; let running chunks finish and checkpoint; then return from `run`."""
         if not self._stop.is_set():
+            log.info("daemon stopping: running chunks finish and checkpoint, then their jobs wait in the queue",
+                     reason=reason)
             self._stop_reason = reason
             self._stop.set()
             self.inbox.put(Stop())
@@ -165,8 +201,7 @@ class Daemon:
         self._take_inbox(TICK_SECONDS)
         self._guarded("watch roots", self._check_roots)
         for stable in sorted(self.tracker.poll(), key=lambda item: kind_of(item.path) != "video"):
-            if not self._guarded("ingest", self.ingest.file_stable, stable):
-                self.tracker.observe(stable.path)  # looked at again once it has been stable again
+            self._register(stable)
             self._dirty_folders.add(stable.path.parent)
         self._guarded("commands", self._take_commands)
         self._guarded("deleted requests", self._cancel_deleted_requests)
@@ -182,17 +217,38 @@ class Daemon:
         try:
             action(*args)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive a full disk or an unwritable database
-            now = time.monotonic()
-            self._failing_steps.add(step)
-            if now - self._step_logged.get(step, -STEP_ERROR_LOG_SECONDS) >= STEP_ERROR_LOG_SECONDS:
-                self._step_logged[step] = now
-                log.error("a step of the loop failed; it is tried again", step=step,
-                          error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            self._step_failed(step, exc)
             return False
+        self._step_works(step)
+        return True
+
+    def _step_failed(self, step: str, exc: Exception) -> None:
+        now = time.monotonic()
+        self._failing_steps.add(step)
+        if now - self._step_logged.get(step, -STEP_ERROR_LOG_SECONDS) >= STEP_ERROR_LOG_SECONDS:
+            self._step_logged[step] = now
+            log.error("a step of the loop failed; it is tried again", step=step,
+                      error=f"{type(exc).__name__}: {exc}", exc_info=True)
+
+    def _step_works(self, step: str) -> None:
         if step in self._failing_steps:
             self._failing_steps.discard(step)
             log.info("a failed step of the loop works again", step=step)
-        return True
+
+    def _register(self, stable: StableFile) -> None:
+        """Ingest one stable file. A full disk or a database that cannot be written fails the step (the file
+        is looked at again soon); anything else about this file fails the file alone (`failed_files`)."""
+        try:
+            self.ingest.file_stable(stable)
+        except Exception as exc:  # noqa: BLE001 - one poison file must not stop the others being registered
+            if isinstance(exc, sqlite3.OperationalError | DiskFullError) or is_disk_full(exc):
+                self._step_failed("ingest", exc)
+                self.tracker.observe(stable.path)  # looked at again once it has been stable again
+            else:
+                self.failed_files.failed(stable, exc)
+        else:
+            self.failed_files.registered(stable.path)
+            self._step_works("ingest")
 
     @property
     def finished(self) -> list[int]:
@@ -260,8 +316,9 @@ class Daemon:
             if not self._root_present(root):
                 return  # the root went away, the file was not deleted
             self.tracker.forget(path)
+            self.failed_files.registered(path)  # a file that failed and is gone is not reported any more
             self.ingest.file_gone(path)
-            if kind_of(path) == "request":
+            if kind_of(path) == "request" and storable(path):
                 self._gone_requests.setdefault(path, time.monotonic())
             return
         self._gone_requests.pop(path, None)
@@ -270,7 +327,7 @@ class Daemon:
     def reconcile(self) -> None:
         """Compare the roots that are there with the database: observe what changed, note what vanished."""
         present = [root for root in self.settings.roots if self.roots.available(root) and self._root_present(root)]
-        known = self.store.known_files()
+        known = {**self.store.known_files(), **self.failed_files.unchanged()}
         for path in changed_files(present, known):
             self.tracker.observe(path)
         for path in self.store.present_media():
@@ -439,6 +496,25 @@ class Daemon:
                      opens=window.next_open(now).isoformat(), closes=window.next_close(now).isoformat(),
                      at_close=window.spec.at_close)
 
+    def _requeue_before_exit(self) -> None:
+        """On a second signal: put the running jobs back in the queue and say so in their status files, so
+        nobody reads "about 2 s left" until the next start. Through a connection of its own, since the
+        signal may have interrupted the loop inside a transaction; given up after a moment if it cannot."""
+        try:
+            store = Store.open(self.settings.database)
+            store.db.execute(f"PRAGMA busy_timeout = {int(EXIT_BUSY_SECONDS * 1000)}")
+            try:
+                for job in store.jobs((JobState.RUNNING,)):
+                    if job.cancel_reason:
+                        continue  # the next start finishes the cancel
+                    store.requeue(job.id, "interrupted", "stopped at once by a second signal",
+                                  error="stopped at once by a second signal; resumes from its last chunk")
+                    publish_newest(store, job.id)
+            finally:
+                store.close()
+        except Exception:  # noqa: BLE001 - exiting now matters more; the next start requeues them anyway
+            log.warning("running jobs not requeued before exiting; the next start does it", exc_info=True)
+
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
@@ -448,6 +524,7 @@ class Daemon:
                 log.warning("second signal: stopping now")
                 for handle in self.workers:
                     handle.kill("a second signal stopped the daemon")
+                self._requeue_before_exit()
                 os._exit(1)
             self.stop(f"{signal.Signals(number).name} received")
 

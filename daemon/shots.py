@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.conventions import kind_of, manifest_path
+from daemon.conventions import has_manifest, kind_of
 from daemon.states import MediaKind, MediaState
 from daemon.store import Store
 
@@ -39,7 +39,7 @@ def is_render(path: Path, recorded: dict | None, output_paths: set[str]) -> bool
     """Whether hotshot made the video at `path` (see the module's rule)."""
     if recorded is not None and recorded["kind"] == MediaKind.RENDER:
         return True
-    return str(path) in output_paths or manifest_path(path).exists()
+    return str(path) in output_paths or has_manifest(path)
 
 
 def originals(shot: ShotFacts, exclude: set[Path] = frozenset()) -> list[Path]:
@@ -48,7 +48,7 @@ def originals(shot: ShotFacts, exclude: set[Path] = frozenset()) -> list[Path]:
     recorded = {Path(media["path"]) for media in shot.media
                 if media["kind"] == MediaKind.ORIGINAL and media["state"] != MediaState.MISSING}
     unrecorded = {path for path in shot.files_on_disk
-                  if kind_of(path) == "video" and shot.recorded(path) is None
+                  if kind_of(path) == "video" and not path.is_dir() and shot.recorded(path) is None
                   and not is_render(path, None, shot.output_paths)}
     return sorted((recorded | unrecorded) - set(exclude))
 

@@ -54,6 +54,7 @@ class MediaKind(StrEnum):
 class MediaState(StrEnum):
     READY = "ready"
     UNREADABLE = "unreadable"
+    REFUSED = "refused"      # not a file hotshot may read (a link out of the root, a hard link ...) until it changes
     MISSING = "missing"
 
 
@@ -100,6 +101,11 @@ class Job:
     window: str | None = None
     start_at: float | None = None
     cancel_reason: str | None = None
+    source_path: str | None = None          # the source as queued: what the claim checks it still is
+    source_size: int | None = None
+    source_mtime_ns: int | None = None
+    source_inode: int | None = None
+    source_ctime_ns: int | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:

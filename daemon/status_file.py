@@ -6,8 +6,9 @@ from pathlib import Path
 
 import structlog
 
-from daemon.conventions import status_path
+from daemon.conventions import shown, status_path
 from daemon.db import utc_iso, utc_now
+from daemon.progress import describe
 from daemon.states import Job, JobState
 from engine.errors import DiskFullError
 from engine.files import write_json_atomic
@@ -80,6 +81,16 @@ def write_status(job: Job) -> tuple[Path, dict]:
     return path, document
 
 
+def write_refusal(request: Path, error: str) -> None:
+    """The status of a request that could not be registered, so no job holds it; best effort."""
+    document = {"request": shown(request.name), "job": None, "state": JobState.FAILED, "message": f"failed: {error}",
+                "updated": utc_now(), "error": error}
+    try:
+        write_json_atomic(status_path(request), document, fault_point="status")
+    except (OSError, DiskFullError) as exc:
+        log.warning("status file not written", path=shown(request), error=str(exc))
+
+
 def publish_newest(store, job_id: int) -> tuple[Job, Path, dict] | None:
     """Write a job's status file if it is the newest job of its request; return the job, path and document.
 
@@ -101,7 +112,8 @@ def publish_newest(store, job_id: int) -> tuple[Job, Path, dict] | None:
 
 
 def _running_message(progress: dict) -> str:
-    text = f"rendering chunk {progress.get('chunk', 0)}/{progress.get('chunks', 0)}"
+    text = describe(progress)  # "loading model" before the first chunk, not "chunk 0/4"
+    text = f"rendering {text}" if text.startswith("chunk") else text
     if progress.get("percent") is not None:
         text += f", {progress['percent']:.0f}%"
     if progress.get("eta_seconds") is not None:

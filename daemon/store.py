@@ -15,7 +15,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from daemon.db import connect, decode, encode, utc_iso, utc_now
-from daemon.states import CommandState, MediaState
+from daemon.states import ACTIVE_STATES, CommandState, MediaKind, MediaState
 from daemon.transitions import JobTransitions
 
 __all__ = ["Store", "connect", "utc_iso", "utc_now"]
@@ -72,6 +72,20 @@ class Store(JobTransitions):
 
     def shot(self, shot_id: int) -> dict | None:
         return self._one("SELECT * FROM shots WHERE id = ?", (shot_id,))
+
+    def shot_summaries(self) -> list[dict]:
+        """Every shot (`id`, `root`, `rel`) with how many originals and renders it holds and its active jobs:
+        three grouped queries, not one a shot."""
+        counts: dict[int, dict[str, int]] = {}
+        for row in self.db.execute("SELECT shot_id, kind, COUNT(*) AS n FROM media GROUP BY shot_id, kind"):
+            counts.setdefault(row["shot_id"], {})[row["kind"]] = row["n"]
+        active = {row["shot_id"]: row["n"] for row in self.db.execute(
+            f"SELECT shot_id, COUNT(*) AS n FROM jobs WHERE state IN ({','.join('?' * len(ACTIVE_STATES))}) "
+            "GROUP BY shot_id", ACTIVE_STATES)}
+        return [{"id": row["id"], "root": row["root"], "rel": row["rel"],
+                 "originals": counts.get(row["id"], {}).get(MediaKind.ORIGINAL, 0),
+                 "renders": counts.get(row["id"], {}).get(MediaKind.RENDER, 0), "active": active.get(row["id"], 0)}
+                for row in self.db.execute("SELECT id, root, rel FROM shots ORDER BY root, rel")]
 
     def shots(self) -> list[dict]:
         return self._all("SELECT * FROM shots ORDER BY root, rel")
@@ -140,23 +154,19 @@ class Store(JobTransitions):
     def chunks(self, job_id: int) -> list[dict]:
         return self._all("SELECT * FROM chunks WHERE job_id = ? ORDER BY idx", (job_id,))
 
-    # -- calibration ---------------------------------------------------------
+    # -- cost history --------------------------------------------------------
 
-    def calibration(self, model: str, device: str) -> float | None:
-        """Measured seconds per megapixel-frame-step for a model on a device kind, if any render measured it."""
-        row = self._one("SELECT seconds_per_unit FROM calibration WHERE model = ? AND device = ?", (model, device))
-        return row["seconds_per_unit"] if row else None
-
-    def refine_calibration(self, model: str, device: str, measured: float, weight: float = 0.3) -> float:
-        """Blend a new measurement into the stored calibration (the first one is taken as it is)."""
+    def record_costs(self, job_id: int, sample: dict) -> None:
+        """Keep what a finished render did and how long each part took (`cost_sample`), for the estimates."""
         with self.db.atomic():
-            row = self._one("SELECT * FROM calibration WHERE model = ? AND device = ?", (model, device))
-            value = measured if row is None else row["seconds_per_unit"] * (1 - weight) + measured * weight
-            self.db["calibration"].upsert({
-                "model": model, "device": device, "seconds_per_unit": value,
-                "samples": (row["samples"] if row else 0) + 1, "updated_at": utc_now(),
-            }, pk=("model", "device"))
-        return value
+            self._event("costs", job_id=job_id, data=sample)
+
+    def cost_history(self, model: str, device: str, limit: int = 40) -> list[dict]:
+        """The recorded costs of the latest renders of a model on a device kind, newest first."""
+        rows = self._all(
+            "SELECT data FROM events WHERE kind = 'costs' AND json_extract(data, '$.model') = ? "
+            "AND json_extract(data, '$.device') = ? ORDER BY id DESC LIMIT ?", (model, device, limit))
+        return [row["data"] for row in rows]
 
     # -- flags and commands --------------------------------------------------
 

@@ -74,6 +74,9 @@ class JobTransitions:
         return self._jobs(f"SELECT * FROM jobs WHERE request_path = ? AND state IN ({_marks(ACTIVE_STATES)}) "
                           "ORDER BY id", (request_path, *ACTIVE_STATES))
 
+    def jobs_in_shot(self, shot_id: int) -> list[Job]:
+        return self._jobs("SELECT * FROM jobs WHERE shot_id = ? ORDER BY id", (shot_id,))
+
     def in_windows(self, state: JobState) -> list[Job]:
         """Jobs in `state` that belong to a render window."""
         return self._jobs("SELECT * FROM jobs WHERE state = ? AND window IS NOT NULL ORDER BY id", (state,))
@@ -291,6 +294,11 @@ class JobTransitions:
         with self.db.atomic():
             self._move(job_id, "record render", None, frozenset({R}), None, None, spec=spec,
                        render_number=render_number, output_path=output_path, manifest_path=manifest_path)
+
+    def revise_estimate(self, job_id: int, estimate: dict) -> None:
+        """The estimate made again for the worker that claimed the job (it holds the model: no load time)."""
+        with self.db.atomic():
+            self._move(job_id, "revise estimate", None, frozenset({R}), None, None, estimate=estimate)
 
     def set_progress(self, job_id: int, progress: dict) -> None:
         with self.db.atomic():

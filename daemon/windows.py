@@ -253,9 +253,12 @@ def resolve_when(when: str, windows: dict[str, RenderWindow], now: datetime) -> 
     if len(text) > 10:
         try:
             at = datetime.fromisoformat(text)
+            return "at", (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+        except OverflowError:
+            # Year 1 or 9999 with an offset that moves it out of the calendar.
+            raise ValueError(f"when {when!r} lies outside the years 1 to 9999 once its offset is taken off; "
+                             f"use a date-time within them") from None
         except ValueError:
             pass
-        else:
-            return "at", (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
     names = ", ".join(f'"{name}"' for name in windows) or "none are configured"
     raise ValueError(f"when {when!r} is not understood; use {WHEN_FORMS}. Render windows: {names}")

@@ -93,7 +93,7 @@ def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: Worke
              log) -> None:
     import structlog
 
-    from engine.errors import EngineError, Interrupted, is_disk_full
+    from engine.errors import EngineError, Interrupted, MediaError, is_disk_full
     from engine.job import RenderJob
     from engine.render import render
 
@@ -104,6 +104,16 @@ def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: Worke
             result = render(job, events, cache)
         except Interrupted as exc:
             reply = messages.Interrupted(job.job_id, exc.reason)
+        except MediaError as exc:
+            stopping = control.stop_reason or control.cancel_reason
+            if stopping:
+                # A decode cut short while the daemon stops (a signal that reached ffmpeg too) says nothing
+                # about the source: the job pauses and resumes from its checkpoints.
+                log.info("render stopped while the daemon stops", error=str(exc))
+                reply = messages.Interrupted(job.job_id, stopping)
+            else:
+                log.warning("render failed", error=str(exc), retryable=exc.retryable)
+                reply = Failed(job.job_id, str(exc), exc.retryable)
         except EngineError as exc:
             log.warning("render failed", error=str(exc), retryable=exc.retryable)
             reply = Failed(job.job_id, str(exc), exc.retryable)

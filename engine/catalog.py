@@ -69,6 +69,11 @@ class Capabilities(BaseModel):
     mask: bool = False
     controlnets: list[ControlType] = Field(default_factory=list)
     strength: bool = False
+    keyframes: bool = False
+    prompt: bool = Field(default=True, description="prompt, negative_prompt and auto_prompt have an effect")
+    sampling: bool = Field(default=True, description="steps, cfg, shift, seed and low_step have an effect")
+    needs_paint: bool = Field(default=False, description="renders only from painted frames: a request must give "
+                                                         "a style_frame or keyframes")
 
 
 class ModelSpec(BaseModel):

@@ -2,7 +2,7 @@
 
 A finished chunk leaves three files: its raw output frames (`chunk-NNNN.npy`,
 needed by the next chunk as known frames and for the crossfade), its encoded
-segment of final frames (`segment-NNNN.mp4`) and its last final frame
+segment of final frames (`segment-NNNN.mp4`, `.mov` for the editorial codecs) and its last final frame
 (`final-NNNN.npy`, the next chunk's dynamic reference and interpolation
 neighbour). Raw frames of older chunks are deleted once two newer chunks exist,
 so a long render keeps only compressed segments on disk. The colour anchor of
@@ -25,8 +25,9 @@ KEEP_RAW = 2
 class WorkFolder:
     """The checkpoint files of one job."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, segment_suffix: str = ".mp4") -> None:
         self.root = root
+        self.segment_suffix = segment_suffix
 
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,7 @@ class WorkFolder:
         return self.root / f"chunk-{index:04d}.npy"
 
     def segment_path(self, index: int) -> Path:
-        return self.root / f"segment-{index:04d}.mp4"
+        return self.root / f"segment-{index:04d}{self.segment_suffix}"
 
     def save_raw(self, index: int, frames: np.ndarray) -> None:
         with files.writing(self.raw_path(index), fault_point="chunk") as tmp:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import MediaError
-from engine.media_safety import compile_command, fenced_input
+from engine.media_safety import OWN_GROUP, compile_command, fenced_input
 
 STALL_SECONDS = 120.0
 
@@ -48,7 +48,7 @@ class FrameReader:
 
     def __enter__(self) -> FrameReader:
         self._process = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **OWN_GROUP
         )
         self._stderr_thread = threading.Thread(target=self._collect_stderr, daemon=True)
         self._stderr_thread.start()

@@ -1,10 +1,12 @@
-"""Encode final frames to H.264 segments, then mux them with the source audio.
+"""Encode final frames to segments in the output codec, then mux them with the source audio and timecode.
 
-Each chunk's segment of final frames is encoded on its own (H.264 in a small
-MP4). The output MP4 is the concatenation of the segments (ffmpeg's concat
-demuxer, which keeps the timing exact), remuxed without re-encoding, at exactly the source frame rate, with the
-source's audio for the rendered range. Because a resumed render and an
-uninterrupted one encode the same segments, their outputs are identical.
+Each chunk's segment of final frames is encoded on its own (in the output
+codec's container: H.264 in a small MP4, ProRes or DNxHR in a MOV). The output
+is the concatenation of the segments (ffmpeg's concat demuxer, which keeps the
+timing exact), remuxed without re-encoding, at exactly the output frame rate,
+with the source's audio cut at the range's real timestamps and the range's
+start timecode. Because a resumed render and an uninterrupted one encode the
+same segments, their outputs are identical.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,29 +23,36 @@ import ffmpeg
 import numpy as np
 
 from engine import faults, files
+from engine.codecs import COLOUR_TAGS, DEFAULT_CODEC, output_codec
 from engine.errors import DISK_FULL_MESSAGES, DiskFullError, EncodeError, MediaError
-from engine.media_safety import compile_command, fenced_input, last_line
+from engine.media_safety import OWN_GROUP, compile_command, fenced_input, last_line
 from engine.probe import VideoInfo, probe
 
-X264_PRESET = "medium"
-X264_CRF = 16
-AUDIO_BITRATE = "192k"
-COLOUR_TAGS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709"}
+
+@dataclass(frozen=True)
+class AudioCut:
+    """The part of a source's audio that goes with the rendered range, in seconds of the source."""
+
+    source: str
+    start: float
+    duration: float
 
 
 def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: str, final: Path,
-                   timeout: float = 3600.0, fault_point: str | None = None) -> int:
-    """Encode RGB frames to H.264 in an MP4 at `final` (atomically); return the frame count. `fault_point`: the
-    point (engine/faults.py) reached while it is half-written."""
+                   timeout: float = 3600.0, fault_point: str | None = None, codec: str = DEFAULT_CODEC) -> int:
+    """Encode RGB frames in `codec` (engine/codecs.py) at `final` (atomically); return the frame count.
+    `fault_point`: the point (engine/faults.py) reached while it is half-written."""
+    chosen = output_codec(codec)
     with files.writing(final, fault_point=fault_point) as tmp:
         stream = (
             ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
             .filter("scale", out_color_matrix="bt709", out_range="tv")
-            .output(str(tmp), format="mp4", vcodec="libx264", preset=X264_PRESET, crf=X264_CRF,
-                    pix_fmt="yuv420p", **COLOUR_TAGS)
+            # Frame-level tags too: ProRes and DNxHR write the colour description from the frames, not the options.
+            .filter("setparams", range="tv", color_primaries="bt709", color_trc="bt709", colorspace="bt709")
+            .output(str(tmp), format=chosen.container, **chosen.video, **COLOUR_TAGS)
         )
         process = subprocess.Popen(compile_command(stream), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
+                                   stderr=subprocess.PIPE, **OWN_GROUP)
         errors: list[bytes] = []
         reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
         reader.start()
@@ -69,48 +78,68 @@ def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: s
     return count
 
 
-def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, source: str | None,
-               audio_start_frame: int = 0, work_dir: Path | None = None, timeout: float = 3600.0) -> VideoInfo:
-    """Join the segments into `final` (MP4, atomically), adding the source audio when given; return what the
-    output holds.
+def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, audio: AudioCut | None,
+               work_dir: Path | None = None, timeout: float = 3600.0, codec: str = DEFAULT_CODEC,
+               timecode: str | None = None) -> VideoInfo:
+    """Join the segments into `final` (atomically, in `codec`'s container), adding the source audio and the start
+    timecode when given; return what the output holds.
 
     ffmpeg writes the joined file in the work folder, where nobody else writes; it is checked there and
     copied in beside the source through a temporary file hotshot creates itself, then renamed into place.
     """
     work = work_dir or final.parent
     joined = work / "segments.txt"
-    joined.write_text("".join(f"file '{_quote(segment)}'\n" for segment in segments))
+    joined.write_text(concat_list(segments, fps))
     tmp = work / f".{final.name}.joined.{os.getpid()}.part"
     try:
+        chosen = output_codec(codec)
         video = ffmpeg.input(str(joined), format="concat", safe=0, protocol_whitelist="file").video
         streams = [video]
-        if source is not None:
-            rate = Fraction(fps)
-            start = float(audio_start_frame / rate)
-            duration = float(frame_count / rate)
-            audio = (
-                fenced_input(source)
-                .audio.filter("atrim", start=f"{start:.6f}", duration=f"{duration:.6f}")
+        if audio is not None:
+            streams.append(
+                fenced_input(audio.source)
+                .audio.filter("atrim", start=f"{audio.start:.6f}", duration=f"{audio.duration:.6f}")
                 .filter("asetpts", "PTS-STARTPTS")
             )
-            streams.append(audio)
-        options = {"vcodec": "copy", "format": "mp4", "movflags": "+faststart", "map_metadata": -1}
-        if source is not None:
-            options.update(acodec="aac", audio_bitrate=AUDIO_BITRATE)
+        options = {"vcodec": "copy", "format": chosen.container, "map_metadata": -1, **chosen.mux}
+        if audio is not None:
+            options.update(chosen.audio)
+        if timecode is not None:
+            options["timecode"] = timecode  # written as a timecode track (tmcd) by the MP4 and MOV muxers
         command = compile_command(ffmpeg.output(*streams, str(tmp), **options))
         try:
             done = subprocess.run(command, capture_output=True, timeout=timeout, check=True,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, **OWN_GROUP)
         except subprocess.CalledProcessError as exc:
             raise _failure(tmp, "writing", exc.stderr) from exc
         except subprocess.TimeoutExpired as exc:
             raise EncodeError(f"writing {final.name} took longer than {timeout:g} s") from exc
         written = _check_written(tmp, tmp, frame_count, done.stderr)
+        if written.fps != fps:
+            raise EncodeError(f"writing {final.name} failed: it plays at {written.fps} fps instead of {fps}")
         files.copy_atomic(tmp, final, fault_point="after-chunks")
     finally:
         joined.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
     return replace(written, path=str(final))
+
+
+def concat_list(segments: list[Path], fps: str) -> str:
+    """The concat demuxer's list of segments, each with its exact duration.
+
+    Left to itself the demuxer starts each segment where the previous file's duration says, which MP4 and MOV
+    round to the millisecond: at 24 or 23.976 fps every join would shift the frames after it. Each duration is
+    given to the microsecond, rounded from the exact running total so that rounding never accumulates.
+    """
+    rate = Fraction(fps)
+    lines, frames, start = [], 0, 0
+    for segment in segments:
+        frames += probe(segment).frame_count
+        end = round(Fraction(frames) / rate * 1_000_000)
+        seconds, micro = divmod(end - start, 1_000_000)
+        lines.append(f"file '{_quote(segment)}'\nduration {seconds}.{micro:06d}\n")
+        start = end
+    return "".join(lines)
 
 
 def _check_written(tmp: Path, final: Path, frames: int, stderr: bytes | None) -> VideoInfo:

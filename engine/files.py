@@ -8,6 +8,7 @@ symlink planted there is replaced, never followed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -21,9 +22,15 @@ OUTPUT_MODE = 0o644
 COPY_BUFFER = 1 << 20
 
 
+def temp_stem(name: str) -> str:
+    """A short stand-in for `name` in temporary names: the same length for every name, so that a temporary
+    name fits the file system wherever the final name does (NAME_MAX is 255 bytes)."""
+    return "hs-" + hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+
+
 def temp_path(final: Path) -> Path:
-    """A hidden temporary name beside `final`, unique to this process."""
-    return final.with_name(f".{final.name}.{os.getpid()}.part")
+    """A hidden temporary name beside `final`, unique to this process, of a fixed length."""
+    return final.with_name(f".{temp_stem(final.name)}.{os.getpid()}.part")
 
 
 def publish(tmp: Path, final: Path, mode: int = OUTPUT_MODE) -> None:

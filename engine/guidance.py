@@ -32,6 +32,7 @@ log = structlog.get_logger("hotshot.engine")
 class Control:
     spec: ControlSpec
     video: ControlVideo
+    computed: int = 0  # control frames computed for this render (the rest came from the cache)
 
 
 def prepare_controls(job: RenderJob, timeline: Timeline, width: int, height: int, device: str) -> list[Control]:
@@ -42,8 +43,9 @@ def prepare_controls(job: RenderJob, timeline: Timeline, width: int, height: int
                                            job.control_cache, device)) for spec in job.controls]
     numbers = sorted(set(timeline.sources) | set(range(timeline.first, timeline.first + timeline.frame_count)))
     for control in controls:
-        control.video.ensure(numbers)
-        log.info("control video ready", control=control.spec.type, cache=control.video.cache_key)
+        control.computed = control.video.ensure(numbers)
+        log.info("control video ready", control=control.spec.type, cache=control.video.cache_key,
+                 computed=control.computed)
     return controls
 
 

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.captions import CaptionerSpec
 from engine.catalog import ControlType, ModelSpec
+from engine.codecs import CodecName
 from engine.controls.catalog import ControlCatalog
+from engine.keyframes import KeyframeSpec
 from engine.masks import MaskSpec
 from engine.stills import StillSpec
 
@@ -57,10 +59,12 @@ class RenderJob(BaseModel):
     dynamic_reference: bool = True
     style_frame: StillSpec | None = None
     reference_frame: StillSpec | None = None
+    keyframes: list[KeyframeSpec] = Field(default_factory=list, description="painted images pinned at their frames")
     mask: MaskSpec | None = None
     controls: list[ControlSpec] = Field(default_factory=list)
     control_catalog: ControlCatalog | None = None
     control_cache: Path | None = Field(default=None, description="where control videos are cached, per source")
+    hash_cache: Path | None = Field(default=None, description="where file hashes are kept between renders")
     auto_prompt: bool = False
     captioner: CaptionerSpec | None = None
     negative_from_model: bool = Field(default=True, description="the negative prompt is the model's default, "
@@ -70,6 +74,7 @@ class RenderJob(BaseModel):
     color_consistency: float = Field(default=0.0, ge=0.0, le=1.0)
     image_sequence: Literal["png", "exr"] | None = None
     first_frame_number: int = 1001
+    output_codec: CodecName = "h264"
     accelerator_lora: str | None = None
     accelerator_lora_scale: float = 1.0
     output: Path

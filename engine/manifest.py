@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 
 from engine.devices import device_kind
+from engine.hashes import HashCache, weights_hashes
 from engine.job import RenderJob
 from engine.plan import ChunkPlan
 from engine.probe import VideoInfo
@@ -28,11 +29,16 @@ def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: C
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "output": {
             "video": job.output.name,
+            "codec": output.codec,
+            "output_codec": job.output_codec,
+            "container": job.output.suffix.lstrip("."),
             "width": output.width,
             "height": output.height,
             "frames": output.frame_count,
             "fps": output.fps,
             "audio": output.has_audio,
+            "audio_codec": output.audio_codec,
+            "timecode": output.timecode,
             "size_bytes": output.size_bytes,
         },
         "source": {
@@ -46,6 +52,9 @@ def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: C
             "frames": source.frame_count,
             "duration": source.duration,
             "audio": source.audio_codec,
+            "timecode": source.timecode,
+            "pixel_format": source.pixel_format,
+            "alpha": source.alpha,
         },
         "frame_range": list(job.frame_range),
         "lineage": context.get("lineage", {}),
@@ -119,3 +128,20 @@ def _ffmpeg_version() -> str:
         return "unknown"
     words = first.split()
     return words[2] if len(words) > 2 else "unknown"
+
+
+def record_inputs(manifest: dict, job: RenderJob, written: dict | None) -> None:
+    """Add what reproducing the render needs beyond its settings: the sha256 of the source, the mask and every
+    set of weights, and, with Auto Prompt, the prompts it wrote in place of the request's in `settings`."""
+    hashes = HashCache(job.hash_cache)
+    manifest["source"]["sha256"] = hashes.file(job.source)
+    if manifest.get("mask") and job.mask is not None:
+        manifest["mask"]["sha256"] = hashes.describe(job.mask.path)["sha256"]
+    manifest["weights"] = weights_hashes(job, hashes)
+    manifest["model"]["sha256"] = manifest["weights"].get("model", {}).get("sha256")
+    settings = manifest["settings"] = dict(manifest.get("settings") or {})
+    for name in ("prompt", "negative_prompt") if written else ():
+        given = settings.get(name) or {}
+        if written[name] != given.get("value"):
+            settings[name] = {"value": written[name], "from": "auto_prompt", "requested": given.get("value"),
+                              "requested_from": given.get("from")}

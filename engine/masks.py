@@ -8,6 +8,12 @@ the video (scaled to cover, centre-cropped), so a mask drawn on the plate lines
 up; any other mask is scaled to the output frame. `grow` dilates it and
 `feather` softens its edge, both in output pixels. After decoding, everything
 the mask does not touch is the source again, pixel for pixel.
+
+A lossy (H.264) matte is never quite black or white: its black decodes to 1-3
+and its white to 252-254, which would count as a faint partial mask and move
+pixels outside the shape. So mask values within SNAP of black count as black
+and within SNAP of white as white, before the mask is fitted, grown and
+feathered (which make their own soft edges).
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from engine.decode import FrameReader
 from engine.errors import MediaError
 from engine.probe import probe
 from engine.stills import IMAGE_EXTENSIONS, fit, read_image
+
+SNAP = 16 / 255
+"""Mask values at most this far from black (0) or white (1) are snapped to it: compression noise, not a partial
+mask (16 levels of 255, the distance between full-range and video-range black)."""
 
 
 class MaskSpec(BaseModel):
@@ -98,7 +108,7 @@ class MaskSource:
         return self._current
 
     def _process(self, rgb: np.ndarray) -> np.ndarray:
-        grey = rgb.astype(np.float32).mean(axis=2) / 255.0
+        grey = snap(rgb.astype(np.float32).mean(axis=2) / 255.0)
         height, width = grey.shape
         if abs(width / height - self.source_aspect) / self.source_aspect < 0.01:
             grey = fit(grey, self.width, self.height)
@@ -111,6 +121,11 @@ class MaskSource:
             size = 2 * self.spec.feather + 1
             grey = cv2.GaussianBlur(grey, (size, size), self.spec.feather / 2.0)
         return np.clip(grey, 0.0, 1.0).astype(np.float32)
+
+
+def snap(grey: np.ndarray) -> np.ndarray:
+    """Mask values in [0, 1] with those within SNAP of black or white set to exactly 0 or 1."""
+    return np.where(grey <= SNAP, 0.0, np.where(grey >= 1.0 - SNAP, 1.0, grey)).astype(np.float32)
 
 
 class Compositor:

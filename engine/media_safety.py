@@ -19,6 +19,9 @@ VIDEO_DEMUXERS = "mov,mp4,matroska,webm,avi,mxf"
 PROBE_SIZE = 32 * 1024 * 1024
 ANALYZE_MICROSECONDS = 20_000_000
 FFMPEG_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
+# Ctrl-C in a terminal signals its whole foreground process group. ffmpeg and ffprobe run in a group of their
+# own, so that only hotshot stops them: a shutdown lets the running chunk finish instead of cutting its decode.
+OWN_GROUP = {"process_group": 0}
 FFPROBE_ARGS = ("-hide_banner", "-loglevel", "error")
 
 
@@ -57,7 +60,8 @@ def ffprobe_command(path: str, *extra: str) -> list[str]:
 
 def run_checked(cmd: Sequence[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
     """Run a short ffmpeg/ffprobe command; raise `subprocess` errors as they come."""
-    return subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=True, stdin=subprocess.DEVNULL)
+    return subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=True, stdin=subprocess.DEVNULL,
+                          **OWN_GROUP)
 
 
 def last_line(stderr: bytes | str | None) -> str:

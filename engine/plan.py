@@ -135,3 +135,16 @@ def plan_chunks(frame_count: int, size: int, overlap: int, constraint: FrameCons
         chunks.append(Chunk(index, start, end, snapped_size, known, blend, emit_start, emit_end,
                             chunk_seed(seed, index)))
     return ChunkPlan(frame_count, size, snapped_size, overlap, snapped_overlap, str(constraint), tuple(chunks))
+
+
+def plan_warnings(plan: ChunkPlan) -> list[str]:
+    """What snapping to the frame constraint changed, for any model. A plan of one chunk uses neither the
+    context size nor the overlap, so it has nothing to warn about."""
+    if len(plan.chunks) < 2:
+        return []
+    notes = []
+    if plan.size != plan.size_requested:
+        notes.append(f"context size {plan.size_requested} snapped to {plan.size} ({plan.constraint} frames)")
+    if plan.overlap != plan.overlap_requested:
+        notes.append(f"context overlap {plan.overlap_requested} snapped to {plan.overlap} ({plan.constraint})")
+    return notes

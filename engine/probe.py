@@ -1,4 +1,4 @@
-"""Probe a video file: size, frame rate, frame count, audio."""
+"""Probe a video file: size, frame rate, frame count, audio, timecode, alpha."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ class VideoInfo:
     duration: float
     has_audio: bool
     audio_codec: str | None = None
+    avg_fps: str | None = None
+    timecode: str | None = None
+    pixel_format: str | None = None
+    alpha: bool = False
 
     @property
     def fps_fraction(self) -> Fraction:
@@ -89,6 +93,7 @@ def probe(path: str | Path, timeout: float = 30.0) -> VideoInfo:
         raise MediaError(path, f"it declares {frame_count} frames, more than the {MAX_FRAMES} hotshot accepts")
 
     fmt = data.get("format", {})
+    average = _average_rate(video)
     duration = float(fmt.get("duration") or video.get("duration") or frame_count / fps)
     return VideoInfo(
         path=path,
@@ -102,6 +107,10 @@ def probe(path: str | Path, timeout: float = 30.0) -> VideoInfo:
         duration=duration,
         has_audio=audio is not None,
         audio_codec=audio.get("codec_name") if audio else None,
+        avg_fps=f"{average.numerator}/{average.denominator}" if average else None,
+        timecode=_timecode(video, streams, fmt),
+        pixel_format=video.get("pix_fmt"),
+        alpha=_has_alpha(video),
     )
 
 
@@ -151,6 +160,38 @@ def _frame_rate(stream: dict) -> Fraction | None:
         if 0 < value <= 1000:
             return value
     return None
+
+
+def _average_rate(stream: dict) -> Fraction | None:
+    """The stream's average frame rate (frames over duration), which differs from its nominal rate when the
+    frame rate varies."""
+    try:
+        value = Fraction(stream.get("avg_frame_rate") or "0/0")
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if 0 < value <= 1000 else None
+
+
+def _timecode(video: dict, streams: list[dict], fmt: dict) -> str | None:
+    """The start timecode: the video stream's tag, a timecode track's (MOV/MP4 `tmcd`), or the file's."""
+    places = [video, *(s for s in streams if s.get("codec_type") == "data"), fmt]
+    for place in places:
+        value = (place.get("tags") or {}).get("timecode")
+        if value:
+            return str(value)
+    return None
+
+
+# Pixel formats whose names carry an alpha plane (yuva420p, rgba, gbrap12le, ya8 ...).
+_ALPHA_MARKERS = ("yuva", "rgba", "bgra", "argb", "abgr", "gbrap", "ya8", "ya16", "rgb32", "bgr32")
+
+
+def _has_alpha(stream: dict) -> bool:
+    """Whether the video carries transparency: an alpha pixel format, or WebM's alpha side stream (VP8/VP9
+    with alpha decode as plain yuv420p but are tagged `alpha_mode` 1)."""
+    pixel_format = str(stream.get("pix_fmt") or "")
+    tags = {key.lower(): value for key, value in (stream.get("tags") or {}).items()}
+    return pixel_format.startswith(_ALPHA_MARKERS) or str(tags.get("alpha_mode", "")) == "1"
 
 
 def _frame_count(path: str, stream: dict, timeout: float) -> int:

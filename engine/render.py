@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -15,13 +16,15 @@ from engine import faults
 from engine.backends import Accelerator, ChunkRequest
 from engine.blend import segment_frames
 from engine.checkpoint import WorkFolder
+from engine.codecs import output_codec
 from engine.colour import ColourStats, colour_stats, match_colour
 from engine.controls import unload_models
 from engine.decode import FrameReader
 from engine.devices import resolve_device
-from engine.encode import encode_segment, mux_output
-from engine.errors import FrameRangeError, Interrupted, MediaError
-from engine.files import same_file, write_json_atomic
+from engine.encode import AudioCut, encode_segment, mux_output
+from engine.errors import FrameRangeError, Interrupted, MediaError, SettingsError
+from engine.estimate import render_work
+from engine.files import write_json_atomic
 from engine.geometry import output_dims
 from engine.guidance import (
     Control,
@@ -31,14 +34,18 @@ from engine.guidance import (
     write_prompt,
 )
 from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob, RenderResult, SilentEvents
-from engine.manifest import build_manifest
+from engine.keyframes import Keyframe, check_keyframes, check_painted_windows, keyframe_positions, load_keyframes
+from engine.manifest import build_manifest, record_inputs
 from engine.masks import Compositor, MaskSource
 from engine.models import ModelCache
-from engine.plan import Chunk, ChunkPlan
+from engine.plan import Chunk, ChunkPlan, plan_warnings
 from engine.probe import probe
 from engine.sequence import SequenceWriter
+from engine.source_file import check_name_unchanged, opened_source
 from engine.stills import Still, load_still
+from engine.timecode import parse as parse_timecode
 from engine.timeline import Timeline, build_timeline, plan_timeline
+from engine.timing import source_timing, timing_warnings
 
 log = structlog.get_logger("hotshot.engine")
 
@@ -53,6 +60,22 @@ class Sinks:
 
 
 @dataclass
+class Pinned:
+    """Frames the request pins, by timeline position: shown exactly on their own frame."""
+
+    style: Still | None = None
+    keyframes: dict[int, Keyframe] = field(default_factory=dict)
+
+    def in_chunk(self, chunk: Chunk, buffer: int) -> dict[int, np.ndarray]:
+        """Position in the chunk's window -> the pinned frame there."""
+        frames = {position - chunk.start: keyframe.still.frame for position, keyframe in self.keyframes.items()
+                  if chunk.start <= position < chunk.end}
+        if self.style is not None and chunk.index == 0:
+            frames[buffer] = self.style.frame
+        return frames
+
+
+@dataclass
 class RenderState:
     """What carries over from one chunk to the next (and is restored from checkpoints on resume)."""
 
@@ -61,50 +84,90 @@ class RenderState:
     anchor: ColourStats | None = None
     frames_out: int = 0
     chunk_seconds: dict[int, float] = field(default_factory=dict)
+    diffusion_seconds: float = 0.0  # time inside the model in this attempt (the rest of a chunk is frames work)
 
 
 def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache | None = None) -> RenderResult:
-    """Render `job` chunk by chunk, resuming from its checkpoints, and publish the outputs."""
-    events = events or SilentEvents()
-    cache = cache or ModelCache()
-    started = time.monotonic()
-    warnings: list[str] = []
+    """Render `job` chunk by chunk, resuming from its checkpoints, and publish the outputs.
 
-    # 1. Check inputs: the source is the file the job was resolved against, the range fits.
-    check_source_unchanged(job)
+    The source is opened once, checked to be the file the job was queued with, and read through that open
+    file for the whole render (engine/source_file.py)."""
+    with opened_source(job.source, job.source_size, job.source_mtime_ns, job.source_inode,
+                       job.source_ctime_ns) as reading:
+        try:
+            return _render(job, reading, events or SilentEvents(), cache or ModelCache())
+        except MediaError as exc:
+            if exc.path != str(reading):
+                raise
+            raise MediaError(str(job.source), exc.reason) from exc  # the user's name, not /proc/<pid>/fd/<n>
+
+
+def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCache) -> RenderResult:
+    started, cpu_started = time.monotonic(), time.process_time()
+    warnings: list[str] = []
+    named = job
+    job = job.model_copy(update={"source": reading})  # what reads frames reads the checked file
+
+    # 1. Check inputs: the source was checked when it was opened; the range fits.
     source = probe(job.source)
     first, last = job.frame_range
     if not 0 <= first <= last < source.frame_count:
         raise FrameRangeError(first, last, source.frame_count)
 
-    # 2. Work out the output size, the timeline and the chunk plan.
+    # 2. Work out the output size, rate and timecode, the timeline and the chunk plan.
     width, height = output_dims(source.width, source.height, job.output_size, job.model.resolution_multiple)
+    codec = output_codec(job.output_codec)
+    codec.check_size(width, height)
+    timing = source_timing(source, first, last)
+    warnings += timing_warnings(source, timing)
+    start_timecode = parse_timecode(source.timecode, source.fps) if source.timecode else None
+    if source.timecode and start_timecode is None:
+        warnings.append(f"the source's timecode {source.timecode!r} is not a timecode at {source.fps} fps; "
+                        "the output has none")
     timeline = build_timeline(first, last, job.start_frame_buffer, job.interpolation)
     plan = plan_timeline(timeline, job.context_size, job.context_overlap, job.model.constraint, job.seed)
     warnings += plan_warnings(plan)
+    if job.keyframes and not job.model.capabilities.keyframes:
+        raise SettingsError(f"model {job.model.id!r} does not support keyframes; choose a model that does")
+    check_keyframes([keyframe.frame for keyframe in job.keyframes], timeline, job.style_frame is not None)
+    positions = keyframe_positions([keyframe.frame for keyframe in job.keyframes], timeline)
+    if job.model.capabilities.needs_paint:
+        painted = set(positions) | ({timeline.buffer} if job.style_frame else set())
+        check_painted_windows(plan, painted, job.model.id)
     if not source.has_audio:
         warnings.append("the source has no audio; the output has none")
+    if source.alpha:
+        warnings.append(f"the source has an alpha channel ({source.codec}, {source.pixel_format}); it is not carried "
+                        "through: the output is opaque, showing the colour stored under transparent areas")
 
     # 3. Load the stills: the style frame pinned as the first output frame, the appearance reference.
     style = load_still(job.style_frame, job.source, width, height) if job.style_frame else None
     reference = load_still(job.reference_frame, job.source, width, height) if job.reference_frame else None
+    keyframes = load_keyframes(job.keyframes, job.source, width, height)
+    pinned = Pinned(style, {position: keyframes[index] for position, index in positions.items()})
     aspect = source.width / source.height
     sinks = Sinks(masks=MaskSource(job.mask, width, height, aspect) if job.mask else None)
 
     # 4. Prepare what guides the render: control videos (cached) and the written prompt.
     device = resolve_device(job.device)
-    work = WorkFolder(job.work_dir)
+    work = WorkFolder(job.work_dir, codec.suffix)
     work.prepare()
     events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count, phase="preparing"))
-    controls = prepare_controls(job, timeline, width, height, device)
-    written = write_prompt(job, work, cache, device)
+    parts = Stopwatch()
+    with parts.part("controls"):
+        controls = prepare_controls(job, timeline, width, height, device)
+    with parts.part("auto_prompt"):
+        written = write_prompt(job, work, cache, device)
     unload_models()  # the control and people-counting models, used by both, before the diffusion model loads
     if written:
         job = job.model_copy(update={"prompt": written["prompt"], "negative_prompt": written["negative_prompt"]})
 
     # 5. Load the model (kept in the worker's cache between jobs).
-    events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count, phase="loading model"))
-    backend = cache.get(job.model, device)
+    model_load = job.model.id not in cache
+    events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count,
+                             phase="loading model" if model_load else "starting"))
+    with parts.part("load"):
+        backend = cache.get(job.model, device)
 
     # 6. Find the checkpoint to resume from.
     resume_at, previous_raw, last_final = work.resume_point(
@@ -121,7 +184,7 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
         log.info("resuming", chunks_done=resume_at, chunks=len(plan.chunks))
     if job.image_sequence:
         sinks.sequence = SequenceWriter(job.sequence_staging, job.sequence_folder, job.render_id,
-                                        job.image_sequence, job.first_frame_number)
+                                        job.image_sequence, job.first_frame_number, start_timecode, timing.output_fps)
         if resume_at and not sinks.sequence.holds(first, state.frames_out):
             log.warning("the image sequence's earlier frames are gone; rendering from the first chunk")
             resume_at, state = 0, RenderState(anchor=state.anchor)
@@ -142,8 +205,8 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
                     if reason:
                         raise Interrupted(reason, chunk.index)
                     with structlog.contextvars.bound_contextvars(chunk=chunk.index):
-                        render_chunk(job, plan, timeline, chunk, window, backend, style, reference, state, work,
-                                     sinks, controls, width, height, source.fps, resume_at, events)
+                        render_chunk(job, plan, timeline, chunk, window, backend, pinned, reference, state, work,
+                                     sinks, controls, width, height, timing.output_fps, resume_at, events)
         finally:
             if sinks.compositor:
                 sinks.compositor.close()
@@ -154,19 +217,20 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
     # 8. Join the segments with the source audio into the output MP4; publish the image sequence and the
     #    control previews.
     faults.reached("after-chunks")
-    check_source_unchanged(job)
+    check_name_unchanged(named.source, job.source_size, job.source_mtime_ns, job.source_inode, job.source_ctime_ns)
     events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
                              timeline.frame_count, resume_at, phase="writing output"))
-    output = mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], source.fps,
-                        timeline.frame_count, job.output, str(job.source) if source.has_audio else None, first,
-                        job.work_dir)
+    audio = AudioCut(str(job.source), timing.audio_start, timing.audio_duration) if source.has_audio else None
+    output = mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], timing.output_fps,
+                        timeline.frame_count, job.output, audio, job.work_dir, codec=codec.name,
+                        timecode=str(start_timecode.plus(first)) if start_timecode else None)
     if sinks.sequence is not None:
         sinks.sequence.publish()
-    control_entries = write_previews(controls, job, source.fps)
+    control_entries = write_previews(controls, job, timing.output_fps)
 
     # 9. Write the Render Info manifest beside it.
     faults.reached("after-chunks")
-    seconds = time.monotonic() - started
+    seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     extra = {
         "timeline": {
             "start_frame_buffer": timeline.buffer,
@@ -175,8 +239,10 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
             "frames_diffused_in_range": len(timeline.outputs),
             "frames_interpolated": timeline.frame_count - len(timeline.outputs),
         },
+        "frame_rate": timing.to_manifest(source),
         "style_frame": style.to_manifest() if style else None,
         "reference_frame": reference.to_manifest() if reference else None,
+        "keyframes": [keyframe.to_manifest() for keyframe in keyframes],
         "dynamic_reference": job.dynamic_reference,
         "color_consistency": {"strength": job.color_consistency,
                               "anchor": state.anchor.to_dict() if state.anchor else None,
@@ -191,32 +257,44 @@ def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache
         "auto_prompt": {**written["manifest"], "prompt": written["prompt"],
                         "negative_prompt": written["negative_prompt"]} if written else None,
     }
-    manifest = build_manifest(job, source, output, plan, timeline, device, state.chunk_seconds,
-                              set(range(resume_at)), seconds, warnings, extra)
+    manifest = build_manifest(job.model_copy(update={"source": named.source}), source, output, plan, timeline,
+                              device, state.chunk_seconds, set(range(resume_at)), seconds, warnings, extra)
+    record_inputs(manifest, job, written)
+    rendered = sum(state.chunk_seconds.get(chunk.index, 0.0) for chunk in plan.chunks[resume_at:])
+    parts.seconds.update(diffusion=state.diffusion_seconds, frames=max(rendered - state.diffusion_seconds, 0.0))
+    parts.seconds["output"] = max(seconds - sum(parts.seconds.values()), 0.0)
+    manifest["timing"].update(
+        cpu_seconds=round(cpu_seconds, 3),  # all threads of this process: how much of the CPU it had
+        parts={name: round(value, 3) for name, value in parts.seconds.items()},
+        work=render_work(plan, timeline.frame_count, width, height, job.steps, job.cfg,
+                         sum(control.computed for control in controls), written is not None, model_load),
+    )
     write_json_atomic(job.manifest, manifest, fault_point="manifest")
     return RenderResult(str(job.output), str(job.manifest), output.frame_count, width, height,
                         len(plan.chunks) - resume_at, resume_at, seconds, manifest, output.to_dict())
 
 
 def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chunk, window: SourceWindow, backend,
-                 style: Still | None, reference: Still | None, state: RenderState, work: WorkFolder, sinks: Sinks,
+                 pinned: Pinned, reference: Still | None, state: RenderState, work: WorkFolder, sinks: Sinks,
                  controls: list[Control], width: int, height: int, fps: str, resume_at: int,
                  events: RenderEvents) -> None:
     """Diffuse one chunk, checkpoint it, and encode the final frames it completes."""
     started = time.monotonic()
     previous = plan.chunks[chunk.index - 1] if chunk.index else None
 
-    # The window's frames; frames shared with the previous chunk, and a pinned style frame, are kept.
-    frames = window.take(chunk.start, chunk.end)
+    # The window's frames; frames shared with the previous chunk, the style frame and keyframes are kept.
+    sources = window.take(chunk.start, chunk.end)
+    sources += [sources[-1]] * (chunk.render_frames - len(sources))
+    frames = list(sources)
     keep = [False] * chunk.render_frames
     if chunk.known:
         offset = chunk.start - previous.start
         frames[: chunk.known] = list(state.previous_raw[offset : offset + chunk.known])
         keep[: chunk.known] = [True] * chunk.known
-    frames += [frames[-1]] * (chunk.render_frames - len(frames))
-    if style is not None and chunk.index == 0:
-        frames[timeline.buffer] = style.frame
-        keep[timeline.buffer] = True
+    pins = pinned.in_chunk(chunk, timeline.buffer)
+    for place, frame in pins.items():
+        frames[place] = frame
+        keep[place] = True
 
     def on_step(step: int, steps: int) -> None:
         events.progress(Progress(chunk.index + 1, len(plan.chunks), step, steps, state.frames_out,
@@ -224,14 +302,17 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
 
     request = ChunkRequest(
         frames, keep, width, height, job.prompt, job.negative_prompt, job.steps, job.cfg, job.shift, chunk.seed,
-        reference=chunk_reference(job, chunk, style, reference, state),
+        reference=chunk_reference(job, chunk, pinned.style, reference, state),
         accelerator=Accelerator(job.accelerator_lora, job.accelerator_lora_scale) if job.accelerator_lora else None,
         mask=chunk_masks(chunk, timeline, keep, sinks.masks) if sinks.masks else None,
         strength=job.strength,
         controls=chunk_controls(controls, chunk, timeline),
+        sources=sources,
         on_step=on_step,
     )
+    diffusing = time.monotonic()
     raw = backend.render_chunk(request)
+    state.diffusion_seconds += time.monotonic() - diffusing
     faults.reached("chunk")
     expected = raw_shape(chunk, height, width)
     if raw.shape != expected:
@@ -242,14 +323,17 @@ def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chu
         if state.anchor is None:
             state.anchor = colour_stats(raw[timeline.buffer :])
             work.save_anchor(state.anchor.to_dict())
-        raw = np.stack([match_colour(frame, state.anchor, job.color_consistency) for frame in raw])
+        matched = np.stack([match_colour(frame, state.anchor, job.color_consistency) for frame in raw])
+        for place in pins:  # the frames the request pinned are shown as the model rendered them
+            matched[place] = raw[place]
+        raw = matched
     work.save_raw(chunk.index, raw)
 
     events.progress(Progress(chunk.index + 1, len(plan.chunks), job.steps, job.steps, state.frames_out,
                              timeline.frame_count, resume_at, phase="encoding"))
     finals = segment_frames(chunk, raw, previous, state.previous_raw)
     count = encode_segment(output_frames(chunk, finals, timeline, state, sinks), width, height, fps,
-                           work.segment_path(chunk.index), fault_point="chunk")
+                           work.segment_path(chunk.index), fault_point="chunk", codec=job.output_codec)
     work.save_final(chunk.index, state.last_final)
     work.drop_old_raw(chunk.index)
     seconds = time.monotonic() - started
@@ -351,26 +435,6 @@ def raw_shape(chunk: Chunk, height: int, width: int) -> tuple[int, int, int, int
     return (chunk.render_frames, height, width, 3)
 
 
-def check_source_unchanged(job: RenderJob) -> None:
-    """Fail if the source is gone or is no longer the file the job was resolved against."""
-    try:
-        stat = Path(job.source).stat()
-    except FileNotFoundError as exc:
-        raise MediaError(str(job.source), "it was deleted before the render finished") from exc
-    if not same_file(stat, job.source_size, job.source_mtime_ns, job.source_inode, job.source_ctime_ns):
-        raise MediaError(str(job.source), "it was replaced or modified after the render was queued; "
-                                          "`hotshot retry` renders the new file from the start")
-
-
-def plan_warnings(plan: ChunkPlan) -> list[str]:
-    notes = []
-    if plan.size != plan.size_requested and plan.frame_count > plan.size:
-        notes.append(f"context size {plan.size_requested} snapped to {plan.size} ({plan.constraint} frames)")
-    if plan.overlap != plan.overlap_requested:
-        notes.append(f"context overlap {plan.overlap_requested} snapped to {plan.overlap} ({plan.constraint})")
-    return notes
-
-
 def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: Timeline,
                     from_position: int) -> Iterator[np.ndarray]:
     """The decoded frame for each timeline position from `from_position` on (repeats where the timeline repeats)."""
@@ -381,6 +445,21 @@ def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: T
             frame = next(decoded)
             number += 1
         yield frame
+
+
+class Stopwatch:
+    """Seconds spent in each named part of a render (the cost estimates are fitted from them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
 
 
 class SourceWindow:

@@ -10,7 +10,9 @@ PNG holds the 8-bit sRGB frames losslessly. EXR holds them as scene-linear half
 floats, decoded with the sRGB EOTF, tagged with Rec.709 primaries and a D65
 white, and ZIP-compressed: lossless, read by every compositor, and quick to
 decode in 16-scanline blocks; PIZ compresses better only on film grain, which
-frames quantised from 8 bits do not have.
+frames quantised from 8 bits do not have. When the source has a timecode, each
+EXR carries its own (`timeCode`, the source's start plus the frame number) and
+the output rate (`framesPerSecond`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import io
 import os
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from PIL import Image, PngImagePlugin
 
 from engine import files
 from engine.errors import SettingsError
+from engine.timecode import Timecode
 
 FORMATS = ("png", "exr")
 FOLDER_MODE = 0o755
@@ -75,11 +79,12 @@ def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
 
 
 def write_frame(folder: Path, render_id: str, source_frame: int, frame: np.ndarray, fmt: str,
-                first_frame_number: int = 1001) -> Path:
-    """Write one RGB uint8 frame into `folder` atomically (temporary name, then rename); return its path."""
+                first_frame_number: int = 1001, timecode: Timecode | None = None, fps: str | None = None) -> Path:
+    """Write one RGB uint8 frame into `folder` atomically (temporary name, then rename); return its path.
+    An EXR gets the frame's `timecode` and the rate `fps` in its header."""
     path = folder / frame_name(render_id, source_frame, first_frame_number, fmt)
     _check_frame(frame)
-    data = _encode_png(frame) if fmt == "png" else _encode_exr(frame)
+    data = _encode_png(frame) if fmt == "png" else _encode_exr(frame, _exr_timing(timecode, fps))
     files.write_bytes_atomic(path, data)
     return path
 
@@ -99,7 +104,8 @@ class SequenceWriter:
     resumed render only adds or rewrites frames.
     """
 
-    def __init__(self, staging: Path, final: Path, render_id: str, fmt: str, first_frame_number: int = 1001) -> None:
+    def __init__(self, staging: Path, final: Path, render_id: str, fmt: str, first_frame_number: int = 1001,
+                 start_timecode: Timecode | None = None, fps: str | None = None) -> None:
         _check_format(fmt)
         if staging.parent != final.parent:
             raise ValueError(f"staging folder {staging} must be in the same folder as {final}")
@@ -108,11 +114,15 @@ class SequenceWriter:
         self.render_id = render_id
         self.fmt = fmt
         self.first_frame_number = first_frame_number
+        self.start_timecode = start_timecode  # the source's, at its frame 0
+        self.fps = fps
 
     def write(self, source_frame: int, frame: np.ndarray) -> None:
         """Write (or rewrite) one frame into the staging folder."""
         self._prepare()
-        write_frame(self.staging, self.render_id, source_frame, frame, self.fmt, self.first_frame_number)
+        timecode = self.start_timecode.plus(source_frame) if self.start_timecode else None
+        write_frame(self.staging, self.render_id, source_frame, frame, self.fmt, self.first_frame_number, timecode,
+                    self.fps)
 
     def holds(self, first_frame: int, count: int) -> bool:
         """Whether the `count` frames from source frame `first_frame` on are staged (or already published)."""
@@ -156,14 +166,30 @@ def _encode_png(frame: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _encode_exr(frame: np.ndarray) -> bytes:
+def _exr_timing(timecode: Timecode | None, fps: str | None) -> dict:
+    """The EXR header attributes that place a frame in time."""
+    header: dict = {}
+    if fps is not None:
+        header["framesPerSecond"] = Fraction(fps)
+    if timecode is not None:
+        value = OpenEXR.TimeCode()
+        value.hours, value.minutes, value.seconds = timecode.hours, timecode.minutes, timecode.seconds
+        value.frame, value.dropFrame = timecode.frames, timecode.drop_frame
+        header["timeCode"] = value
+    return header
+
+
+def _encode_exr(frame: np.ndarray, timing: dict | None = None) -> bytes:
     header = {
         "compression": EXR_COMPRESSION,
         "type": OpenEXR.scanlineimage,
         "chromaticities": REC709_CHROMATICITIES,
+        **(timing or {}),
     }
-    # The "RGB" key becomes separate R, G and B channels, half float because the array is float16.
-    channels = {"RGB": srgb_to_linear(frame).astype(np.float16)}
+    # The "RGB" key becomes separate R, G and B channels, half float because the array is float16. OpenEXR reads
+    # the buffer as interleaved rows whatever the array's strides say, and the pipelines return frames that are
+    # views of channel-first tensors, so the half floats are laid out C-contiguous first.
+    channels = {"RGB": np.ascontiguousarray(srgb_to_linear(frame), dtype=np.float16)}
     buffer = io.BytesIO()
     with OpenEXR.File(header, channels) as exr:
         exr.write(buffer)

@@ -17,7 +17,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from engine.decode import read_frames
-from engine.errors import MediaError
+from engine.errors import MediaError, SettingsError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
 MAX_IMAGE_SIDE = 8192
@@ -83,6 +83,39 @@ def fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
     scaled = cv2.resize(image, (scaled_w, scaled_h), interpolation=interpolation)
     left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
     return np.ascontiguousarray(scaled[top : top + height, left : left + width])
+
+
+def export_frame(source: Path, number: int, destination: Path, fmt: str | None = None,
+                 first_frame_number: int = 1001) -> Path:
+    """Write frame `number` of a video at its own size, to paint over and give back as a style frame.
+
+    `destination` is a folder, made if missing (the file is named like a render's image sequence,
+    `<stem>.<first_frame_number + number>.<fmt>`), or a file name ending in .png or .exr. `fmt` is "png" or
+    "exr" (default: the file name's, else PNG). PNG holds the decoded 8-bit frame exactly; EXR holds it as
+    scene-linear half floats, as image sequences do.
+    """
+    from engine.probe import probe
+    from engine.sequence import write_frame
+
+    source, destination = Path(source), Path(destination)
+    named = destination.suffix.lower()[1:] if not destination.is_dir() and destination.suffix else None
+    if named is not None and named not in ("png", "exr"):
+        raise SettingsError(f"{destination.name} is neither a folder nor a .png or .exr file name")
+    if named is not None and fmt is not None and named != fmt:
+        raise SettingsError(f"{destination.name} is not a .{fmt} file name; name it .{fmt} or leave the format out")
+    fmt = fmt or named or "png"
+    info = probe(source)
+    if not 0 <= number < info.frame_count:
+        raise SettingsError(f"frame {number} is outside {source.name}, which has {info.frame_count} frames "
+                            f"(valid frames are 0 to {info.frame_count - 1})")
+    frame = np.ascontiguousarray(next(iter(read_frames(source, number, number, info.width, info.height))))
+    folder = destination.parent if named else destination
+    folder.mkdir(parents=True, exist_ok=True)
+    if not named:
+        return write_frame(folder, source.stem, number, frame, fmt, first_frame_number)
+    written = write_frame(folder, f".{destination.stem}.export", number, frame, fmt, first_frame_number)
+    written.replace(destination)
+    return destination
 
 
 def check_image(path: Path) -> None:

@@ -78,3 +78,27 @@ def build_atomically(final: Path, present: Callable[[], bool], build: Callable[[
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def refill_random(module, seed: int, gain: float = 1.0, bias: float | None = None) -> None:
+    """Give every convolution and linear layer of a torch module seeded random weights of variance gain²/fan-in.
+
+    For tiny models: PyTorch's default initialisation shrinks a signal by about √3 per layer, and zero-initialised
+    layers (ControlNet zero convolutions, adapters) pass nothing at all, so a random tiny model's output would
+    hardly depend on its inputs. Variance-preserving weights keep every input's effect measurable. With `bias`,
+    biases are drawn with that standard deviation too; otherwise they are left as they are.
+    """
+    import math
+
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    layers = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+    with torch.no_grad():
+        for layer in module.modules():
+            if not isinstance(layer, layers):
+                continue
+            fan_in = layer.weight[0].numel()
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * gain / math.sqrt(fan_in))
+            if bias is not None and layer.bias is not None:
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * bias)

@@ -117,7 +117,7 @@ def ticked_daemon(settings, clock: Callable[[], float] = time.time) -> Iterator[
         yield daemon
     finally:
         daemon.store.close()
-        daemon._lock.release()
+        daemon.release_locks()
 
 
 def kill_worker(daemon: Daemon, index: int = 0) -> None:

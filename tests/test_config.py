@@ -50,7 +50,7 @@ def test_a_second_daemon_on_the_same_state_is_refused(tmp_path):
             Daemon(settings)
     finally:
         first.store.close()
-        first._lock.release()
+        first.release_locks()
 
 
 def test_operations_settings_are_checked(tmp_path):

@@ -14,7 +14,7 @@ from engine.decode import read_frames
 from engine.masks import MaskSource, MaskSpec
 from engine.models import ModelCache
 from engine.render import render
-from tests.harness import drain, settings_for, status_of, write_request
+from tests.harness import drain, settings_for, sha, status_of, write_request
 from tests.helpers import make_job
 
 CACHE = ModelCache()
@@ -48,7 +48,7 @@ def test_outside_the_feathered_mask_the_output_is_the_source(shot, tiny_spec):
     assert np.array_equal(out[outside], source[outside])
     assert np.abs(out[inside] - source[inside]).mean() > 5
     assert result.manifest_data["mask"] == {"from": "matte.mp4", "kind": "video", "frames": 300, "feather": 3,
-                                            "grow": 2}
+                                            "grow": 2, "sha256": sha(shot / "matte.mp4")}
 
 
 def test_mask_follows_the_moving_shape(shot):
@@ -118,3 +118,27 @@ def test_inpainting_preset_through_the_daemon(tmp_path, media, models_dir, tiny_
     assert manifest["source"]["path"] == "plate.mp4"
     assert status_of(other / "r.render.json")["state"] == "done"
     assert "mask_feather and mask_grow need a mask" in status_of(other / "feather.render.json")["error"]
+
+
+def test_a_compressed_matte_leaves_everything_outside_its_shape_exact(shot, tiny_spec):
+    """An H.264 matte decodes to 1-3 where it was black and 252-253 where white; those values snap, so every pixel
+    outside the square (found from the matte's hard shape, one pixel of margin) is exactly the source's."""
+    from engine.decode import read_frames as decode
+    from engine.masks import SNAP
+
+    mask = MaskSpec(path=shot / "matte.mp4")
+    raw = np.stack(list(decode(shot / "matte.mp4", 40, 55, 200, 200))).mean(axis=3)
+    assert ((raw > 0) & (raw <= 255 * SNAP)).any() and ((raw < 255) & (raw >= 255 * (1 - SNAP))).any()
+    job = make_job(shot, tiny_spec, shot / "plate.mp4", "plate_r001", frame_range=(40, 55), output_size=128,
+                   mask=mask, image_sequence="png", steps=1)
+    render(job, None, CACHE)
+    out = png_frames(shot / "plate_r001").astype(np.int16)
+    source = np.stack(list(read_frames(shot / "plate.mp4", 40, 55, 128, 64))).astype(np.int16)
+    shape = np.stack([cv2.resize((frame > 127).astype(np.float32), (128, 64), interpolation=cv2.INTER_AREA)
+                      for frame in raw])
+    shape = np.stack([cv2.dilate((frame > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) for frame in shape])
+    outside = np.broadcast_to(shape[..., None] == 0, out.shape)
+    assert outside.mean() > 0.5
+    assert np.abs(out[outside] - source[outside]).max() == 0
+    inside = np.broadcast_to(shape[..., None] == 1, out.shape)
+    assert np.abs(out[inside] - source[inside]).mean() > 5

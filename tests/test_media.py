@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.decode import read_frames
-from engine.encode import encode_segment, mux_output
+from engine.encode import AudioCut, encode_segment, mux_output
 from engine.errors import MediaError
 from engine.probe import _ffprobe_json, probe
 from tests.helpers import make_clip
@@ -79,12 +79,14 @@ def test_encoding_keeps_ntsc_rate_and_adds_the_ranges_audio(tmp_path):
     encode_segment(frames[:12], 64, 48, info.fps, work / "a.mp4")
     encode_segment(frames[12:], 64, 48, info.fps, work / "b.mp4")
     out = tmp_path / "out.mp4"
-    mux_output([work / "a.mp4", work / "b.mp4"], info.fps, 30, out, str(source), 10, work)
+    mux_output([work / "a.mp4", work / "b.mp4"], info.fps, 30, out, AudioCut(str(source), 10 * 1001 / 30000, 1.001),
+               work)
     result = probe(out)
     assert (result.fps, result.frame_count, result.width, result.height) == ("30000/1001", 30, 64, 48)
     assert result.has_audio and abs(result.duration - 30 * 1001 / 30000) < 0.05
     first = hashlib.sha256(out.read_bytes()).hexdigest()
-    mux_output([work / "a.mp4", work / "b.mp4"], info.fps, 30, out, str(source), 10, work)
+    mux_output([work / "a.mp4", work / "b.mp4"], info.fps, 30, out, AudioCut(str(source), 10 * 1001 / 30000, 1.001),
+               work)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == first
     back = list(read_frames(out, 0, 29, 64, 48))
     assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(back, frames, strict=True)]) < 10
@@ -95,7 +97,7 @@ def test_encoding_keeps_colours(tmp_path):
     """A flat colour survives RGB → H.264 (BT.709) → RGB within 2 levels per channel."""
     colour = np.array([200, 50, 30], dtype=np.uint8)
     encode_segment([np.broadcast_to(colour, (48, 64, 3))] * 5, 64, 48, "25/1", tmp_path / "a.mp4")
-    mux_output([tmp_path / "a.mp4"], "25/1", 5, tmp_path / "flat.mp4", None, 0, tmp_path)
+    mux_output([tmp_path / "a.mp4"], "25/1", 5, tmp_path / "flat.mp4", None, tmp_path)
     back = list(read_frames(tmp_path / "flat.mp4", 0, 4, 64, 48))
     assert len(back) == 5
     assert np.abs(back[2].astype(int) - colour).max() <= 2

@@ -110,18 +110,21 @@ def test_bad_stills_and_settings_fail_clearly(run, case, message):
     assert status["state"] == "failed" and message in status["error"], status
 
 
-def test_calibration_is_refined_from_measured_renders(run):
-    """After renders, the measured speed is stored and the next estimate uses it."""
+def test_estimates_are_fitted_from_measured_renders(run):
+    """After renders, what each did and how long each part took is recorded, and the next estimate of that
+    model is fitted from those renders."""
     settings, root = run
     store = Store.open(settings.database, read_only=True)
-    measured = store.calibration("tiny-wan-vace", "cpu")
+    history = store.cost_history("tiny-wan-vace", "cpu")
     store.close()
-    assert measured is not None and measured > 0
+    assert history and all(sample["seconds"]["diffusion"] > 0 and sample["work"]["megapixel_frame_steps"] > 0
+                           for sample in history)
     done = subprocess.run([sys.executable, "-m", "daemon.cli", "estimate", "--json", "--state",
                            str(settings.state_dir), str(root / "preset" / "r.render.json")],
                           capture_output=True, text=True, cwd=PROJECT, timeout=60)
     estimate = json.loads(done.stdout)["estimate"]
-    assert estimate["calibration"]["seconds_per_megapixel_frame_step"] == pytest.approx(measured)
+    assert estimate["samples"] == len(history) and "diffusion" in estimate["fitted"]
+    assert estimate["seconds_low"] <= estimate["seconds"] <= estimate["seconds_high"]
 
 
 def test_estimate_prints_without_queuing(tmp_path, media):

@@ -25,7 +25,8 @@ def test_migrations_apply_once(tmp_path):
     store = Store.open(path)
     applied = store.db.execute("SELECT name FROM _sqlite_migrations").fetchall()
     names = [row[0] for row in applied]
-    assert names == ["m001_initial", "m002_calibration", "m003_operations", "m004_media_identity"]
+    assert names == ["m001_initial", "m002_calibration", "m003_operations", "m004_media_identity",
+                     "m005_job_source_identity"]
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
 
@@ -79,7 +80,7 @@ def test_running_jobs_are_requeued_after_a_restart(tmp_path, models_dir):
         events = daemon.store.events(job)
     finally:
         daemon.store.close()
-        daemon._lock.release()
+        daemon.release_locks()
     assert row.state == "queued" and row.attempts == 1
     assert [event["kind"] for event in events] == ["job created", "claimed", "recovered"]
     assert events[-1]["message"] == "the daemon restarted while this job ran; it resumes"

@@ -13,9 +13,10 @@ import pytest
 
 from engine.controls import ControlVideo, load_control_catalog
 from engine.decode import read_frames
+from engine.hashes import HashCache, listing_digest
 from engine.probe import probe
 from tests.conftest import CATALOG, PROJECT
-from tests.harness import drain, settings_for, status_of, write_request
+from tests.harness import drain, settings_for, sha, status_of, write_request
 
 RANGE = [0, 16]
 
@@ -107,6 +108,51 @@ def test_auto_prompt_combines_and_adapts_to_a_shot_without_people(run):
     assert "extra faces" not in auto["negative_prompt"] and "blurry" in auto["negative_prompt"]
     assert "extra faces" in auto["dropped_terms"]
     assert manifest["settings"]["auto_prompt"] == {"value": True, "from": "request"}
+    assert manifest["settings"]["prompt"] == {"value": auto["prompt"], "from": "auto_prompt",
+                                              "requested": "in the style of a woodcut", "requested_from": "request"}
+    assert manifest["settings"]["negative_prompt"]["value"] == auto["negative_prompt"]
+    assert manifest["settings"]["negative_prompt"]["from"] == "auto_prompt"
+
+
+def test_the_render_info_hashes_the_source_and_every_set_of_weights_used(run):
+    """The Render Info holds the sha256 of the source and of every file of every set of weights the render used
+    (the model, its ControlNets, the control preprocessors, the captioner and its people detector), each folder
+    with one digest over its files; the hashes are kept in the state folder."""
+    settings, root = run
+    expected_roles = {
+        "animatediff": {"model", "motion_adapter", "controlnet_depth", "controlnet_pose", "control_depth",
+                        "control_pose_detector", "control_pose"},
+        "vace": {"model", "control_pose_detector", "control_pose"},
+        "auto": {"model", "captioner", "control_pose_detector"},
+        "passthrough": {"control_depth"},
+    }
+    for shot, roles in expected_roles.items():
+        manifest = manifest_of(root / shot)
+        assert manifest["source"]["sha256"] == sha(root / shot / "plate.mp4")
+        weights = manifest["weights"]
+        assert set(weights) == roles, shot
+        for entry in weights.values():
+            folder = Path(entry["location"])
+            assert entry["files"] and entry["sha256"] == listing_digest(entry["files"])
+            assert all(digest == sha(folder / name) for name, digest in entry["files"].items())
+        assert manifest["model"]["sha256"] == (weights["model"]["sha256"] if "model" in weights else None)
+    vace, auto = manifest_of(root / "vace"), manifest_of(root / "auto")
+    assert vace["weights"]["model"] == auto["weights"]["model"]
+    assert len(list((settings.state_dir / "hashes").glob("*.json"))) >= 5
+
+
+def test_a_hashed_file_is_hashed_again_only_when_it_changes(tmp_path):
+    """A file's hash comes from the cache while the file is unchanged (a wrong cached value shows through, so
+    the file was not read again); rewriting the file gives a fresh, right hash."""
+    cache = HashCache(tmp_path / "hashes")
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"first")
+    assert cache.file(weights) == sha(weights)
+    (entry,) = (tmp_path / "hashes").glob("*.json")
+    entry.write_text(json.dumps({"sha256": "cached"}))
+    assert cache.file(weights) == "cached"
+    weights.write_bytes(b"second")
+    assert cache.file(weights) == sha(weights) != "cached"
 
 
 def test_prompt_command_writes_the_suggestion_beside_the_source(tmp_path, media, models_dir):

@@ -1,7 +1,7 @@
 """The `hotshot` command line; the modules beside this one serve only its commands.
 
 Commands that do not render (status, info, estimate, presets, models list, cancel, retry, pause,
-resume) never import torch or diffusers, so they answer at once.
+resume, web) never import torch or diffusers, so they answer at once.
 """
 
 from __future__ import annotations
@@ -70,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--device", default="auto", help="auto (default), cpu, cuda:0, ...")
     prompt.set_defaults(handler=cmd_prompt)
 
+    frame = commands.add_parser("frame", parents=[common],
+                                help="write frame N of a video as PNG (or EXR), to edit and use as a style frame")
+    frame.add_argument("source", type=Path, help="a video")
+    frame.add_argument("number", type=int, help="the frame, counting from 0 like frame_range")
+    frame.add_argument("--exr", action="store_true", help="scene-linear half-float EXR instead of 8-bit PNG")
+    frame.add_argument("-o", "--output", type=Path,
+                       help="a folder (default: the video's) or a .png/.exr file name; in a folder the file is "
+                            "named like image sequences, <stem>.<first_frame_number + N>.<ext>")
+    frame.set_defaults(handler=cmd_frame)
+
+    web = commands.add_parser("web", parents=[common], help="serve the Render Video workspace in a browser")
+    web.add_argument("--bind", help="HOST:PORT to listen on (default: the web_bind setting, 127.0.0.1:8765)")
+    web.set_defaults(handler=cmd_web)
+
     presets = commands.add_parser("presets", parents=[common], help="the presets a request can name")
     presets.set_defaults(handler=cmd_presets)
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a job, or the active jobs of a request")
@@ -114,7 +128,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from daemon.progress import JobBars
 
         bars = JobBars()
-    logs.configure(settings.log_format, settings.log_level, handler=bars.log_handler() if bars else None)
+    handler = bars.log_handler() if bars else None
+    if handler is None and (settings.log_format == "json" or (settings.log_format == "auto"
+                                                                and not sys.stderr.isatty())):
+        handler = logs.LockedStreamHandler(logs.capture_stderr())  # one JSON object per line, whoever writes
+    logs.configure(settings.log_format, settings.log_level, handler=handler)
     daemon = Daemon(settings, display=bars)
     with bars or contextlib.nullcontext():
         code = daemon.run(drain=args.drain)
@@ -239,6 +257,8 @@ def describe_manifest(manifest: dict) -> str:
     lines = [f"{manifest.get('render_id')}  ({out.get('video')}, {out.get('width')}x{out.get('height')}, "
              f"{out.get('frames')} frames at {out.get('fps')} fps)",
              f"  from     {' → '.join(lineage.get('chain', []))}  frames {manifest.get('frame_range')}",
+             f"  output   {out.get('output_codec', 'h264')} ({out.get('codec')}), timecode "
+             f"{out.get('timecode') or 'none'}",
              f"  model    {model.get('id')} ({model.get('backend')}, {model.get('dtype')} on {model.get('device')})"]
     for name, entry in (manifest.get("settings") or {}).items():
         lines.append(f"  {name:<16} {json.dumps(entry.get('value'))}  ({entry.get('from')})")
@@ -248,6 +268,8 @@ def describe_manifest(manifest: dict) -> str:
     for name in ("style_frame", "reference_frame"):
         if manifest.get(name):
             lines.append(f"  {name:<16} {manifest[name]['from']} (sha256 {manifest[name]['sha256'][:12]}…)")
+    for keyframe in manifest.get("keyframes") or []:
+        lines.append(f"  keyframe {keyframe['frame']:<7} {keyframe['from']} (sha256 {keyframe['sha256'][:12]}…)")
     timeline = manifest.get("timeline") or {}
     if timeline.get("interpolation"):
         lines.append(f"  interpolation    {timeline['frames_diffused_in_range']} frames diffused, "
@@ -258,8 +280,16 @@ def describe_manifest(manifest: dict) -> str:
     if manifest.get("mask"):
         mask = manifest["mask"]
         lines.append(f"  mask     {mask['from']} ({mask['kind']}, grow {mask['grow']}, feather {mask['feather']})")
+    hashes = [f"source {manifest.get('source', {}).get('sha256', '')[:12]}…"] \
+        + [f"{role} {entry['sha256'][:12] + '…' if entry.get('sha256') else 'not found'}"
+           for role, entry in (manifest.get("weights") or {}).items()]
+    if manifest.get("source", {}).get("sha256"):
+        lines.append(f"  sha256   {', '.join(hashes)}")
     timing = manifest.get("timing", {})
     lines.append(f"  time     {timing.get('seconds')} s (estimate {timing.get('estimate_seconds')} s)")
+    if timing.get("parts"):
+        lines.append("  parts    " + ", ".join(f"{name.replace('_', ' ')} {seconds:.1f} s"
+                                               for name, seconds in timing["parts"].items() if seconds))
     lines += [f"  warning  {warning}" for warning in manifest.get("warnings", [])]
     return "\n".join(lines)
 
@@ -281,10 +311,31 @@ def cmd_estimate(args: argparse.Namespace) -> int:
           f"({estimate['frames']} frames) with {settings_used['model']['value']}")
     print(f"  {estimate['chunks']} chunk(s), {estimate['frames_to_diffuse']} frames to diffuse at "
           f"{estimate['width']}x{estimate['height']}, {estimate['steps']} steps, cfg {settings_used['cfg']['value']}")
-    calibration = estimate["calibration"]
-    print(f"  estimate: {estimate['seconds']} GPU-seconds on {calibration['device']} "
-          f"({estimate['credits']} credits; {calibration['seconds_per_megapixel_frame_step']:.4g} s per "
-          f"megapixel-frame-step)")
+    basis = f"fitted from {estimate['samples']} measured render(s)" if estimate["samples"] else \
+        "from the catalog's calibration (no render of this model measured yet)"
+    print(f"  estimate: {estimate['seconds']} GPU-seconds on {estimate['device']} "
+          f"(likely {estimate['seconds_low']}-{estimate['seconds_high']} s; {basis}; {estimate['credits']} credits)")
+    parts = ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in estimate["parts"].items() if value)
+    print(f"  parts: {parts}")
+    for warning in estimate.get("warnings", []):
+        print(f"  warning: {warning}")
+    print(f"  start: {result['start']['description']}")
+    return 0
+
+
+def cmd_frame(args: argparse.Namespace) -> int:
+    from engine.errors import EngineError
+    from engine.stills import export_frame
+
+    settings = settings_from(args)
+    try:
+        written = export_frame(args.source, args.number, args.output or args.source.parent,
+                               "exr" if args.exr else None, settings.first_frame_number)
+    except EngineError as exc:
+        raise HotshotError(str(exc)) from exc
+    except OSError as exc:
+        raise HotshotError(f"cannot write the frame: {exc}") from exc
+    print(written)
     return 0
 
 
@@ -305,6 +356,12 @@ def cmd_prompt(args: argparse.Namespace) -> int:
           f"frames described: {', '.join(map(str, result.frames))}")
     print(f"written to {target}")
     return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from daemon.web.server import serve
+
+    return serve(settings_from(args), args.bind, args.config)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -336,12 +393,16 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             present = "not downloaded: fetched from the hub on first use (needs internet)"
         else:
             present = "missing"
-        exposes = [name for name in ("style_frame", "reference_frame", "mask", "strength")
+        exposes = [name for name in ("style_frame", "reference_frame", "keyframes", "mask", "strength")
                    if getattr(spec.capabilities, name)]
         if spec.capabilities.controlnets:
             exposes.append("controlnets: " + "/".join(spec.capabilities.controlnets))
         if spec.accelerator:
             exposes.append("low_step")
+        if not (spec.capabilities.prompt and spec.capabilities.sampling):
+            exposes.append("no " + " or ".join(name for name, has in (("prompt", spec.capabilities.prompt),
+                                                                       ("steps/cfg/seed", spec.capabilities.sampling))
+                                               if not has))
         print(f"{spec.id:<24} {spec.backend:<16} {spec.name}\n{'':<24} weights: {spec.weights} [{present}]"
               f"\n{'':<24} exposes: {', '.join(exposes) or 'prompt, steps, cfg, seed only'}")
     return 0

@@ -41,6 +41,8 @@ def smoke_test(settings: Settings, model_id: str, device: str) -> str:
                         prompt="a test pattern", negative_prompt=spec.negative_prompt, steps=STEPS, cfg=spec.cfg,
                         seed=0, shift=spec.shift, context_size=spec.context_default, context_overlap=0,
                         start_frame_buffer=0, device=device, output=work / "check_out.mp4",
+                        # A model that only carries paint gets the first frame as its painted frame.
+                        style_frame={"keyframe": 0} if spec.capabilities.needs_paint else None,
                         manifest=work / "check_out.render-info.json", work_dir=work / "work")
         started = time.monotonic()
         cache = ModelCache()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.progress import describe
 from daemon.states import FINISHED_STATES, Job, JobState, MediaKind, MediaState
 from daemon.store import Store, utc_iso
 
@@ -122,18 +123,22 @@ def _detail(job: dict) -> str:
         progress = job["progress"] or {}
         bar = _bar(progress.get("percent") or 0.0)
         eta = progress.get("eta_seconds")
-        return (f"{bar} {progress.get('percent') or 0:5.1f}%  chunk {progress.get('chunk', 0)}/"
-                f"{progress.get('chunks', '?')}" + (f"  ETA {eta:.0f} s" if eta is not None else "")
+        return (f"{bar} {progress.get('percent') or 0:5.1f}%  {describe(progress)}"
+                + (f"  ETA {eta:.0f} s" if eta is not None else "")
                 + f"  on {job['worker']}")
     if state == JobState.DONE and job["outputs"]:
-        return f"→ {job['outputs'].get('video')}"
+        warned = len(job["outputs"].get("warnings") or [])
+        return f"→ {job['outputs'].get('video')}" + (f"  ({warned} warning{'s' * (warned > 1)})" if warned else "")
     if state == JobState.WAITING:
         return job["waiting_for"] or ""
     if state in (JobState.FAILED, JobState.CANCELLED):
         return job["error"] or ""
     if state == JobState.QUEUED:
         kind = "full clip" if job["full_clip"] else "range"
-        estimate = f", estimate {job['estimate'].get('seconds')} s" if job["estimate"] else ""
+        estimate = job["estimate"] or {}
+        spread = f" (likely {estimate['seconds_low']}-{estimate['seconds_high']} s)" \
+            if "seconds_low" in estimate else ""
+        estimate = f", estimate {estimate.get('seconds')} s{spread}" if estimate else ""
         return kind + estimate + (f" (in window {job['window']})" if job["window"] else "")
     return ""
 

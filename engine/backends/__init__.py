@@ -37,6 +37,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
     Family("wan-v2v", "engine.backends.wan_v2v"),
     Family("animatediff-v2v", "engine.backends.animatediff"),
     Family("passthrough", "engine.backends.passthrough", weightless=True),
+    Family("keyframe-flow", "engine.backends.keyframe_flow", weightless=True),
 )}
 BACKEND_NAMES: tuple[str, ...] = tuple(FAMILIES)
 
@@ -95,7 +96,8 @@ class ChunkRequest:
     0 = keep the conditioning frame (inpainting; kept frames are 0 throughout).
     `strength` is how far noise-and-denoise backends move away from the frames
     (0 = unchanged, 1 = fully regenerated). `controls` are control videos
-    (depth, pose, ...) with their strengths.
+    (depth, pose, ...) with their strengths. `sources` are the window's source frames, also where a kept
+    frame replaced one in `frames` (what the motion of the shot is measured on).
     """
 
     frames: list[np.ndarray]
@@ -113,6 +115,7 @@ class ChunkRequest:
     mask: list[np.ndarray] | None = None
     strength: float | None = None
     controls: list[ControlFrames] = field(default_factory=list)
+    sources: list[np.ndarray] | None = None
     on_step: Callable[[int, int], None] = field(default=lambda step, steps: None)
 
 

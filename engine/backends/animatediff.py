@@ -175,6 +175,7 @@ def build_tiny(spec: ModelSpec) -> None:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from engine.tiny_text import tiny_clip_tokenizer
+    from engine.weights import refill_random
 
     root = Path(spec.path)
     tokenizer = tiny_clip_tokenizer()
@@ -198,6 +199,8 @@ def build_tiny(spec: ModelSpec) -> None:
         block_out_channels=(8, 8, 8, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1,
     )
+    for seed, part in enumerate((text_encoder, unet, motion_adapter, vae)):
+        refill_random(part, seed=seed)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, set_alpha_to_one=False, **SCHEDULER)
     parts = {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
     adapter = spec.motion_adapter
@@ -214,16 +217,21 @@ def build_tiny(spec: ModelSpec) -> None:
 
 
 def _tiny_controlnet(unet, seed: int):
-    """A ControlNet shaped like the tiny UNet, its zero-initialised outputs made random so that it steers."""
+    """A ControlNet shaped like the tiny UNet, every layer random (its zero convolutions too) so that it steers.
+
+    Filling only the zero convolutions made the ControlNet add a fixed offset whatever the control image: the
+    default-initialised conditioning embedding shrank the image to nothing on the way (a dark flat control and
+    a frame of the clip gave renders 0.003/255 apart).
+    """
     import torch
     from diffusers import ControlNetModel
+
+    from engine.weights import refill_random
 
     torch.manual_seed(seed)
     net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 8, 8),
                                     load_weights_from_unet=False)
-    zeroed = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
-    with torch.no_grad():
-        for layer in zeroed:
-            torch.nn.init.normal_(layer.weight, std=0.5)
-            torch.nn.init.normal_(layer.bias, std=0.5)
+    refill_random(net, seed=seed, bias=0.1)
+    # Seven SiLU-activated convolutions shrink the control image at gain 1; gain 2 keeps it in the residuals.
+    refill_random(net.controlnet_cond_embedding, seed=seed, gain=2.0, bias=0.1)
     return net

@@ -68,17 +68,24 @@ def load_wan(pipeline_class, spec: ModelSpec, device: str):
 
 
 def tiny_wan_parts():
-    """The tiny tokenizer, UMT5 text encoder and Wan VAE every tiny Wan model shares, seeded."""
+    """The tiny tokenizer, UMT5 text encoder and Wan VAE every tiny Wan model shares, seeded.
+
+    The VAE's convolutions get variance-preserving weights: with PyTorch's defaults its decoder's output moved by
+    1/255 between two random latents and its encoder gave nearly the same latents for any video, so neither the
+    diffusion nor VACE's conditioning video showed in 8-bit frames.
+    """
     import torch
     from diffusers import AutoencoderKLWan
 
     from engine.tiny_text import tiny_t5_tokenizer, tiny_umt5_encoder
+    from engine.weights import refill_random
 
     tokenizer = tiny_t5_tokenizer()
     text_encoder = tiny_umt5_encoder(len(tokenizer))
     torch.manual_seed(0)
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])
+    refill_random(vae, seed=0)
     return tokenizer, text_encoder, vae
 
 

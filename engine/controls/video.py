@@ -120,16 +120,16 @@ class ControlVideo:
             found.update(self._compute(missing))
         return [found[number] for number in numbers]
 
-    def ensure(self, source_frames: Sequence[int]) -> None:
-        """Compute and store the frames of these the cache lacks, in one pass over the source; load nothing."""
+    def ensure(self, source_frames: Sequence[int]) -> int:
+        """Compute and store the frames of these the cache lacks, in one pass over the source; load nothing.
+        Return how many frames were computed (one per part for "depth+pose")."""
         numbers = _checked_numbers(source_frames)
         if self.type == "depth+pose":
-            for part in self._parts.values():
-                part.ensure(numbers)
-            return
+            return sum(part.ensure(numbers) for part in self._parts.values())
         missing = [number for number in sorted(set(numbers)) if not self.cache.frame_path(number).is_file()]
         if missing:
             self._compute(missing, keep=False)
+        return len(missing)
 
     @staticmethod
     def composite(parts: dict[str, list[np.ndarray]]) -> list[np.ndarray]:

@@ -1,0 +1,79 @@
+"""The output codecs a render can be delivered in: H.264 for review, ProRes and DNxHR for editorial.
+
+Every choice is made by ffmpeg's own encoders (libx264, prores_ks, dnxhd).
+ProRes and DNxHR are intra-frame codecs, so chunk segments join without
+re-encoding exactly as H.264 segments do, and a resumed render stays
+byte-identical to an uninterrupted one. Editorial containers (MOV) carry the
+audio as 24-bit PCM, which every editing system reads without decoding losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.errors import SettingsError
+
+CodecName = Literal["h264", "prores_422_hq", "prores_4444", "dnxhr_hq"]
+COLOUR_TAGS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709"}
+
+
+@dataclass(frozen=True)
+class OutputCodec:
+    """One output choice: its encoder settings, its container and the name its files end with."""
+
+    name: str
+    description: str
+    container: str  # the ffmpeg muxer, which is also the segment's
+    suffix: str
+    video: dict = field(default_factory=dict)
+    audio: dict = field(default_factory=dict)
+    mux: dict = field(default_factory=dict)
+    min_width: int = 16
+    min_height: int = 16
+
+    def check_size(self, width: int, height: int) -> None:
+        """Refuse an output size the encoder cannot write."""
+        if width < self.min_width or height < self.min_height:
+            raise SettingsError(
+                f"output_codec {self.name!r} needs an output of at least {self.min_width}x{self.min_height}, "
+                f"and this render would be {width}x{height}; raise output_size or choose another output_codec "
+                f"({', '.join(name for name in CODECS if name != self.name)})"
+            )
+
+
+CODECS: dict[str, OutputCodec] = {
+    "h264": OutputCodec(
+        "h264", "H.264 (High, 4:2:0, 8-bit, CRF 16) in MP4 with AAC audio: for review and the web", "mp4", ".mp4",
+        video={"vcodec": "libx264", "preset": "medium", "crf": 16, "pix_fmt": "yuv420p"},
+        audio={"acodec": "aac", "audio_bitrate": "192k"},
+        mux={"movflags": "+faststart"},
+    ),
+    "prores_422_hq": OutputCodec(
+        "prores_422_hq", "Apple ProRes 422 HQ (4:2:2, 10-bit) in MOV with PCM audio: for editorial", "mov", ".mov",
+        video={"vcodec": "prores_ks", "profile:v": "3", "pix_fmt": "yuv422p10le", "vendor": "apl0"},
+        audio={"acodec": "pcm_s24le"},
+    ),
+    "prores_4444": OutputCodec(
+        "prores_4444", "Apple ProRes 4444 (4:4:4, 10-bit) in MOV with PCM audio: for finishing", "mov", ".mov",
+        video={"vcodec": "prores_ks", "profile:v": "4", "pix_fmt": "yuv444p10le", "vendor": "apl0"},
+        audio={"acodec": "pcm_s24le"},
+    ),
+    "dnxhr_hq": OutputCodec(
+        "dnxhr_hq", "Avid DNxHR HQ (4:2:2, 8-bit) in MOV with PCM audio: for Avid editorial", "mov", ".mov",
+        video={"vcodec": "dnxhd", "profile:v": "dnxhr_hq", "pix_fmt": "yuv422p"},
+        audio={"acodec": "pcm_s24le"},
+        # The encoder refuses smaller frames.
+        min_width=256, min_height=120,
+    ),
+}
+DEFAULT_CODEC = "h264"
+SUFFIXES = frozenset(codec.suffix for codec in CODECS.values())
+
+
+def output_codec(name: str) -> OutputCodec:
+    """The codec called `name`; refuse an unknown one, listing the choices."""
+    try:
+        return CODECS[name]
+    except KeyError:
+        raise SettingsError(f"output_codec {name!r} is not known; use one of {', '.join(CODECS)}") from None
