@@ -28,6 +28,7 @@ from _common import PROJECT, WORK
 
 from daemon.config import load_settings
 from daemon.service import Daemon
+from daemon.states import JobState
 from daemon.store import Store
 from engine.estimate import CONTENDED, fit_costs
 
@@ -76,20 +77,20 @@ def collect(settings, root: Path, rounds: int) -> list[Row]:
     cores = os.cpu_count() or 1
     store = Store.open(settings.database, read_only=True)
     try:
-        jobs = {job["request_path"]: job for job in store.jobs()}
+        jobs = {job.request_path: job for job in store.jobs()}
         for round_ in range(rounds):
             for kind in KINDS:
                 job = jobs.get(str(root / f"{kind}-{round_:02d}" / "r.render.json"))
-                if job is None or job["state"] != "done":
-                    print(f"{kind} round {round_ + 1}: {job and job['state']} {job and job['error']}", file=sys.stderr)
+                if job is None or job.state != JobState.DONE:
+                    print(f"{kind} round {round_ + 1}: {job and job.state} {job and job.error}", file=sys.stderr)
                     continue
-                estimate = job["estimate"]
-                costs = next((event["data"] for event in store.events(job["id"]) if event["kind"] == "costs"), {})
+                estimate = job.estimate
+                costs = next((event["data"] for event in store.events(job.id) if event["kind"] == "costs"), {})
                 share = costs.get("cpu_share") or 0.0
                 cpu_error = None
                 if costs and share:
-                    model = job["settings"]["model"]["value"]
-                    earlier = _before(store, model, job["id"])
+                    model = job.settings["model"]["value"]
+                    earlier = _before(store, model, job.id)
                     as_cpu = [{**sample, "cpu_share": None,
                                "seconds": {name: value * sample["cpu_share"] * cores
                                            for name, value in sample["seconds"].items()}} for sample in earlier]
@@ -98,7 +99,7 @@ def collect(settings, root: Path, rounds: int) -> list[Row]:
                     taken_cpu = share * cores * costs["total"]
                     cpu_error = (predicted - taken_cpu) / taken_cpu
                 rows.append(Row(round_, kind, estimate["seconds"], estimate["seconds_low"], estimate["seconds_high"],
-                                job["outputs"]["seconds"], estimate["parts"]["load"] > 0, share, cpu_error))
+                                job.outputs["seconds"], estimate["parts"]["load"] > 0, share, cpu_error))
     finally:
         store.close()
     return rows

@@ -48,21 +48,26 @@ def build(root, database) -> None:
                 settings = {"source": {"value": "plate.mov", "from": "only source"},
                             "model": {"value": "wan-vace-14b", "from": "default"},
                             "frame_range": {"value": [index * 10, index * 10 + 47], "from": "request"}}
-                job = store.add_request_and_job(
+                # Running and done jobs get there as the daemon's would: queued, claimed, finished.
+                claimed = state in ("running", "done")
+                job = store.enqueue(
                     {"shot_id": shot, "path": str(request), "content_hash": hashlib.sha256(raw.encode()).hexdigest(),
                      "size": len(raw), "mtime_ns": 1, "raw": raw},
-                    {"shot_id": shot, "request_path": str(request), "state": state, "source_media_id": original,
+                    {"shot_id": shot, "request_path": str(request), "state": "queued" if claimed else state,
+                     "priority": 1 if claimed else 0, "source_media_id": original,
                      "settings": settings, "estimate": {"seconds": 812.5, "credits": 8.1, "frames": 48},
-                     "progress": {"percent": 42.0, "chunk": 2, "chunks": 4, "eta_seconds": 300.0}
-                     if state == "running" else None,
                      "error": "out of memory" if state == "failed" else None, "wait_reason": "waiting for overnight"
                      if state == "waiting" else None})
+                if claimed:
+                    store.claim_next("bench", now=0.0)  # the only queued job of priority 1
+                if state == "running":
+                    store.set_progress(job, {"percent": 42.0, "chunk": 2, "chunks": 4, "eta_seconds": 300.0})
                 if state == "done":
                     render = folder / f"plate_r{index + 1:03d}.mp4"
                     store.save_media(render, shot, kind="render", state="ready", size=1, mtime_ns=1,
                                      probe={**probe, "frame_count": 48}, parent_id=original, root_id=original,
                                      job_id=job)
-                    store.update_job(job, outputs={"video": render.name, "seconds": 700.0})
+                    store.finish(job, outputs={"video": render.name, "seconds": 700.0}, progress={})
     finally:
         store.close()
 

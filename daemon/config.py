@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from daemon.errors import ConfigError
 from daemon.notify import NotifySpec
 from daemon.windows import RenderWindow, parse_windows
+from engine.errors import validation_problems
 
 DEFAULT_CONFIG = Path("config/hotshot.toml")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -170,7 +171,5 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return FromFile(**{key: value for key, value in overrides.items() if value is not None})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}" for error in exc.errors()
-        )
+        problems = validation_problems(exc.errors(), "settings")
         raise ConfigError(f"invalid settings (from {path}, HOTSHOT_* variables or flags): {problems}") from exc

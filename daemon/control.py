@@ -10,7 +10,6 @@ database directly, with the same code.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -19,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 import structlog
 
@@ -29,9 +27,10 @@ from daemon.notify import RootNotifiers
 from daemon.scan import process_alive, stale_temporaries
 from daemon.schedule import Schedule
 from daemon.sources import queued_identity, same_as_queued
+from daemon.states import ACTIVE_STATES, CommandState, Job, JobState
 from daemon.status_file import publish_newest
-from daemon.store import ACTIVE_STATES, Store
-from engine.files import temp_stem
+from daemon.store import Store
+from engine.files import FileLock, temp_stem
 
 log = structlog.get_logger("hotshot.control")
 COMMANDS = ("cancel", "retry", "pause", "resume")
@@ -52,7 +51,7 @@ class Outcome:
         return json.dumps(asdict(self))
 
 
-class Control:
+class Commands:
     """Carries out operator commands on the store.
 
     `stop_running(job, reason)` asks a worker to drop a running job and returns
@@ -61,7 +60,7 @@ class Control:
     """
 
     def __init__(self, store: Store, settings: Settings, schedule: Schedule, publish: Callable[[int], None],
-                 stop_running: Callable[[dict, str], bool] | None = None) -> None:
+                 stop_running: Callable[[Job, str], bool] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.schedule = schedule
@@ -69,15 +68,17 @@ class Control:
         self.stop_running = stop_running
 
     def apply(self, command: str, target: str | None) -> Outcome:
-        if command == "cancel":
-            return self.cancel(target or "")
-        if command == "retry":
-            return self.retry(target or "")
-        if command == "pause":
-            return self.pause()
-        if command == "resume":
-            return self.resume()
-        raise CommandRefused(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
+        match command:
+            case "cancel":
+                return self.cancel(target or "")
+            case "retry":
+                return self.retry(target or "")
+            case "pause":
+                return self.pause()
+            case "resume":
+                return self.resume()
+            case _:
+                raise CommandRefused(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
 
     # -- cancel ---------------------------------------------------------------
 
@@ -85,8 +86,8 @@ class Control:
         """Cancel a job by id, or the active jobs of a request file."""
         if target.isdigit():
             job = self._job(target)
-            if job["state"] not in ACTIVE_STATES:
-                raise CommandRefused(f"job {job['id']} is {job['state']}, not waiting, queued or running; "
+            if job.state not in ACTIVE_STATES:
+                raise CommandRefused(f"job {job.id} is {job.state}, not waiting, queued or running; "
                                      "only those can be cancelled")
             jobs = [job]
         else:
@@ -99,9 +100,9 @@ class Control:
         """Cancel every active job of a request file (it was deleted, or says "cancel": true)."""
         return self._cancel_all(self.store.active_jobs_for(request_path), reason)
 
-    def _cancel_all(self, jobs: list[dict], reason: str) -> Outcome:
-        stopping = [job["id"] for job in jobs if self.cancel_job(job, reason)]
-        done = [job["id"] for job in jobs if job["id"] not in stopping]
+    def _cancel_all(self, jobs: list[Job], reason: str) -> Outcome:
+        stopping = [job.id for job in jobs if self.cancel_job(job, reason)]
+        done = [job.id for job in jobs if job.id not in stopping]
         parts = []
         if done:
             parts.append(f"cancelled job{'s' if len(done) > 1 else ''} {', '.join(map(str, done))}")
@@ -110,19 +111,19 @@ class Control:
                          "at the next diffusion step")
         return Outcome("; ".join(parts) or "nothing to cancel", stopping)
 
-    def cancel_job(self, job: dict, reason: str) -> bool:
+    def cancel_job(self, job: Job, reason: str) -> bool:
         """Cancel one job; True when a worker is still stopping it."""
-        if job["state"] == "running" and self.stop_running is not None and self.stop_running(job, reason):
+        if job.state == JobState.RUNNING and self.stop_running is not None and self.stop_running(job, reason):
             return True
         self.finish_cancel(job, reason)
         return False
 
-    def finish_cancel(self, job: dict, reason: str) -> None:
+    def finish_cancel(self, job: Job, reason: str) -> None:
         """Record the cancel, remove the job's checkpoints and temporary files, and say so in its status."""
-        self.store.cancel_job(job["id"], reason)
+        self.store.cancel(job.id, reason)
         remove_job_files(job, self.settings.work_dir)
-        log.info("job cancelled", job=job["id"], reason=reason)
-        self.publish(job["id"])
+        log.info("job cancelled", job=job.id, reason=reason)
+        self.publish(job.id)
 
     # -- retry ----------------------------------------------------------------
 
@@ -131,18 +132,18 @@ class Control:
         job = self._job(target) if target.isdigit() else self.store.latest_job_for(target)
         if job is None:
             raise CommandRefused(f"{target} has no job")
-        name = f"job {job['id']}"
-        if job["state"] in ACTIVE_STATES:
-            raise CommandRefused(f"{name} is already {job['state']}")
-        if job["state"] == "done":
+        name = f"job {job.id}"
+        if job.state in ACTIVE_STATES:
+            raise CommandRefused(f"{name} is already {job.state}")
+        if job.state == JobState.DONE:
             raise CommandRefused(f"{name} is done; to render again, change the request (a new seed, say) and save it")
-        latest = self.store.latest_job_for(job["request_path"])
-        if latest["id"] != job["id"]:
-            raise CommandRefused(f"{name} is an older version of {job['request_path']}; "
-                                 f"its newest version is job {latest['id']}")
-        if not Path(job["request_path"]).exists():
-            raise CommandRefused(f"the request file {job['request_path']} of {name} is gone; put it back, then retry")
-        request = self.store.request(job["request_id"])
+        latest = self.store.latest_job_for(job.request_path)
+        if latest.id != job.id:
+            raise CommandRefused(f"{name} is an older version of {job.request_path}; "
+                                 f"its newest version is job {latest.id}")
+        if not Path(job.request_path).exists():
+            raise CommandRefused(f"the request file {job.request_path} of {name} is gone; put it back, then retry")
+        request = self.store.request(job.request_id)
         with contextlib.suppress(ValueError, TypeError, AttributeError, RecursionError):
             if json.loads(request["raw"]).get("cancel") is True:
                 raise CommandRefused(f'the request of {name} says "cancel": true; edit the request instead')
@@ -152,29 +153,27 @@ class Control:
         if changed:
             # Its checkpoints come from a file that is not there any more: resolve and render it from the start.
             remove_job_files(job, self.settings.work_dir)
-            self.store.clear_chunks(job["id"])
-            self.store.update_job(job["id"], spec=None, render_number=None, output_path=None, manifest_path=None)
-            self.store.retry_job(job["id"], "waiting", created_ts=now, wait_deadline=now,
-                                 wait_reason="checking the request again", window=None, start_at=None)
+            self.store.retry(job.id, JobState.WAITING, from_start=True, created_ts=now, wait_deadline=now,
+                             wait_reason="checking the request again", window=None, start_at=None)
             message = f"{name}'s source changed since it was queued; it will be checked again and rendered " \
                       "from the start"
-        elif not job.get("settings"):
+        elif not job.settings:
             # Never resolved: its request or its source was at fault. Check it again from the start.
-            self.store.retry_job(job["id"], "waiting", created_ts=now, wait_deadline=now,
-                                 wait_reason="checking the request again", window=None, start_at=None)
+            self.store.retry(job.id, JobState.WAITING, created_ts=now, wait_deadline=now,
+                             wait_reason="checking the request again", window=None, start_at=None)
             message = f"{name} will be checked again"
-        elif job.get("window") is not None or job.get("start_at") is not None:
-            self.store.retry_job(job["id"], "waiting",
-                                 wait_reason=self.schedule.describe(job["window"], job["start_at"]))
+        elif job.scheduled:
+            self.store.retry(job.id, JobState.WAITING,
+                             wait_reason=self.schedule.describe(job.window, job.start_at))
             message = f"{name} is back in line for its start time"
         else:
-            self.store.retry_job(job["id"], "queued", wait_reason=None)
+            self.store.retry(job.id, JobState.QUEUED, wait_reason=None)
             message = f"{name} is queued again"
-        chunks = len(self.store.chunks(job["id"]))
-        if job.get("settings") and not changed:
+        chunks = len(self.store.chunks(job.id))
+        if job.settings and not changed:
             message += f"; it resumes after {chunks} finished chunk(s)" if chunks else "; it starts at the first chunk"
-        log.info("job retried", job=job["id"], chunks_done=chunks)
-        self.publish(job["id"])
+        log.info("job retried", job=job.id, chunks_done=chunks)
+        self.publish(job.id)
         return Outcome(message)
 
     # -- pause ----------------------------------------------------------------
@@ -193,14 +192,14 @@ class Control:
         log.warning("claiming resumed")
         return Outcome("resumed: queued jobs start as workers become free")
 
-    def _job(self, target: str) -> dict:
+    def _job(self, target: str) -> Job:
         job = self.store.job(int(target))
         if job is None:
             raise CommandRefused(f"there is no job {target}")
         return job
 
 
-def source_changed(job: dict) -> bool:
+def source_changed(job: Job) -> bool:
     """Whether the source a job was queued (or first claimed) for is gone, or is another file (or other bytes)
     now."""
     identity = queued_identity(job)
@@ -213,15 +212,15 @@ def source_changed(job: dict) -> bool:
     return not same_as_queued(st, identity)
 
 
-def remove_job_files(job: dict, work_dir: Path, keep_checkpoints: bool = False) -> None:
+def remove_job_files(job: Job, work_dir: Path, keep_checkpoints: bool = False) -> None:
     """Remove a job's checkpoints (unless kept for a retry) and the hidden temporary outputs it may have left
     beside its output; never a finished file."""
     if not keep_checkpoints:
-        shutil.rmtree(work_dir / f"job-{job['id']:06d}", ignore_errors=True)
-    output = Path(job["output_path"]) if job.get("output_path") else None
+        shutil.rmtree(work_dir / f"job-{job.id:06d}", ignore_errors=True)
+    output = Path(job.output_path) if job.output_path else None
     if output is None:
         return
-    manifest = Path(job["manifest_path"]) if job.get("manifest_path") else None
+    manifest = Path(job.manifest_path) if job.manifest_path else None
     # Temporaries are named after a digest of the final name; the plain names are those of older versions.
     patterns = [f".{temp_stem(output.name)}.*.part", f".{output.name}.*.part", f".{output.stem}.frames.part"]
     if manifest is not None:
@@ -244,52 +243,35 @@ def remove_stale_temporaries(folders: list[Path]) -> None:
             log.info("removed a stale temporary file", path=str(path))
 
 
-def state_lock(state_dir: Path, wait_seconds: float = 0.0) -> TextIO | None:
+def state_lock(state_dir: Path, wait_seconds: float = 0.0) -> FileLock | None:
     """The state folder's lock, or None when another process (a daemon) holds it for `wait_seconds`."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(state_dir / LOCK_FILE, "a+")
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except OSError:
-            if time.monotonic() >= deadline:
-                handle.close()
-                return None
-            time.sleep(0.1)
+    lock = FileLock(state_dir / LOCK_FILE)
+    return lock if lock.acquire(wait_seconds) else None
 
 
-def root_lock(root: Path, state_dir: Path) -> TextIO | None:
+def root_lock(root: Path, state_dir: Path) -> FileLock | None:
     """The lock of a watch root, held while a daemon watches it: two daemons rendering one root would write
     the same render names over each other. Raises ConfigError naming the holder (host, pid, state folder);
     None where the root cannot hold a lock file (read-only), which is logged."""
-    path = root / ROOT_LOCK_FILE
+    lock = FileLock(root / ROOT_LOCK_FILE)
     try:
-        handle = open(path, "a+")
+        taken = lock.acquire(wait=0.0)
     except OSError as exc:
         log.warning("watch root cannot hold a lock file; another daemon on it would not be noticed",
                     root=str(root), error=str(exc))
         return None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "{}"
-        handle.close()
+    if not taken:
         try:
-            who = json.loads(holder)
-        except ValueError:
+            who = json.loads(lock.path.read_text().strip() or "{}")
+        except (OSError, ValueError):
             who = {}
         raise ConfigError(
             f"watch root {root} is watched by another hotshot daemon (host {who.get('host', '?')}, pid "
-            f"{who.get('pid', '?')}, state dir {who.get('state_dir', '?')}; lock file {path}): one root is "
+            f"{who.get('pid', '?')}, state dir {who.get('state_dir', '?')}; lock file {lock.path}): one root is "
             "rendered by one daemon, or both would write the same render names. Stop that daemon, or give "
             "this one other roots") from None
-    handle.truncate(0)
-    handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "state_dir": str(state_dir)}))
-    handle.flush()
-    return handle
+    lock.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "state_dir": str(state_dir)}))
+    return lock
 
 
 def daemon_pid(state_dir: Path) -> int | None:
@@ -309,28 +291,29 @@ def run_command(settings: Settings, command: str, target: str | None = None,
         try:
             store = Store.open(settings.database)
             try:
-                control = Control(store, settings, Schedule(settings.render_windows, time.time),
-                                  _offline_publisher(store, settings))
-                return control.apply(command, target)
+                commands = Commands(store, settings, Schedule(settings.render_windows, time.time),
+                                    _offline_publisher(store, settings))
+                return commands.apply(command, target)
             finally:
                 store.close()
         finally:
-            lock.close()
+            lock.release()
 
     store = Store.open(settings.database)
     try:
         command_id = store.submit_command(command, target)
-        row = _wait_for(lambda: (found := store.command(command_id))["state"] != "pending" and found, answer_seconds)
+        row = _wait_for(lambda: (found := store.command(command_id))["state"] != CommandState.PENDING and found,
+                        answer_seconds)
         if not row:
             return Outcome(f"the daemon has not taken the command within {answer_seconds:g} s; "
                            "it carries it out when it does")
         result = json.loads(row["result"])
-        if row["state"] == "refused":
+        if row["state"] == CommandState.REFUSED:
             raise CommandRefused(result["message"])
         outcome = Outcome(**result)
         for job_id in outcome.stopping:
-            ended = _wait_for(lambda job_id=job_id: store.job(job_id)["state"] != "running", answer_seconds)
-            state = store.job(job_id)["state"]
+            ended = _wait_for(lambda job_id=job_id: store.job(job_id).state != JobState.RUNNING, answer_seconds)
+            state = store.job(job_id).state
             outcome.message += (f"; job {job_id} {state}" if ended
                                 else f"; job {job_id} is still stopping (its status file will say when)")
         return outcome
@@ -356,7 +339,7 @@ def _offline_publisher(store: Store, settings: Settings) -> Callable[[int], None
         if published is None:
             return
         job, path, document = published
-        for notifier in notifiers.for_request(Path(job["request_path"])):
-            notifier.notify(job["state"], path, document)
+        for notifier in notifiers.for_request(Path(job.request_path)):
+            notifier.notify(job.state, path, document)
 
     return publish

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from engine.devices import device_kind as engine_device_kind
+
 NVIDIA_SMI_TIMEOUT_SECONDS = 10.0
 PROC_GPUS = Path("/proc/driver/nvidia/gpus")
 
@@ -27,7 +29,7 @@ def worker_devices(setting: list[str] | str) -> list[str]:
 
 def device_kind(devices: list[str]) -> str:
     """"cuda" or "cpu" for the workers' devices: the calibration the cost estimates use."""
-    if any(device.startswith("cuda") for device in devices):
+    if any(engine_device_kind(device) == "cuda" for device in devices):
         return "cuda"
     if "auto" in devices and (shutil.which("nvidia-smi") or Path("/dev/nvidia0").exists()):
         return "cuda"

@@ -22,7 +22,6 @@ from daemon.config import Settings
 from daemon.conventions import (
     NAME_MAX,
     RENDER_NAME_EXTRA,
-    has_manifest,
     kind_of,
     name_bytes,
     refusal,
@@ -33,10 +32,12 @@ from daemon.conventions import (
 )
 from daemon.errors import FileRefused, RequestError
 from daemon.request import RenderRequest, parse_request
-from daemon.resolve import Context, ShotFacts, resolve
+from daemon.resolve import Setup, resolve
 from daemon.schedule import Schedule
+from daemon.shots import is_render, read_shot
 from daemon.sources import fixed_identity
 from daemon.stability import StableFile
+from daemon.states import ErrorKind, Job, JobState, MediaKind, MediaState
 from daemon.status_file import write_refusal
 from daemon.store import Store, utc_now
 from engine import faults
@@ -72,14 +73,14 @@ def not_a_video(path: Path) -> str | None:
 
 
 class Ingest:
-    def __init__(self, store: Store, settings: Settings, context: Context, clock: Callable[[], float],
+    def __init__(self, store: Store, settings: Settings, setup: Setup, clock: Callable[[], float],
                  publish: Callable[[int], None], schedule: Schedule,
                  cancel_request: Callable[[str, str], None]) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.publish = publish
-        self.context = context
+        self.setup = setup
         self.schedule = schedule
         self.cancel_request = cancel_request
 
@@ -113,8 +114,8 @@ class Ingest:
         if not storable(path):
             return  # never registered
         media = self.store.media_at(path)
-        if media is not None and media["state"] != "missing":
-            self.store.save_media(path, media["shot_id"], state="missing", error="the file was removed")
+        if media is not None and media["state"] != MediaState.MISSING:
+            self.store.save_media(path, media["shot_id"], state=MediaState.MISSING, error="the file was removed")
             log.info("media removed", path=str(path))
 
     def video(self, stable: StableFile, root: Path) -> int:
@@ -126,12 +127,12 @@ class Ingest:
         except OSError:
             return shot_id  # gone again; its event says so
         identity = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "ctime_ns": st.st_ctime_ns}
-        if existing and existing["state"] != "missing" and all(
+        if existing and existing["state"] != MediaState.MISSING and all(
                 existing[key] in (value, None) for key, value in identity.items()):
             if existing["inode"] is None:
                 self.store.save_media(path, shot_id, **identity)
             return shot_id
-        kind = "render" if self._is_render(path, existing) else "original"
+        kind = MediaKind.RENDER if is_render(path, existing, self.store.output_paths(shot_id)) else MediaKind.ORIGINAL
         values = {"kind": kind, **identity}
         why = refusal(path, root, st, self.settings.allow_hard_links, folders=False)
         if not why and name_bytes(path.stem) > NAME_MAX - RENDER_NAME_EXTRA:
@@ -142,24 +143,17 @@ class Ingest:
             why = not_a_video(path)
         if why:
             # Refused until the file changes: requests naming it fail at once instead of waiting for it.
-            values.update(state="refused", probe=None, error=f"it {why}")
+            values.update(state=MediaState.REFUSED, probe=None, error=f"it {why}")
         else:
             try:
                 info = probe(path, self.settings.ffprobe_timeout_seconds)
-                values.update(state="ready", probe=info.to_dict(), error=None)
+                values.update(state=MediaState.READY, probe=info.to_dict(), error=None)
             except MediaError as exc:
-                values.update(state="unreadable", probe=None, error=exc.reason)
+                values.update(state=MediaState.UNREADABLE, probe=None, error=exc.reason)
         faults.reached("ingest")
         self.store.save_media(path, shot_id, **values)
         log.info("media registered", kind=kind, state=values["state"], error=values.get("error"))
         return shot_id
-
-    def _is_render(self, path: Path, existing: dict | None) -> bool:
-        if existing and existing["kind"] == "render":
-            return True
-        if self.store.db.execute("SELECT 1 FROM jobs WHERE output_path = ?", (str(path),)).fetchone():
-            return True
-        return has_manifest(path)
 
     # -- requests -------------------------------------------------------------
 
@@ -188,17 +182,17 @@ class Ingest:
             request = parse_request(raw, self.settings.max_request_bytes)
             cancel = request.cancel
             if cancel:
-                job.update(state="cancelled", error=CANCELLED_BY_FIELD, error_kind="cancelled",
+                job.update(state=JobState.CANCELLED, error=CANCELLED_BY_FIELD, error_kind=ErrorKind.CANCELLED,
                            priority=request.priority, finished_at=utc_now())
             else:
                 job.update(self._resolution(request, path, root, shot_id))
-            if job["state"] == "waiting" and job.get("start_at") is None:
+            if job["state"] == JobState.WAITING and job.get("start_at") is None:
                 job["wait_deadline"] = job["created_ts"] + self.settings.source_wait_seconds
         except RequestError as exc:
-            job.update(state="failed", error=str(exc), error_kind="request", finished_at=utc_now())
+            job.update(state=JobState.FAILED, error=str(exc), error_kind=ErrorKind.REQUEST, finished_at=utc_now())
         request_row = {"shot_id": shot_id, "path": str(path), "content_hash": digest,
                        "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
-        job_id = self.store.add_request_and_job(request_row, job, cancels_older=CANCELLED_BY_FIELD if cancel else None)
+        job_id = self.store.enqueue(request_row, job, cancels_older=CANCELLED_BY_FIELD if cancel else None)
         faults.reached("ingest")
         if cancel:
             self.cancel_request(str(path), CANCELLED_BY_FIELD)  # running jobs stop on their worker
@@ -220,59 +214,50 @@ class Ingest:
     def _resolution(self, request: RenderRequest, path: Path, root: Path, shot_id: int,
                     seed: int | None = None) -> dict:
         self.schedule.start_of(request)  # a `when` not understood fails at once, before the source is there
-        resolution = resolve(request, self._shot_facts(path.parent, root, shot_id), self.context, seed)
+        shot = read_shot(path.parent, root, self.store, self.settings.allow_hard_links)
+        resolution = resolve(request, shot, self.setup, seed)
         values = {
             "state": resolution.state,
             "priority": request.priority,
             "full_clip": int(resolution.full_clip),
             "wait_reason": resolution.wait_reason,
         }
-        if resolution.state == "queued":
+        if resolution.state == JobState.QUEUED:
             first, last = resolution.settings["frame_range"]["value"]
             start = self.schedule.start_of(request, last - first + 1, resolution.full_clip)
             values.update(settings=resolution.settings, source_media_id=resolution.source_media_id,
                           estimate=resolution.estimate, wait_deadline=None, window=start.window, start_at=start.at,
                           **fixed_identity(self.store.media(resolution.source_media_id)))
             if not self.schedule.may_start(start.window, start.at):
-                values.update(state="waiting", wait_reason=self.schedule.describe(start.window, start.at))
+                values.update(state=JobState.WAITING, wait_reason=self.schedule.describe(start.window, start.at))
         return values
-
-    def _shot_facts(self, folder: Path, root: Path, shot_id: int) -> ShotFacts:
-        try:
-            files = [folder / name for name in os.listdir(folder)
-                     if not name.startswith(".") and os.path.exists(folder / name)]  # not a dangling link
-        except OSError:
-            files = []
-        outputs = {row[0] for row in self.store.db.execute(
-            "SELECT output_path FROM jobs WHERE shot_id = ? AND output_path IS NOT NULL", (shot_id,))}
-        return ShotFacts(folder, root, self.store.media_in_shot(shot_id), files, outputs,
-                         self.settings.allow_hard_links)
 
     # -- waiting jobs ---------------------------------------------------------
 
-    def revisit(self, job: dict) -> None:
+    def revisit(self, job: Job) -> None:
         """Try a waiting job again: its source may have arrived, or its time may be up."""
-        request_row = self.store.request(job["request_id"])
-        path = Path(job["request_path"])
+        request_row = self.store.request(job.request_id)
+        path = Path(job.request_path)
         root = root_of(path, self.settings.roots)
-        deadline = job["created_ts"] + self.settings.source_wait_seconds
+        deadline = job.created_ts + self.settings.source_wait_seconds
         try:
             request = parse_request(request_row["raw"].encode(), self.settings.max_request_bytes)
-            values = self._resolution(request, path, root, job["shot_id"])
+            values = self._resolution(request, path, root, job.shot_id)
         except RequestError as exc:
-            values = {"state": "failed", "error": str(exc), "error_kind": "request", "finished_at": utc_now()}
-        waits_for_source = values["state"] == "waiting" and values.get("start_at") is None
+            values = {"state": JobState.FAILED, "error": str(exc), "error_kind": ErrorKind.REQUEST,
+                      "finished_at": utc_now()}
+        waits_for_source = values["state"] == JobState.WAITING and values.get("start_at") is None
         if waits_for_source and self.clock() >= deadline:
-            values = {"state": "failed", "error_kind": "source", "finished_at": utc_now(),
+            values = {"state": JobState.FAILED, "error_kind": ErrorKind.SOURCE, "finished_at": utc_now(),
                       "error": f"gave up after {self.settings.source_wait_seconds:g} s: {values['wait_reason']}"}
         elif waits_for_source:
             values["wait_deadline"] = deadline
-        if values["state"] != job["state"] or values.get("wait_reason") != job.get("wait_reason"):
-            self.store.update_job(job["id"], "revisited" if values["state"] != job["state"] else None, **values)
-            logger = log.warning if values["state"] == "failed" else log.info
-            logger("request revisited", job=job["id"], path=str(path), state=values["state"],
+        if values["state"] != job.state or values.get("wait_reason") != job.wait_reason:
+            self.store.revisit(job.id, values)
+            logger = log.warning if values["state"] == JobState.FAILED else log.info
+            logger("request revisited", job=job.id, path=str(path), state=values["state"],
                    error=values.get("error"), waiting_for=values.get("wait_reason"))
-            self.publish(job["id"])
+            self.publish(job.id)
 
 
 @dataclass

@@ -10,6 +10,7 @@ when it is cancelled.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -18,15 +19,18 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
-from daemon.control import Control, remove_job_files
+from daemon.control import Commands, remove_job_files
 from daemon.conventions import root_of
+from daemon.messages import ChunkDone, Done, Failed, Interrupted, Models, Progress, Ready, UnknownMessages, WorkerReport
 from daemon.progress import Display, LiveJob
-from daemon.resolve import Context, render_job
+from daemon.resolve import Setup, render_job
 from daemon.roots import RootStates
 from daemon.schedule import Schedule
 from daemon.sources import claim_refusal
-from daemon.store import Store, utc_now
-from daemon.workers import WorkerHandle
+from daemon.states import ErrorKind, Job, JobState, MediaKind, MediaState
+from daemon.store import Store
+from daemon.workers import Worker, WorkerPool
+from engine.devices import device_kind
 from engine.errors import MediaError
 from engine.probe import probe
 
@@ -35,52 +39,50 @@ CANCEL_KILL_SECONDS = 30.0  # a worker that has not dropped a cancelled job by t
 
 
 class Jobs:
-    def __init__(self, store: Store, settings: Settings, context: Context, schedule: Schedule,
-                 workers: list[WorkerHandle], control: Control, publish: Callable[[int], None],
-                 display: Display, roots: RootStates) -> None:
+    def __init__(self, store: Store, settings: Settings, setup: Setup, schedule: Schedule,
+                 workers: WorkerPool, commands: Commands, publish: Callable[[int], None],
+                 display: Display, roots: RootStates, unknown: UnknownMessages | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.context = context
+        self.setup = setup
         self.schedule = schedule
         self.workers = workers
-        self.control = control
+        self.commands = commands
         self.publish = publish
         self.display = display
         self.roots = roots
+        self.unknown = unknown or UnknownMessages()
         self.clock = schedule.clock
         self.live: dict[int, LiveJob] = {}
         self.finished: list[int] = []
 
     # -- start times ----------------------------------------------------------
 
-    def review_scheduled(self, waiting: list[dict]) -> None:
+    def review_scheduled(self, waiting: list[Job]) -> None:
         """Release waiting jobs whose start came; send queued jobs whose window shut back to wait."""
         for job in waiting:
             self._review_start(job)
-        for job in self.store.in_windows("queued"):
-            if not self.schedule.may_start(job["window"], None):
-                self.wait_for_start(job, self.schedule.describe(job["window"], None))
+        for job in self.store.in_windows(JobState.QUEUED):
+            if not self.schedule.may_start(job.window, None):
+                self.wait_for_start(job, self.schedule.describe(job.window, None))
 
-    def _review_start(self, job: dict) -> None:
-        problem = self.schedule.unknown_window(job["window"])
+    def _review_start(self, job: Job) -> None:
+        problem = self.schedule.unknown_window(job.window)
         if problem:
-            self.finish(job["id"], "failed", error=problem, error_kind="request")
+            self.fail(job.id, problem, ErrorKind.REQUEST)
             return
-        if self.schedule.may_start(job["window"], job["start_at"]):
-            self.store.update_job(job["id"], "released", job["window"] or "start time", state="queued",
-                                  wait_reason=None)
-            log.info("job released", job=job["id"], window=job["window"])
-            self.publish(job["id"])
+        if self.schedule.may_start(job.window, job.start_at):
+            self.store.release(job.id, job.window or "start time")
+            log.info("job released", job=job.id, window=job.window)
+            self.publish(job.id)
             return
-        next_start = self.schedule.next_start(job["window"], job["start_at"])
-        if next_start != job["start_at"]:  # the window it waited for was missed: wait for the next one
-            self.wait_for_start(job, self.schedule.describe(job["window"], job["start_at"]))
+        next_start = self.schedule.next_start(job.window, job.start_at)
+        if next_start != job.start_at:  # the window it waited for was missed: wait for the next one
+            self.wait_for_start(job, self.schedule.describe(job.window, job.start_at))
 
-    def wait_for_start(self, job: dict, reason: str, **values) -> None:
-        self.store.update_job(job["id"], "waiting for start" if job["state"] != "waiting" else None, reason,
-                              state="waiting", worker=None, wait_reason=reason,
-                              start_at=self.schedule.next_start(job["window"], job["start_at"]), **values)
-        self.publish(job["id"])
+    def wait_for_start(self, job: Job, reason: str, uncount: bool = False, **clear: None) -> None:
+        self.store.wait(job.id, reason, self.schedule.next_start(job.window, job.start_at), uncount, **clear)
+        self.publish(job.id)
 
     # -- workers --------------------------------------------------------------
 
@@ -93,104 +95,109 @@ class Jobs:
             job = self.store.claim_next(handle.name, self.clock(), handle.models, away)
             if job is None:
                 return
-            with structlog.contextvars.bound_contextvars(job=job["id"]):
-                request = Path(job["request_path"])
-                refused = claim_refusal(job, self.store.media(job["source_media_id"]),
+            with structlog.contextvars.bound_contextvars(job=job.id):
+                request = Path(job.request_path)
+                refused = claim_refusal(job, self.store.media(job.source_media_id),
                                         root_of(request, self.settings.roots) or request.parent,
                                         self.settings.allow_hard_links)
                 if refused:
                     log.warning("the source changed after the job was queued; it is not rendered", error=refused)
-                    self.finish(job["id"], "failed", error=refused, error_kind="input")
+                    self.fail(job.id, refused, ErrorKind.INPUT)
                     continue
                 job = self._without_load(job, handle)
                 try:
-                    spec = render_job(job, self.store, self.context, self.settings.work_dir)
+                    spec = render_job(job, self.store, self.setup, self.settings.work_dir)
                 except Exception as exc:  # noqa: BLE001 - a job that cannot even be prepared fails alone
                     log.error("job preparation failed", exc_info=True)
-                    self.finish(job["id"], "failed", error=f"could not prepare the render: {exc}")
+                    self.fail(job.id, f"could not prepare the render: {exc}")
                     continue
-                if not job.get("spec"):
-                    self.store.update_job(job["id"], spec=spec.model_dump(mode="json", exclude={"done_chunks"}),
-                                          render_number=int(spec.render_id.rsplit("_r", 1)[1]),
-                                          output_path=str(spec.output), manifest_path=str(spec.manifest))
-                estimate = job.get("estimate") or {}
-                self.live[job["id"]] = LiveJob(
-                    job["id"], handle.name, f"{job['id']:>4} {request.parent.name}/{request.name}", time.monotonic(),
-                    estimate.get("seconds"), window=job["window"], pause_at=self.schedule.pause_at(job["window"]),
+                if not job.spec:
+                    self.store.record_render(job.id, spec.model_dump(mode="json", exclude={"done_chunks"}),
+                                             int(spec.render_id.rsplit("_r", 1)[1]), str(spec.output),
+                                             str(spec.manifest))
+                estimate = job.estimate or {}
+                self.live[job.id] = LiveJob(
+                    job.id, handle.name, f"{job.id:>4} {request.parent.name}/{request.name}", time.monotonic(),
+                    estimate.get("seconds"), window=job.window, pause_at=self.schedule.pause_at(job.window),
                     reported={"chunks_resumed": len(spec.done_chunks), "chunk": 0, "chunks": estimate.get("chunks"),
                               "step": 0, "steps": spec.steps,
                               "frames_done": 0, "frames_total": estimate.get("frames"), "phase": "starting"},
                     estimate=estimate)
-                if self.context.device_kind == "cpu" and len(self.live) > 1:
+                if self.setup.device_kind == "cpu" and len(self.live) > 1:
                     for other in self.live.values():  # renders sharing the CPU run slower than alone
                         other.shared = True
-                handle.assign(job["id"], spec.model_dump(mode="json"))
+                handle.assign(job.id, spec.model_dump(mode="json"))
                 log.info("job started", worker=handle.name, output=spec.output.name, resume=len(spec.done_chunks),
-                         window=job["window"])
-                self.publish(job["id"])
+                         window=job.window)
+                self.publish(job.id)
 
-    def _without_load(self, job: dict, handle: WorkerHandle) -> dict:
+    def _without_load(self, job: Job, handle: Worker) -> Job:
         """The job with its estimate made for this worker: no model load when the worker holds the model."""
-        estimate = job.get("estimate") or {}
+        estimate = job.estimate or {}
         load = (estimate.get("parts") or {}).get("load")
-        if not load or job["settings"]["model"]["value"] not in handle.models:
+        if not load or job.settings["model"]["value"] not in handle.models:
             return job
         factor = (estimate["seconds"] - load) / estimate["seconds"] if estimate["seconds"] else 1.0
         estimate = {**estimate, "parts": {**estimate["parts"], "load": 0.0},
                     "work": {**estimate.get("work", {}), "model_load": 0.0},
                     **{key: round(estimate[key] * factor, 1) for key in ("seconds", "seconds_low", "seconds_high")
                        if key in estimate}}
-        self.store.update_job(job["id"], estimate=estimate)
-        return {**job, "estimate": estimate}
+        self.store.revise_estimate(job.id, estimate)
+        return dataclasses.replace(job, estimate=estimate)
 
-    def message(self, handle: WorkerHandle, message: dict) -> None:
+    def message(self, handle: Worker, report: WorkerReport) -> None:
         """A worker's report: what it has loaded, progress, a finished chunk, or how its job ended."""
-        kind = message["type"]
-        if kind == "ready":
-            handle.pid = message["pid"]
-            if handle.job_id in self.live:  # a job handed to a worker still starting: its silence starts now
-                self.live[handle.job_id].last_report = time.monotonic()
-            return
-        if kind == "models":
-            handle.models = frozenset(message["loaded"])
-            return
-        job_id = message["job"]
+        match report:
+            case Ready(pid):
+                handle.pid = pid
+                if handle.job_id in self.live:  # a job handed to a worker still starting: its silence starts now
+                    self.live[handle.job_id].last_report = time.monotonic()
+                return
+            case Models(loaded):
+                handle.models = frozenset(loaded)
+                return
+            case Progress(job) | ChunkDone(job) | Done(job) | Failed(job) | Interrupted(job):
+                job_id = job
+            case _:
+                self.unknown("jobs", report)
+                return
         if job_id in self.live and self.live[job_id].last_report != float("inf"):
             self.live[job_id].last_report = time.monotonic()
         with structlog.contextvars.bound_contextvars(job=job_id):
-            if kind == "progress":
-                self._progress(job_id, message["progress"])
-            elif kind == "chunk":
-                self.store.add_chunk(job_id, message["record"])
-                self._progress(job_id, None, force_status=True)
-            elif kind == "done":
-                handle.job_id = None
-                self._done(job_id, message["result"])
-            elif kind == "failed":
-                handle.job_id = None
-                self.failed(job_id, message["error"], message.get("retryable", True))
-            elif kind == "interrupted":
-                handle.job_id = None
-                self._interrupted(job_id, message["reason"])
+            match report:
+                case Progress(_, progress):
+                    self._progress(job_id, progress)
+                case ChunkDone(_, record):
+                    self.store.add_chunk(job_id, record)
+                    self._progress(job_id, None, force_status=True)
+                case Done(_, result):
+                    handle.job_id = None
+                    self._done(job_id, result)
+                case Failed(_, error, retryable):
+                    handle.job_id = None
+                    self.failed(job_id, error, retryable)
+                case Interrupted(_, reason):
+                    handle.job_id = None
+                    self._interrupted(job_id, reason)
 
-    def stop_running(self, job: dict, reason: str) -> bool:
+    def stop_running(self, job: Job, reason: str) -> bool:
         """Ask the worker of a running job to drop it at the next diffusion step; False if no worker has it."""
-        handle = next((handle for handle in self.workers if handle.job_id == job["id"]), None)
-        live = self.live.get(job["id"])
+        handle = self.workers.holding(job.id)
+        live = self.live.get(job.id)
         if handle is None or live is None:
             return False
-        self.store.update_job(job["id"], "cancelling", reason, cancel_reason=reason)
-        handle.cancel(job["id"], reason)
+        self.store.mark_cancelling(job.id, reason)
+        handle.cancel(job.id, reason)
         live.cancel_sent = time.monotonic()
-        log.info("cancelling a running job", job=job["id"], worker=handle.name, reason=reason)
-        self.publish(job["id"])
+        log.info("cancelling a running job", job=job.id, worker=handle.name, reason=reason)
+        self.publish(job.id)
         return True
 
     def review_running(self) -> None:
         """Refresh the status of running jobs; pause those whose window closed; kill workers that ignore a cancel."""
         now = self.clock()
         for live in list(self.live.values()):
-            handle = next(handle for handle in self.workers if handle.name == live.worker)
+            handle = self.workers.named(live.worker)
             if live.cancel_sent is not None and time.monotonic() - live.cancel_sent > CANCEL_KILL_SECONDS:
                 log.warning("the worker did not drop a cancelled job; killing it", job=live.job_id,
                             worker=handle.name)
@@ -215,16 +222,16 @@ class Jobs:
         not be written then): finish the cancels under way, put the rest back in the queue; they resume from
         their checkpoints."""
         held = {handle.job_id for handle in self.workers if handle.job_id is not None}
-        for job in self.store.jobs(("running",)):
-            if job["id"] in held:
+        for job in self.store.jobs((JobState.RUNNING,)):
+            if job.id in held:
                 continue
-            self._forget(job["id"])
-            if job["cancel_reason"]:
+            self._forget(job.id)
+            if job.cancel_reason:
                 self._cancelled(job)
                 continue
-            self.store.update_job(job["id"], "recovered", reason, state="queued", worker=None, progress=None)
-            log.warning("a running job had no worker; it is queued again", job=job["id"], reason=reason)
-            self.publish(job["id"])
+            self.store.requeue(job.id, "recovered", reason)
+            log.warning("a running job had no worker; it is queued again", job=job.id, reason=reason)
+            self.publish(job.id)
 
     # -- progress and outcomes ------------------------------------------------
 
@@ -252,10 +259,10 @@ class Jobs:
     def _done(self, job_id: int, result: dict) -> None:
         job = self.store.job(job_id)
         live = self._forget(job_id)
-        if job["cancel_reason"]:
-            log.info("the render finished before its cancel took effect; it is kept", reason=job["cancel_reason"])
-            self.store.update_job(job_id, cancel_reason=None)
-        source = self.store.media(job["source_media_id"])
+        if job.cancel_reason:
+            log.info("the render finished before its cancel took effect; it is kept", reason=job.cancel_reason)
+            self.store.keep_despite_cancel(job_id)
+        source = self.store.media(job.source_media_id)
         output = Path(result["output"])
         try:
             # The engine checked the output before publishing it; its probe stands unless the file changed since.
@@ -263,7 +270,7 @@ class Jobs:
             stat = output.stat()
             if info.get("size_bytes") != stat.st_size:
                 info = probe(output, self.settings.ffprobe_timeout_seconds).to_dict()
-            self.store.save_media(output, job["shot_id"], kind="render", state="ready", size=stat.st_size,
+            self.store.save_media(output, job.shot_id, kind=MediaKind.RENDER, state=MediaState.READY, size=stat.st_size,
                                   mtime_ns=stat.st_mtime_ns, inode=stat.st_ino, ctime_ns=stat.st_ctime_ns,
                                   probe=info, error=None,
                                   parent_id=source["id"], root_id=source["root_id"] or source["id"], job_id=job_id)
@@ -277,7 +284,7 @@ class Jobs:
             "width": result["width"],
             "height": result["height"],
             "seconds": round(result["seconds"], 2),
-            "estimate_seconds": (job.get("estimate") or {}).get("seconds"),
+            "estimate_seconds": (job.estimate or {}).get("seconds"),
             "chunks_resumed": result["chunks_resumed"],
         }
         if result["manifest_data"].get("warnings"):
@@ -290,7 +297,8 @@ class Jobs:
             self.store.record_costs(job_id, sample)
         progress = dict(live.progress) if live else {}
         progress.update(percent=100.0, eta_seconds=0, frames_done=result["frames"])
-        self.finish(job_id, "done", outputs=outputs, progress=progress)
+        self.store.finish(job_id, outputs, progress)
+        self._ended(job_id)
         remove_job_files(job, self.settings.work_dir)  # checkpoints, and hidden files of killed earlier attempts
         log.info("job done", output=str(output), seconds=round(result["seconds"], 2))
 
@@ -298,31 +306,29 @@ class Jobs:
         """A render failed (or its worker died): retry it later, or fail it; a job being cancelled is cancelled."""
         self._forget(job_id)
         job = self.store.job(job_id)
-        if job["cancel_reason"]:
+        if job.cancel_reason:
             self._cancelled(job)
             return
-        root = root_of(Path(job["request_path"]), self.settings.roots)
+        root = root_of(Path(job.request_path), self.settings.roots)
         if root is not None and not self.roots.look(root):
             # Its share went away under it: not the job's fault. It waits for the root and resumes.
-            self.store.uncount_attempt(job_id)
-            self.store.update_job(job_id, "interrupted", f"watch root {root} is unavailable", state="queued",
-                                  worker=None, progress=None,
-                                  error=f"its watch root {root} went away ({error}); it resumes when the root is back")
+            self.store.requeue(job_id, "interrupted", f"watch root {root} is unavailable", uncount=True,
+                               error=f"its watch root {root} went away ({error}); it resumes when the root is back")
             log.warning("the job's watch root went away; it resumes when the root is back", root=str(root))
             self.publish(job_id)
             return
-        if retryable and job["attempts"] < self.settings.max_attempts:
-            delay = self.settings.retry_backoff_seconds * 2 ** (job["attempts"] - 1)
-            self.store.update_job(job_id, "retry", error, state="queued", worker=None, error=error,
-                                  error_kind="transient", not_before=self.clock() + delay, progress=None)
-            log.warning("job will be retried", error=error, attempt=job["attempts"], delay=delay)
+        if retryable and job.attempts < self.settings.max_attempts:
+            delay = self.settings.retry_backoff_seconds * 2 ** (job.attempts - 1)
+            self.store.requeue(job_id, "retry", error, error=error, error_kind=ErrorKind.TRANSIENT,
+                               not_before=self.clock() + delay)
+            log.warning("job will be retried", error=error, attempt=job.attempts, delay=delay)
             self.publish(job_id)
             return
         if retryable:
-            error = f"{error} (gave up after {job['attempts']} attempts)"
+            error = f"{error} (gave up after {job.attempts} attempts)"
         # Its checkpoints stay (keep_failed_checkpoints_hours) so that `hotshot retry` resumes from them; its
         # hidden partial outputs beside the source go (they may be what filled the share).
-        self.finish(job_id, "failed", error=error, error_kind="transient" if retryable else "input")
+        self.fail(job_id, error, ErrorKind.TRANSIENT if retryable else ErrorKind.INPUT)
         remove_job_files(job, self.settings.work_dir, keep_checkpoints=True)
         log.warning("job failed", error=error)
 
@@ -330,27 +336,28 @@ class Jobs:
         """A worker stopped a job: cancelled, paused at its window's close, or stopped for a shutdown."""
         self._forget(job_id)
         job = self.store.job(job_id)
-        if job["cancel_reason"]:
+        if job.cancel_reason:
             self._cancelled(job)
             return
-        self.store.uncount_attempt(job_id)
-        if job["window"] is not None and not self.schedule.may_start(job["window"], None):
-            self.wait_for_start(job, f"paused when render window {job['window']!r} closed; resumes from its last "
-                                     f"chunk when it opens ({self.schedule.opens(job['window'])})",
-                                progress=None, error=None)
-            log.info("job paused until its render window opens", window=job["window"])
+        if job.window is not None and not self.schedule.may_start(job.window, None):
+            self.wait_for_start(job, f"paused when render window {job.window!r} closed; resumes from its last "
+                                     f"chunk when it opens ({self.schedule.opens(job.window)})",
+                                uncount=True, progress=None, error=None)
+            log.info("job paused until its render window opens", window=job.window)
             return
-        self.store.update_job(job_id, "interrupted", reason, state="queued", worker=None,
-                              progress=None, error=f"paused ({reason}); resumes from its last chunk")
+        self.store.requeue(job_id, "interrupted", reason, uncount=True,
+                           error=f"paused ({reason}); resumes from its last chunk")
         self.publish(job_id)
 
-    def _cancelled(self, job: dict) -> None:
-        self.control.finish_cancel(job, job["cancel_reason"])
-        self.finished.append(job["id"])
+    def _cancelled(self, job: Job) -> None:
+        self.commands.finish_cancel(job, job.cancel_reason)
+        self.finished.append(job.id)
 
-    def finish(self, job_id: int, state: str, **values) -> None:
-        self.store.update_job(job_id, state, values.get("error"), state=state, worker=None,
-                              finished_at=utc_now(), **values)
+    def fail(self, job_id: int, error: str, kind: ErrorKind | None = None) -> None:
+        self.store.fail(job_id, error, kind)
+        self._ended(job_id)
+
+    def _ended(self, job_id: int) -> None:
         self.finished.append(job_id)
         self.publish(job_id)
 
@@ -361,7 +368,7 @@ def cost_sample(manifest: dict, shared: bool) -> dict | None:
     timing = manifest.get("timing") or {}
     if not timing.get("parts") or any(chunk["resumed"] for chunk in manifest["chunk_plan"]["chunks"]):
         return None
-    device = "cuda" if manifest["model"]["device"].startswith("cuda") else "cpu"
+    device = device_kind(manifest["model"]["device"])
     share = None
     if device == "cpu" and timing.get("cpu_seconds") is not None and timing["seconds"] > 0:
         share = round(timing["cpu_seconds"] / (timing["seconds"] * (os.cpu_count() or 1)), 3)

@@ -26,9 +26,11 @@ from urllib.parse import urlsplit
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from daemon.states import FINISHED_STATES
+
 log = structlog.get_logger("hotshot.notify")
 
-State = Literal["done", "failed", "cancelled"]
+State = Literal[tuple(state.value for state in FINISHED_STATES)]  # how a job may end
 Post = Callable[[str, bytes, float], int]
 
 
@@ -48,7 +50,7 @@ class NotifySpec(BaseModel):
 
     webhook: str | None = None
     command: list[str] | None = Field(default=None, min_length=1)
-    on: list[State] = Field(default=["done", "failed", "cancelled"])
+    on: list[State] = Field(default=[state.value for state in FINISHED_STATES])
     timeout_seconds: float = Field(default=5.0, gt=0)
     retries: int = Field(default=3, ge=0)
     backoff_seconds: float = Field(default=1.0, ge=0)

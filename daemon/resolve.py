@@ -14,12 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.conventions import VIDEO_EXTENSIONS, has_manifest, kind_of, manifest_path, render_stem, resolve_in_shot
+from daemon.conventions import VIDEO_EXTENSIONS, kind_of, manifest_path, render_stem, resolve_in_shot
 from daemon.errors import ConfigError, RequestError, SourceChoiceError
 from daemon.presets import Preset, apply_preset
 from daemon.request import RenderRequest, reject_unsupported
+from daemon.shots import ShotFacts, originals
 from daemon.sources import fixed_identity, queued_identity
+from daemon.states import Job, JobState, MediaKind, MediaState
 from daemon.store import Store
+from engine.backends import Asked, check_settings
 from engine.captions import CaptionerSpec, load_captioner_spec
 from engine.catalog import WEIGHTLESS, CatalogError, ModelSpec, load_catalog
 from engine.codecs import SUFFIXES, output_codec
@@ -37,7 +40,7 @@ from engine.timeline import build_timeline, plan_timeline
 
 @dataclass
 class Resolution:
-    state: str                       # queued | waiting
+    state: JobState                  # queued | waiting
     settings: dict = field(default_factory=dict)
     source_media_id: int | None = None
     estimate: dict | None = None
@@ -46,19 +49,7 @@ class Resolution:
 
 
 @dataclass
-class ShotFacts:
-    """What the resolver needs to know about a shot."""
-
-    folder: Path
-    root: Path
-    media: list[dict]
-    files_on_disk: list[Path]
-    output_paths: set[str]
-    allow_hard_links: bool = False
-
-
-@dataclass
-class Context:
+class Setup:
     """What the resolver needs to know beyond the shot: the catalogs, presets and settings."""
 
     catalog: dict[str, ModelSpec]
@@ -75,7 +66,7 @@ class Context:
     hash_cache: Path | None = None
 
 
-def load_context(settings, device_kind: str, history=None) -> Context:
+def load_setup(settings, device_kind: str, history=None) -> Setup:
     """Read the model catalog (with its [controls] and [captioner] tables) and the presets; refuse bad ones."""
     from daemon.presets import load_presets
 
@@ -85,7 +76,7 @@ def load_context(settings, device_kind: str, history=None) -> Context:
         captioner = load_captioner_spec(settings.catalogs, settings.models_dir, required=False)
     except CatalogError as exc:
         raise ConfigError(str(exc)) from exc
-    return Context(
+    return Setup(
         catalog=catalog, presets=load_presets(settings.presets_file), default_model=settings.default_model,
         device_kind=device_kind, first_frame_number=settings.first_frame_number,
         credits_per_gpu_second=settings.credits_per_gpu_second,
@@ -94,46 +85,46 @@ def load_context(settings, device_kind: str, history=None) -> Context:
     )
 
 
-def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int | None = None) -> Resolution:
+def resolve(request: RenderRequest, shot: ShotFacts, setup: Setup, seed: int | None = None) -> Resolution:
     """Resolve a valid request against its shot; raise `RequestError` if it cannot ever work."""
     # 1. The preset under the request, then the model.
     given = _given(request)
-    request, from_preset = apply_preset(request, context.presets)
+    request, from_preset = apply_preset(request, setup.presets)
     reject_unsupported(request)
-    model_id = request.model or context.default_model
-    if model_id not in context.catalog:
-        raise RequestError(str(UnknownModelError(model_id, sorted(context.catalog))))
-    model = context.catalog[model_id]
+    model_id = request.model or setup.default_model
+    if model_id not in setup.catalog:
+        raise RequestError(str(UnknownModelError(model_id, sorted(setup.catalog))))
+    model = setup.catalog[model_id]
     check_capabilities(request, model)
-    check_guidance(request, model, context)
+    check_guidance(request, model, setup)
 
     # 2. The source: named, or the shot's only original; and the stills.
     source_path, waiting = choose_source(request, shot)
     if waiting:
-        return Resolution("waiting", wait_reason=waiting)
+        return Resolution(JobState.WAITING, wait_reason=waiting)
     media = next((m for m in shot.media if m["path"] == str(source_path)), None)
     if media is None:
-        return Resolution("waiting", wait_reason=f"waiting for {source_path.name} to finish copying")
-    if media["state"] == "refused":  # not a file that is still arriving: waiting cannot help
+        return Resolution(JobState.WAITING, wait_reason=f"waiting for {source_path.name} to finish copying")
+    if media["state"] == MediaState.REFUSED:  # not a file that is still arriving: waiting cannot help
         raise RequestError(f"source {source_path.name} is not used: {media['error']}")
-    if media["state"] != "ready":
+    if media["state"] != MediaState.READY:
         reason = f"waiting for {source_path.name} to become readable: {media['error']}"
-        return Resolution("waiting", wait_reason=reason)
+        return Resolution(JobState.WAITING, wait_reason=reason)
     info = VideoInfo.from_dict(media["probe"])
     stills = {}
     for name in ("style_frame", "reference_frame"):
         stills[name], waiting = resolve_still(getattr(request, name), name, shot, info)
         if waiting:
-            return Resolution("waiting", wait_reason=waiting)
+            return Resolution(JobState.WAITING, wait_reason=waiting)
     keyframes = []
     for keyframe in request.keyframes:
         still, waiting = resolve_still(keyframe.image, f"keyframes image for frame {keyframe.frame}", shot, info)
         if waiting:
-            return Resolution("waiting", wait_reason=waiting)
+            return Resolution(JobState.WAITING, wait_reason=waiting)
         keyframes.append({"frame": keyframe.frame, "path": still["path"]})
     mask, waiting = resolve_mask(request.mask, shot)
     if waiting:
-        return Resolution("waiting", wait_reason=waiting)
+        return Resolution(JobState.WAITING, wait_reason=waiting)
 
     # 3. The frame range.
     if request.frame_range is None:
@@ -151,7 +142,7 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
         "style_frame": {"value": stills["style_frame"], "from": _origin("style_frame", given, from_preset)},
         "reference_frame": {"value": stills["reference_frame"],
                             "from": _origin("reference_frame", given, from_preset)},
-        "first_frame_number": {"value": context.first_frame_number, "from": "config"},
+        "first_frame_number": {"value": setup.first_frame_number, "from": "config"},
         "keyframes": {"value": keyframes, "from": _origin("keyframes", given, from_preset)},
         "mask": {"value": mask, "from": _origin("mask", given, from_preset)},
     })
@@ -183,14 +174,14 @@ def resolve(request: RenderRequest, shot: ShotFacts, context: Context, seed: int
         * sum(2 if control.type == "depth+pose" else 1 for control in request.controlnets)
     work = render_work(plan, timeline.frame_count, width, height, settings["steps"]["value"],
                        settings["cfg"]["value"], control_frames, request.auto_prompt,
-                       model.backend not in WEIGHTLESS and not context.loaded(model.id))
-    costs = fit_costs(context.history(model.id, context.device_kind), context.device_kind,
-                      model.calibration_for(context.device_kind))
+                       model.backend not in WEIGHTLESS and not setup.loaded(model.id))
+    costs = fit_costs(setup.history(model.id, setup.device_kind), setup.device_kind,
+                      model.calibration_for(setup.device_kind))
     estimate = estimate_cost(plan, timeline.frame_count, width, height, settings["steps"]["value"], work, costs,
-                             context.credits_per_gpu_second)
-    estimate["device"] = context.device_kind
+                             setup.credits_per_gpu_second)
+    estimate["device"] = setup.device_kind
     estimate["warnings"] = plan_warnings(plan)
-    return Resolution("queued", settings, media["id"], estimate, full_clip=request.frame_range is None)
+    return Resolution(JobState.QUEUED, settings, media["id"], estimate, full_clip=request.frame_range is None)
 
 
 def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None, str | None]:
@@ -206,20 +197,12 @@ def choose_source(request: RenderRequest, shot: ShotFacts) -> tuple[Path | None,
         if not path.exists():
             return None, f"waiting for source {request.source} to appear in the shot"
         return path, None
-    named = {shot.folder / request.mask} if request.mask else set()
-    originals = sorted(({
-        Path(m["path"]) for m in shot.media if m["kind"] == "original" and m["state"] != "missing"
-    } | {
-        path for path in shot.files_on_disk
-        if kind_of(path) == "video" and str(path) not in shot.output_paths and not path.is_dir()
-        and not any(m["path"] == str(path) for m in shot.media)
-        and not has_manifest(path)
-    }) - named)
-    if len(originals) > 1:
-        raise SourceChoiceError([path.name for path in originals])
-    if not originals:
+    found = originals(shot, exclude={shot.folder / request.mask} if request.mask else set())
+    if len(found) > 1:
+        raise SourceChoiceError([path.name for path in found])
+    if not found:
         return None, "waiting for a source video to arrive in the shot"
-    return originals[0], None
+    return found[0], None
 
 
 def resolve_still(value, name: str, shot: ShotFacts, info: VideoInfo) -> tuple[dict | None, str | None]:
@@ -273,27 +256,27 @@ def check_capabilities(request: RenderRequest, model: ModelSpec) -> None:
         if control.type not in exposed.controlnets:
             offered = ", ".join(exposed.controlnets) or "none"
             raise RequestError(f"model {model.id!r} has no {control.type!r} ControlNet (it offers: {offered})")
-    if request.shift is not None and model.backend == "animatediff-v2v":
-        raise RequestError(f"model {model.id!r} does not support shift (its DDIM scheduler has no flow shift); "
-                           "remove it from the request")
+    try:  # what only the model's backend knows it cannot do
+        check_settings(model, Asked(shift=request.shift is not None, mask=request.mask is not None,
+                                    reference=request.reference_frame is not None,
+                                    controls=tuple(control.type for control in request.controlnets)))
+    except SettingsError as exc:
+        raise RequestError(str(exc)) from exc
     if (request.mask_feather or request.mask_grow) and request.mask is None:
         raise RequestError("mask_feather and mask_grow need a mask")
 
 
-def check_guidance(request: RenderRequest, model: ModelSpec, context: Context) -> None:
-    """Controls and Auto Prompt need their models in the catalog; Wan VACE follows one control video."""
-    if request.controlnets and model.backend == "wan-vace" and len(request.controlnets) > 1:
-        raise RequestError(f"model {model.id!r} follows one control video; combine depth and pose with "
-                           "\"depth+pose\" instead of listing several controlnets")
+def check_guidance(request: RenderRequest, model: ModelSpec, setup: Setup) -> None:
+    """Controls and Auto Prompt need their models in the catalog."""
     roles = {"depth": ["depth"], "normal": ["depth"], "pose": ["pose_detector", "pose"],
              "depth+pose": ["depth", "pose_detector", "pose"], "softedge": []}
     for control in request.controlnets:
         missing = [role for role in roles[control.type]
-                   if context.controls is None or getattr(context.controls, role) is None]
+                   if setup.controls is None or getattr(setup.controls, role) is None]
         if missing:
             raise RequestError(f"controlnets {control.type!r} needs {' and '.join(missing)} in the [controls] "
                                "table of the model catalog (see docs/controls.md)")
-    if request.auto_prompt and context.captioner is None:
+    if request.auto_prompt and setup.captioner is None:
         raise RequestError("auto_prompt needs a [captioner] table in the model catalog (see docs/controls.md)")
 
 
@@ -383,33 +366,33 @@ def _origin(name: str, given: set[str], from_preset: dict) -> str:
     return "default"
 
 
-def render_job(job: dict, store: Store, context: Context, work_root: Path) -> RenderJob:
+def render_job(job: Job, store: Store, setup: Setup, work_root: Path) -> RenderJob:
     """The engine job for a claimed job row; the first claim fixes its render number and names."""
-    if job.get("spec"):
-        spec = dict(job["spec"])
-        spec["done_chunks"] = {row["idx"]: row["seconds"] for row in store.chunks(job["id"])}
+    if job.spec:
+        spec = dict(job.spec)
+        spec["done_chunks"] = {row["idx"]: row["seconds"] for row in store.chunks(job.id)}
         return RenderJob.model_validate(spec)
 
-    settings = {name: entry["value"] for name, entry in job["settings"].items()}
-    source = store.media(job["source_media_id"])
-    shot = store.shot(job["shot_id"])
+    settings = {name: entry["value"] for name, entry in job.settings.items()}
+    source = store.media(job.source_media_id)
+    shot = store.shot(job.shot_id)
     folder = Path(shot["path"])
     original = store.media(source["root_id"]) if source["root_id"] else source
     stem = Path(original["name"]).stem
-    number = store.next_render_number(job["shot_id"])
+    number = store.next_render_number(job.shot_id)
     while any((folder / f"{render_stem(stem, number)}{suffix}").exists() for suffix in SUFFIXES) \
             or (folder / render_stem(stem, number)).exists():
         number += 1
     # Old jobs' settings predate output_codec: H.264.
     codec = output_codec(settings.get("output_codec", "h264"))
     output = folder / f"{render_stem(stem, number)}{codec.suffix}"
-    model = context.catalog[settings["model"]]
+    model = setup.catalog[settings["model"]]
     uses_controls = bool(settings.get("controlnets"))
-    accelerator = job["settings"]["low_step"].get("accelerator") if settings["low_step"] else None
-    request_row = store.request(job["request_id"])
+    accelerator = job.settings["low_step"].get("accelerator") if settings["low_step"] else None
+    request_row = store.request(job.request_id)
     identity = queued_identity(job) or fixed_identity(source)  # jobs queued before identities were fixed
     return RenderJob(
-        job_id=job["id"],
+        job_id=job.id,
         render_id=render_stem(stem, number),
         source=Path(source["path"]),
         source_size=identity["source_size"],
@@ -437,12 +420,12 @@ def render_job(job: dict, store: Store, context: Context, work_root: Path) -> Re
               "grow": settings["mask_grow"]} if settings["mask"] else None,
         strength=settings["strength"],
         controls=settings.get("controlnets") or [],
-        control_catalog=context.controls if uses_controls or settings.get("auto_prompt") else None,
-        control_cache=context.control_cache if uses_controls else None,
-        hash_cache=context.hash_cache,
+        control_catalog=setup.controls if uses_controls or settings.get("auto_prompt") else None,
+        control_cache=setup.control_cache if uses_controls else None,
+        hash_cache=setup.hash_cache,
         auto_prompt=bool(settings.get("auto_prompt")),
-        captioner=context.captioner if settings.get("auto_prompt") else None,
-        negative_from_model=job["settings"]["negative_prompt"]["from"] == "model",
+        captioner=setup.captioner if settings.get("auto_prompt") else None,
+        negative_from_model=job.settings["negative_prompt"]["from"] == "model",
         interpolation=settings["interpolation"],
         color_consistency=settings["color_consistency"],
         image_sequence=settings["image_sequence"],
@@ -452,14 +435,14 @@ def render_job(job: dict, store: Store, context: Context, work_root: Path) -> Re
         accelerator_lora_scale=accelerator["lora_scale"] if accelerator else 1.0,
         output=output,
         manifest=manifest_path(output),
-        work_dir=work_root / f"job-{job['id']:06d}",
+        work_dir=work_root / f"job-{job.id:06d}",
         manifest_context={
             "shot": shot["rel"],
-            "request": {"path": Path(job["request_path"]).name, "as_written": json.loads(request_row["raw"])},
-            "settings": job["settings"],
+            "request": {"path": Path(job.request_path).name, "as_written": json.loads(request_row["raw"])},
+            "settings": job.settings,
             "lineage": lineage(source, output.name, store),
-            "estimate_seconds": (job.get("estimate") or {}).get("seconds"),
-            "estimate": job.get("estimate"),
+            "estimate_seconds": (job.estimate or {}).get("seconds"),
+            "estimate": job.estimate,
         },
     )
 
@@ -481,6 +464,6 @@ def lineage(source: dict, output_name: str, store: Store) -> dict:
     chain.reverse()
     return {
         "root_source": chain[0]["name"],
-        "parent_render": source["name"] if source["kind"] == "render" else None,
+        "parent_render": source["name"] if source["kind"] == MediaKind.RENDER else None,
         "chain": [media["name"] for media in chain] + [output_name],
     }

@@ -12,7 +12,6 @@ inbox; notifications are sent from a queue on a thread of their own.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import shutil
@@ -23,7 +22,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -31,7 +29,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from daemon.config import Settings
 from daemon.control import (
     PAUSED,
-    Control,
+    Commands,
     Outcome,
     remove_job_files,
     remove_stale_temporaries,
@@ -43,28 +41,43 @@ from daemon.errors import CommandRefused, ConfigError
 from daemon.gpus import device_kind, worker_devices
 from daemon.ingest import FailedFiles, Ingest
 from daemon.jobs import Jobs
+from daemon.messages import (
+    FromWorker,
+    Hint,
+    HintSink,
+    Inbox,
+    InboxMessage,
+    Reconcile,
+    Stop,
+    UnknownMessages,
+    WindowEdge,
+    WorkerExited,
+)
 from daemon.notify import NotificationQueue, RootNotifiers
 from daemon.progress import Display, NoDisplay
-from daemon.resolve import load_context
+from daemon.resolve import load_setup
 from daemon.roots import CHECK_SECONDS, RootStates
 from daemon.scan import candidate_files, changed_files
 from daemon.schedule import Schedule
 from daemon.stability import StabilityTracker, StableFile
+from daemon.states import ACTIVE_STATES, FINISHED_STATES, CommandState, JobState
 from daemon.status_file import publish_newest
-from daemon.store import ACTIVE_STATES, FINISHED_STATES, Store
-from daemon.workers import WorkerHandle, make_pool
+from daemon.store import Store
+from daemon.workers import ProcessWorker, Worker, make_pool
 from engine.errors import DiskFullError, is_disk_full
+from engine.files import FileLock
 
 log = structlog.get_logger("hotshot.daemon")
 TICK_SECONDS = 0.1
-WORKER_RESTART_SECONDS = 5.0
 STEP_ERROR_LOG_SECONDS = 60.0
 EXIT_BUSY_SECONDS = 2.0
 
 
 class Daemon:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
-                 display: Display | None = None) -> None:
+                 display: Display | None = None, worker_kind: type[Worker] = ProcessWorker) -> None:
+        """`worker_kind` is how jobs are rendered: in worker processes (what `hotshot run` does) or, for tests,
+        on threads of this process (`ThreadWorker`)."""
         self.settings = settings
         self.clock = clock
         self.display = display or NoDisplay()
@@ -74,27 +87,25 @@ class Daemon:
         self._lock = state_lock(settings.state_dir, wait_seconds=2.0)  # a CLI command may hold it for a moment
         if self._lock is None:
             raise ConfigError(f"another hotshot daemon is running with state dir {settings.state_dir}")
-        with contextlib.suppress(OSError):
-            self._lock.truncate(0)
-            self._lock.write(str(os.getpid()))
-            self._lock.flush()
-        self._root_locks: list[TextIO] = []
+        self._lock.write(str(os.getpid()))
+        self._root_locks: list[FileLock] = []
         try:
             for root in settings.roots:
-                handle = root_lock(root, settings.state_dir)
-                if handle is not None:
-                    self._root_locks.append(handle)
+                lock = root_lock(root, settings.state_dir)
+                if lock is not None:
+                    self._root_locks.append(lock)
         except ConfigError:
             self.release_locks()
             raise
         self.store = Store.open(settings.database)
         devices = worker_devices(settings.devices)
-        self.context = load_context(settings, device_kind(devices), self.store.cost_history)
+        self.setup = load_setup(settings, device_kind(devices), self.store.cost_history)
         self.roots = RootStates(settings.roots, {root for root in settings.roots
                                                  if self.store.flag(f"mount {root}") == "1"},
                                 lambda root, mounted: self.store.set_flag(f"mount {root}", "1" if mounted else "0"))
         self._roots_checked = float("-inf")
-        self.inbox: queue.Queue = queue.Queue()
+        self.inbox: Inbox = queue.Queue()
+        self.unknown_messages = UnknownMessages()
         self.tracker = StabilityTracker(settings.stable_seconds, clock)
         policy = settings.defer_full_clips
         self.schedule = Schedule(settings.render_windows, clock, policy.window if policy else None,
@@ -102,14 +113,15 @@ class Daemon:
         # On a terminal the bars stand for the workers' info lines, which would break them up.
         worker_level = "warning" if display and settings.log_level in ("debug", "info") else settings.log_level
         self.workers = make_pool(devices, self.inbox, settings.log_format, worker_level,
-                                 int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None)
-        self.context.loaded = lambda model: any(model in handle.models for handle in self.workers)
-        self.control = Control(self.store, settings, self.schedule, self.publish)
-        self.jobs = Jobs(self.store, settings, self.context, self.schedule, self.workers, self.control,
-                         self.publish, self.display, self.roots)
-        self.control.stop_running = self.jobs.stop_running
-        self.ingest = Ingest(self.store, settings, self.context, clock, self.publish, self.schedule,
-                             self.control.cancel_request)
+                                 int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None,
+                                 worker_kind)
+        self.setup.loaded = lambda model: any(model in handle.models for handle in self.workers)
+        self.commands = Commands(self.store, settings, self.schedule, self.publish)
+        self.jobs = Jobs(self.store, settings, self.setup, self.schedule, self.workers, self.commands,
+                         self.publish, self.display, self.roots, self.unknown_messages)
+        self.commands.stop_running = self.jobs.stop_running
+        self.ingest = Ingest(self.store, settings, self.setup, clock, self.publish, self.schedule,
+                             self.commands.cancel_request)
         self.failed_files = FailedFiles()
         self.notifications = NotificationQueue()
         self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
@@ -121,8 +133,6 @@ class Daemon:
         self._stop_reason = ""
         self._dirty_folders: set[Path] = set()
         self._reconciled = False
-        self._worker_started: dict[str, float] = {}
-        self._restart_at: dict[str, float] = {}
         self._failing_steps: set[str] = set()
         self._step_logged: dict[str, float] = {}
         self.scheduler: BackgroundScheduler | None = None
@@ -134,8 +144,7 @@ class Daemon:
         """Run until stopped (or, with `drain`, until nothing is left to do); return an exit code."""
         self._install_signal_handlers()
         self._recover()
-        for handle in self.workers:
-            self._start_worker(handle)
+        self.workers.start_all()
         self.watcher = watcher = self._start_watcher()
         self.notifications.start()
         self.scheduler = scheduler = self._start_scheduler()
@@ -149,12 +158,12 @@ class Daemon:
             self._guarded("reconcile", self.reconcile)
             while True:
                 self.tick()
-                if self._stop.is_set() and not any(handle.job_id for handle in self.workers):
+                if self._stop.is_set() and not self.workers.busy():
                     break
                 if drain and self.finished_everything():
                     log.info("drained: nothing left to do now", paused=self.paused,
-                             waiting_for_start=len([job for job in self.store.jobs(("waiting", "queued"))
-                                                    if job["start_at"] is not None or job["window"]]))
+                             waiting_for_start=len([job for job in self.store.jobs((JobState.WAITING, JobState.QUEUED))
+                                                    if job.scheduled]))
                     if self.failed_files.files:
                         log.warning("drained with files that could not be registered",
                                     files=self.failed_files.report())
@@ -162,8 +171,7 @@ class Daemon:
         finally:
             scheduler.shutdown(wait=False)
             watcher.stop()
-            for handle in self.workers:
-                handle.shutdown()
+            self.workers.shutdown()
             self.notifications.stop(timeout=30)
             self.store.close()
             self.release_locks()
@@ -171,14 +179,12 @@ class Daemon:
 
     def release_locks(self) -> None:
         """Let go of the state folder and the watch roots (a daemon that ran, or one that could not start)."""
-        for handle in self._root_locks:
-            with contextlib.suppress(OSError):
-                handle.truncate(0)
-            handle.close()
+        for lock in self._root_locks:
+            lock.write("")
+            lock.release()
         self._root_locks = []
-        with contextlib.suppress(OSError):
-            self._lock.truncate(0)
-        self._lock.close()
+        self._lock.write("")
+        self._lock.release()
 
     def stop(self, reason: str = "stop requested") -> None:
         """Stop claiming; let running chunks finish and checkpoint; then return from `run`."""
@@ -187,7 +193,7 @@ class Daemon:
                      reason=reason)
             self._stop_reason = reason
             self._stop.set()
-            self.inbox.put(("stop",))
+            self.inbox.put(Stop())
 
     def tick(self) -> None:
         """One turn of the loop. A step that fails (a full disk, a database that cannot be written) is logged
@@ -201,7 +207,8 @@ class Daemon:
         self._guarded("deleted requests", self._cancel_deleted_requests)
         self._guarded("waiting jobs", self._review_waiting)
         self._guarded("running jobs", self.jobs.review_running)
-        self._restart_workers()
+        if not self._stop.is_set():
+            self.workers.restart_due()
         if not self._stop.is_set() and not self.paused:
             self._guarded("dispatch", self.jobs.dispatch)
 
@@ -253,9 +260,8 @@ class Daemon:
         if not (self._reconciled and self.inbox.empty() and len(self.tracker) == 0 and not self._gone_requests):
             return False
         for job in self.store.jobs(ACTIVE_STATES):
-            scheduled = job["window"] is not None or job["start_at"] is not None
-            if job["state"] == "running" or (job["state"] == "queued" and not self.paused) \
-                    or (job["state"] == "waiting" and not scheduled):
+            if job.state == JobState.RUNNING or (job.state == JobState.QUEUED and not self.paused) \
+                    or (job.state == JobState.WAITING and not job.scheduled):
                 return False
         return True
 
@@ -267,29 +273,32 @@ class Daemon:
         except queue.Empty:
             return
         while True:
-            self._guarded(item[0], self._handle, item)
+            self._guarded(getattr(item, "step", "inbox"), self._handle, item)
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
                 return
 
-    def _handle(self, item: tuple) -> None:
-        kind = item[0]
-        if kind == "hint":
-            self._hint(item[1], item[2])
-        elif kind == "reconcile":
-            self.reconcile()
-        elif kind == "worker":
-            self.jobs.message(self._worker(item[1]), item[2])
-        elif kind == "worker-exit":
-            self._worker_exit(self._worker(item[1]), item[2])
-        elif kind == "window":
-            window = self.settings.render_windows[item[1]]
-            log.info(f"render window {item[2]}", window=item[1], open=window.is_open(self.schedule.now()))
-        elif kind == "stop" and self._stop.is_set():
-            for handle in self.workers:
-                if handle.job_id is not None:
-                    handle.stop_after_chunk(self._stop_reason)
+    def _handle(self, item: InboxMessage) -> None:
+        match item:
+            case Hint(kind, path):
+                self._hint(kind, path)
+            case Reconcile():
+                self.reconcile()
+            case FromWorker(worker, report):
+                self.jobs.message(self.workers.named(worker), report)
+            case WorkerExited(worker, pid, code):
+                self._worker_exit(self.workers.named(worker), pid, code)
+            case WindowEdge(name, edge):
+                window = self.settings.render_windows[name]
+                log.info(f"render window {edge}", window=name, open=window.is_open(self.schedule.now()))
+            case Stop():
+                if self._stop.is_set():
+                    for handle in self.workers:
+                        if handle.job_id is not None:
+                            handle.stop_after_chunk(self._stop_reason)
+            case _:
+                self.unknown_messages("daemon", item)
 
     def _hint(self, kind: str, path: Path) -> None:
         root = root_of(path, self.settings.roots)
@@ -321,13 +330,12 @@ class Daemon:
         known = {**self.store.known_files(), **self.failed_files.unchanged()}
         for path in changed_files(present, known):
             self.tracker.observe(path)
-        for row in self.store.db.execute("SELECT path FROM media WHERE state != 'missing'").fetchall():
-            path = Path(row[0])
+        for path in self.store.present_media():
             if root_of(path, present) is not None and not path.exists():
                 self.ingest.file_gone(path)
                 self._dirty_folders.add(path.parent)
         for job in self.store.jobs(ACTIVE_STATES):
-            request = Path(job["request_path"])
+            request = Path(job.request_path)
             if root_of(request, present) is not None and not request.exists():
                 self._gone_requests.setdefault(request, time.monotonic())
         self.jobs.requeue_orphans()
@@ -360,13 +368,13 @@ class Daemon:
         for folder in self.settings.work_dir.glob("job-*"):
             job_id = folder.name.removeprefix("job-")
             job = self.store.job(int(job_id)) if job_id.isdigit() else None
-            if job is None or job["state"] in ("done", "cancelled") or (job["state"] == "failed" and (
-                    not job["finished_at"] or datetime.fromisoformat(job["finished_at"]) <= kept_since)):
+            if job is None or job.state in (JobState.DONE, JobState.CANCELLED) or (job.state == JobState.FAILED and (
+                    not job.finished_at or datetime.fromisoformat(job.finished_at) <= kept_since)):
                 if job is not None:
                     remove_job_files(job, self.settings.work_dir)
                 else:
                     shutil.rmtree(folder, ignore_errors=True)
-                log.info("removed checkpoints", job=job and job["id"], state=job and job["state"])
+                log.info("removed checkpoints", job=job and job.id, state=job and job.state)
 
     def _remove_stale_temporaries(self) -> None:
         """Half-written files of a daemon or worker that crashed are deleted, never published."""
@@ -383,15 +391,16 @@ class Daemon:
         for row in self.store.pending_commands():
             with structlog.contextvars.bound_contextvars(command=row["command"], target=row["target"]):
                 try:
-                    outcome = self.control.apply(row["command"], row["target"])
+                    outcome = self.commands.apply(row["command"], row["target"])
                 except CommandRefused as exc:
-                    self.store.finish_command(row["id"], "refused", Outcome(str(exc)).to_json())
+                    self.store.finish_command(row["id"], CommandState.REFUSED, Outcome(str(exc)).to_json())
                     log.info("command refused", error=str(exc))
                 except Exception as exc:  # noqa: BLE001 - a command that breaks must not stop the daemon
                     log.error("command failed", exc_info=True)
-                    self.store.finish_command(row["id"], "refused", Outcome(f"the command failed: {exc}").to_json())
+                    self.store.finish_command(row["id"], CommandState.REFUSED,
+                                              Outcome(f"the command failed: {exc}").to_json())
                 else:
-                    self.store.finish_command(row["id"], "done", outcome.to_json())
+                    self.store.finish_command(row["id"], CommandState.DONE, outcome.to_json())
                     log.info("command done", result=outcome.message)
             self.paused = self.store.flag(PAUSED) == "1"
 
@@ -406,55 +415,41 @@ class Daemon:
                     continue  # its root went away; the reconcile after it is back looks again
                 if self.store.active_jobs_for(str(path)):
                     log.info("request deleted: cancelling its jobs", path=str(path))
-                    self.control.cancel_request(str(path), "the request file was deleted")
+                    self.commands.cancel_request(str(path), "the request file was deleted")
 
     def _review_waiting(self) -> None:
         """Revisit jobs waiting for their source; release jobs whose start came; hold those whose window shut."""
         now = self.clock()
         scheduled = []
-        for job in self.store.jobs(("waiting",)):
-            if not self.roots.available(root_of(Path(job["request_path"]), self.settings.roots)):
+        for job in self.store.jobs((JobState.WAITING,)):
+            if not self.roots.available(root_of(Path(job.request_path), self.settings.roots)):
                 continue
-            if job["window"] is not None or job["start_at"] is not None:
+            if job.scheduled:
                 scheduled.append(job)
-            elif Path(job["request_path"]).parent in self._dirty_folders or now >= (job["wait_deadline"] or 0):
+            elif Path(job.request_path).parent in self._dirty_folders or now >= (job.wait_deadline or 0):
                 self.ingest.revisit(job)
         self._dirty_folders.clear()
         self.jobs.review_scheduled(scheduled)
 
     # -- workers --------------------------------------------------------------
 
-    def _worker_exit(self, handle: WorkerHandle, info: dict) -> None:
-        if handle.pid is not None and info.get("pid") not in (None, handle.pid):
+    def _worker_exit(self, handle: Worker, pid: int | None, code: int | None) -> None:
+        if handle.pid is not None and pid not in (None, handle.pid):
             return
         job_id, handle.job_id = handle.job_id, None
-        log.warning("worker exited", worker=handle.name, code=info.get("code"), job=job_id)
+        log.warning("worker exited", worker=handle.name, code=code, job=job_id)
         if not self._stop.is_set():
-            # A worker that keeps dying restarts at most every WORKER_RESTART_SECONDS; the loop turns meanwhile.
-            self._restart_at[handle.name] = self._worker_started.get(handle.name, 0.0) + WORKER_RESTART_SECONDS
+            self.workers.exited(handle)
         if job_id is not None:
             # What it was writing stays half-written under hidden names: remove it now, not at the next start.
             job = self.store.job(job_id)
             folders = [self.settings.work_dir / f"job-{job_id:06d}"]
-            if job and job["output_path"]:
-                folders.append(Path(job["output_path"]).parent)
+            if job and job.output_path:
+                folders.append(Path(job.output_path).parent)
             remove_stale_temporaries(folders)
             error = f"the worker was killed: {handle.killed_because}" if handle.killed_because \
-                else f"the worker process died (exit code {info.get('code')})"
+                else f"the worker process died (exit code {code})"
             self.jobs.failed(job_id, error, retryable=True)
-
-    def _restart_workers(self) -> None:
-        for name, when in list(self._restart_at.items()):
-            if time.monotonic() >= when and not self._stop.is_set():
-                del self._restart_at[name]
-                self._start_worker(self._worker(name))
-
-    def _start_worker(self, handle: WorkerHandle) -> None:
-        self._worker_started[handle.name] = time.monotonic()
-        handle.start()
-
-    def _worker(self, name: str) -> WorkerHandle:
-        return next(handle for handle in self.workers if handle.name == name)
 
     # -- status files and notifications ---------------------------------------
 
@@ -464,25 +459,19 @@ class Daemon:
         if published is None:
             return
         job, path, document = published
-        if job["state"] not in FINISHED_STATES:
+        if job.state not in FINISHED_STATES:
             self._announced.pop(job_id, None)  # a retried job is announced again when it ends
-        elif self._announced.get(job_id) != job["state"]:
-            self._announced[job_id] = job["state"]
-            for notifier in self.notifiers.for_request(Path(job["request_path"])):
-                self.notifications.submit(notifier, job["state"], path, document)
+        elif self._announced.get(job_id) != job.state:
+            self._announced[job_id] = job.state
+            for notifier in self.notifiers.for_request(Path(job.request_path)):
+                self.notifications.submit(notifier, job.state, path, document)
 
     # -- plumbing -------------------------------------------------------------
 
     def _start_watcher(self):
         from daemon.watch import Watcher
 
-        inbox = self.inbox
-
-        class _Hints:
-            def put(self, item):
-                inbox.put(("hint", *item))
-
-        watcher = Watcher(self.settings.roots, _Hints(), polling=self.settings.observer == "polling",
+        watcher = Watcher(self.settings.roots, HintSink(self.inbox), polling=self.settings.observer == "polling",
                           poll_seconds=self.settings.poll_seconds)
         watcher.start()
         return watcher
@@ -491,12 +480,12 @@ class Daemon:
         """APScheduler, rebuilt from the settings at each start: the reconcile interval and, for every render
         window, cron triggers at its opening and closing. They only wake the loop; the clock decides."""
         scheduler = BackgroundScheduler(timezone="UTC")
-        scheduler.add_job(self.inbox.put, "interval", args=[("reconcile",)], seconds=self.settings.reconcile_seconds,
+        scheduler.add_job(self.inbox.put, "interval", args=[Reconcile()], seconds=self.settings.reconcile_seconds,
                           id="reconcile")
         for name, window in self.settings.render_windows.items():
             opens, closes = window.triggers()
-            scheduler.add_job(self.inbox.put, opens, args=[("window", name, "opens")], id=f"window {name} opens")
-            scheduler.add_job(self.inbox.put, closes, args=[("window", name, "closes")], id=f"window {name} closes")
+            scheduler.add_job(self.inbox.put, opens, args=[WindowEdge(name, "opens")], id=f"window {name} opens")
+            scheduler.add_job(self.inbox.put, closes, args=[WindowEdge(name, "closes")], id=f"window {name} closes")
         scheduler.start()
         return scheduler
 
@@ -515,13 +504,12 @@ class Daemon:
             store = Store.open(self.settings.database)
             store.db.execute(f"PRAGMA busy_timeout = {int(EXIT_BUSY_SECONDS * 1000)}")
             try:
-                for job in store.jobs(("running",)):
-                    if job["cancel_reason"]:
+                for job in store.jobs((JobState.RUNNING,)):
+                    if job.cancel_reason:
                         continue  # the next start finishes the cancel
-                    store.update_job(job["id"], "interrupted", "stopped at once by a second signal",
-                                     state="queued", worker=None, progress=None,
-                                     error="stopped at once by a second signal; resumes from its last chunk")
-                    publish_newest(store, job["id"])
+                    store.requeue(job.id, "interrupted", "stopped at once by a second signal",
+                                  error="stopped at once by a second signal; resumes from its last chunk")
+                    publish_newest(store, job.id)
             finally:
                 store.close()
         except Exception:  # noqa: BLE001 - exiting now matters more; the next start requeues them anyway
@@ -535,8 +523,7 @@ class Daemon:
             if self._stop.is_set():
                 log.warning("second signal: stopping now")
                 for handle in self.workers:
-                    if handle.process is not None:
-                        handle.process.kill()
+                    handle.kill("a second signal stopped the daemon")
                 self._requeue_before_exit()
                 os._exit(1)
             self.stop(f"{signal.Signals(number).name} received")

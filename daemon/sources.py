@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from daemon.conventions import refusal
+from daemon.states import Job, MediaState
 from engine.files import same_file
 from engine.source_file import REPLACED
 
@@ -27,14 +28,14 @@ def fixed_identity(media: dict) -> dict:
             "source_inode": media.get("inode"), "source_ctime_ns": media.get("ctime_ns")}
 
 
-def queued_identity(job: dict) -> dict | None:
+def queued_identity(job: Job) -> dict | None:
     """The source identity a job was queued (or first claimed) with, or None for a job that has none."""
-    spec = job.get("spec")
+    spec = job.spec
     if spec:
         return {"source_path": spec["source"], **{name: spec.get(name) for name in IDENTITY}}
-    if job.get("source_size") is None:
+    if job.source_size is None:
         return None
-    return {name: job[name] for name in ("source_path", *IDENTITY)}
+    return {name: getattr(job, name) for name in ("source_path", *IDENTITY)}
 
 
 def same_as_queued(st: os.stat_result, identity: dict) -> bool:
@@ -42,13 +43,13 @@ def same_as_queued(st: os.stat_result, identity: dict) -> bool:
                      identity["source_ctime_ns"])
 
 
-def claim_refusal(job: dict, media: dict | None, root: Path, allow_hard_links: bool) -> str | None:
+def claim_refusal(job: Job, media: dict | None, root: Path, allow_hard_links: bool) -> str | None:
     """Why a just-claimed job must not render its source, as the job's error; None if it may."""
     identity = queued_identity(job)
     path = Path(identity["source_path"] if identity else (media or {}).get("path", "the source"))
-    if media is None or media["state"] == "missing":
+    if media is None or media["state"] == MediaState.MISSING:
         return f"{path} is not a readable video: it was deleted after the render was queued"
-    if media["state"] != "ready":
+    if media["state"] != MediaState.READY:
         return f"{path} is not a readable video: it changed after the render was queued ({media['error']})"
     try:
         st = os.lstat(path)

@@ -7,74 +7,75 @@ from pathlib import Path
 import structlog
 
 from daemon.conventions import shown, status_path
+from daemon.db import utc_iso, utc_now
 from daemon.progress import describe
-from daemon.store import utc_iso, utc_now
+from daemon.states import Job, JobState
 from engine.errors import DiskFullError
 from engine.files import write_json_atomic
 
 log = structlog.get_logger("hotshot.status")
 
 MESSAGES = {
-    "waiting": "waiting",
-    "queued": "queued",
-    "running": "rendering",
-    "done": "done",
-    "failed": "failed",
-    "cancelled": "cancelled",
+    JobState.WAITING: "waiting",
+    JobState.QUEUED: "queued",
+    JobState.RUNNING: "rendering",
+    JobState.DONE: "done",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
 }
 
 
-def status_document(job: dict) -> dict:
+def status_document(job: Job) -> dict:
     """The JSON a user reads to learn where their request stands."""
-    state = job["state"]
-    settings = job.get("settings") or {}
+    state = job.state
+    settings = job.settings or {}
     doc: dict = {
-        "request": Path(job["request_path"]).name,
-        "job": job["id"],
+        "request": Path(job.request_path).name,
+        "job": job.id,
         "state": state,
         "message": MESSAGES.get(state, state),
         "updated": utc_now(),
-        "attempts": job.get("attempts") or 0,
-        "priority": job.get("priority") or 0,
+        "attempts": job.attempts or 0,
+        "priority": job.priority or 0,
     }
     for name in ("source", "model", "frame_range"):
         if name in settings:
             doc[name] = settings[name]["value"]
-    if job.get("window"):
-        doc["window"] = job["window"]
-    if job.get("estimate"):
-        doc["estimate"] = job["estimate"]
-    if state == "waiting":
-        doc["message"] = job.get("wait_reason") or "waiting"
-        if job.get("start_at") is not None:
-            doc["starts_at"] = utc_iso(job["start_at"])
-        elif job.get("wait_deadline"):
-            doc["gives_up_at"] = utc_iso(job["wait_deadline"])
-    if state in ("queued", "running") and job.get("error"):
-        doc["last_error"] = job["error"]
-    if state == "queued" and job.get("not_before"):
-        doc["retry_at"] = utc_iso(job["not_before"])
-    if state == "running":
-        doc["worker"] = job.get("worker")
-        if job.get("progress"):
-            doc["progress"] = job["progress"]
-            doc["message"] = _running_message(job["progress"])
-            doc["timing"] = _timing(job, job["progress"].get("elapsed_seconds"), job["progress"].get("eta_seconds"))
-        if job.get("cancel_reason"):
-            doc["message"] = f"stopping: {job['cancel_reason']}"
-    if state == "done":
-        doc["outputs"] = job.get("outputs") or {}
+    if job.window:
+        doc["window"] = job.window
+    if job.estimate:
+        doc["estimate"] = job.estimate
+    if state == JobState.WAITING:
+        doc["message"] = job.wait_reason or "waiting"
+        if job.start_at is not None:
+            doc["starts_at"] = utc_iso(job.start_at)
+        elif job.wait_deadline:
+            doc["gives_up_at"] = utc_iso(job.wait_deadline)
+    if state in (JobState.QUEUED, JobState.RUNNING) and job.error:
+        doc["last_error"] = job.error
+    if state == JobState.QUEUED and job.not_before:
+        doc["retry_at"] = utc_iso(job.not_before)
+    if state == JobState.RUNNING:
+        doc["worker"] = job.worker
+        if job.progress:
+            doc["progress"] = job.progress
+            doc["message"] = _running_message(job.progress)
+            doc["timing"] = _timing(job, job.progress.get("elapsed_seconds"), job.progress.get("eta_seconds"))
+        if job.cancel_reason:
+            doc["message"] = f"stopping: {job.cancel_reason}"
+    if state == JobState.DONE:
+        doc["outputs"] = job.outputs or {}
         doc["message"] = f"done: {doc['outputs'].get('video', '')}"
         doc["timing"] = _timing(job, doc["outputs"].get("seconds"), 0)
-    if state in ("failed", "cancelled"):
-        doc["error"] = job.get("error") or state
+    if state in (JobState.FAILED, JobState.CANCELLED):
+        doc["error"] = job.error or state
         doc["message"] = f"{state}: {doc['error']}"
     return doc
 
 
-def write_status(job: dict) -> tuple[Path, dict]:
+def write_status(job: Job) -> tuple[Path, dict]:
     """Write the status file of `job`; return its path and what was written."""
-    path = status_path(Path(job["request_path"]))
+    path = status_path(Path(job.request_path))
     document = status_document(job)
     write_json_atomic(path, document, fault_point="status")
     return path, document
@@ -82,7 +83,7 @@ def write_status(job: dict) -> tuple[Path, dict]:
 
 def write_refusal(request: Path, error: str) -> None:
     """The status of a request that could not be registered, so no job holds it; best effort."""
-    document = {"request": shown(request.name), "job": None, "state": "failed", "message": f"failed: {error}",
+    document = {"request": shown(request.name), "job": None, "state": JobState.FAILED, "message": f"failed: {error}",
                 "updated": utc_now(), "error": error}
     try:
         write_json_atomic(status_path(request), document, fault_point="status")
@@ -90,7 +91,7 @@ def write_refusal(request: Path, error: str) -> None:
         log.warning("status file not written", path=shown(request), error=str(exc))
 
 
-def publish_newest(store, job_id: int) -> tuple[dict, Path, dict] | None:
+def publish_newest(store, job_id: int) -> tuple[Job, Path, dict] | None:
     """Write a job's status file if it is the newest job of its request; return the job, path and document.
 
     An older version of an edited request never overwrites the status of the newer one. A status file
@@ -99,8 +100,8 @@ def publish_newest(store, job_id: int) -> tuple[dict, Path, dict] | None:
     job = store.job(job_id)
     if job is None:
         return None
-    latest = store.latest_job_for(job["request_path"])
-    if latest and latest["id"] != job_id:
+    latest = store.latest_job_for(job.request_path)
+    if latest and latest.id != job_id:
         return None
     try:
         path, document = write_status(job)
@@ -120,10 +121,10 @@ def _running_message(progress: dict) -> str:
     return text
 
 
-def _timing(job: dict, elapsed: float | None, eta: float | None) -> dict:
+def _timing(job: Job, elapsed: float | None, eta: float | None) -> dict:
     """The estimate beside the time taken so far and the time it is now expected to take."""
     expected = None if elapsed is None or eta is None else round(elapsed + eta, 1)
-    return {"estimate_seconds": (job.get("estimate") or {}).get("seconds"), "elapsed_seconds": elapsed,
+    return {"estimate_seconds": (job.estimate or {}).get("seconds"), "elapsed_seconds": elapsed,
             "expected_seconds": expected}
 
 

@@ -26,6 +26,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
+from engine.errors import validation_problems
+
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 EVERY_DAY = frozenset(range(7))
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
@@ -230,8 +232,7 @@ def parse_windows(raw: dict[str, Any]) -> dict[str, RenderWindow]:
 def _problem(name: str, error: Any) -> str:
     if error["type"] == "value_error":
         return str(error["ctx"]["error"])  # our own messages name the window already
-    field = ".".join(map(str, error["loc"])) or "window"
-    return f"window {name!r}: {field}: {error['msg']}"
+    return f"window {name!r}: {validation_problems([error], 'window')}"
 
 
 def resolve_when(when: str, windows: dict[str, RenderWindow], now: datetime) -> tuple[str, datetime | None]:

@@ -17,7 +17,24 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+
+from daemon import messages
+from daemon.messages import (
+    Cancel,
+    ChunkDone,
+    Done,
+    Exit,
+    Failed,
+    Models,
+    Progress,
+    Ready,
+    Render,
+    StopAfterChunk,
+    UnknownMessages,
+    WorkerReport,
+)
 
 PR_SET_PDEATHSIG = 1
 
@@ -34,30 +51,45 @@ def main(conn: Connection, name: str, device: str, log_format: str, log_level: s
     from daemon import logs
 
     logs.configure(log_format, log_level)
+    logs.route_ml_libraries()
+    serve(conn, name, device, cache_bytes, os.getpid(), _gone)
+
+
+def _gone() -> None:
+    """The daemon is gone: there is nobody to work for."""
+    os._exit(3)
+
+
+def serve(conn, name: str, device: str, cache_bytes: int | None, pid: int | None, lost: Callable[[], None],
+          control: WorkerControl | None = None) -> None:
+    """The worker loop, in a process or on a thread: take jobs from `conn`, render them, report back.
+
+    `lost` is called when `conn` breaks (the daemon is gone); `pid` is what `Ready` reports.
+    """
     import structlog
 
     structlog.contextvars.bind_contextvars(worker=name)
     log = structlog.get_logger("hotshot.worker")
 
     jobs: queue.Queue = queue.Queue()
-    control = _Control()
-    sender = _Sender(conn)
-    threading.Thread(target=_read_control, args=(conn, jobs, control), daemon=True).start()
+    control = control or WorkerControl()
+    sender = _Sender(conn, lost)
+    threading.Thread(target=_read_control, args=(conn, jobs, control, lost), daemon=True,
+                     name=f"{name}-control").start()
 
     from engine.models import ModelCache
 
-    logs.route_ml_libraries()
     cache = ModelCache(cache_bytes)
-    sender.send({"type": "ready", "pid": os.getpid()})
+    sender.send(Ready(pid))
     log.info("worker ready", device=device)
     while True:
         message = jobs.get()
         if message is None:
             return
-        _run_job(message["job"], device, cache, sender, control, log)
+        _run_job(message.job, device, cache, sender, control, log)
 
 
-def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: _Control,
+def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: WorkerControl,
              log) -> None:
     import structlog
 
@@ -71,43 +103,48 @@ def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: _Cont
         try:
             result = render(job, events, cache)
         except Interrupted as exc:
-            reply = {"type": "interrupted", "job": job.job_id, "reason": exc.reason}
+            reply = messages.Interrupted(job.job_id, exc.reason)
         except MediaError as exc:
             stopping = control.stop_reason or control.cancel_reason
             if stopping:
                 # A decode cut short while the daemon stops (a signal that reached ffmpeg too) says nothing
                 # about the source: the job pauses and resumes from its checkpoints.
                 log.info("render stopped while the daemon stops", error=str(exc))
-                reply = {"type": "interrupted", "job": job.job_id, "reason": stopping}
+                reply = messages.Interrupted(job.job_id, stopping)
             else:
                 log.warning("render failed", error=str(exc), retryable=exc.retryable)
-                reply = {"type": "failed", "job": job.job_id, "error": str(exc), "retryable": exc.retryable}
+                reply = Failed(job.job_id, str(exc), exc.retryable)
         except EngineError as exc:
             log.warning("render failed", error=str(exc), retryable=exc.retryable)
-            reply = {"type": "failed", "job": job.job_id, "error": str(exc), "retryable": exc.retryable}
+            reply = Failed(job.job_id, str(exc), exc.retryable)
         except Exception as exc:  # noqa: BLE001 - any crash of a render is reported, the worker lives on
             log.error("render crashed", exc_info=True)
             error = f"{type(exc).__name__}: {exc}"
             if is_disk_full(exc):
                 error = f"no space left on a disk the render writes to ({exc}); free some space, then " \
                         "`hotshot retry` resumes the job"
-            reply = {"type": "failed", "job": job.job_id, "retryable": True,
-                     "error": error, "traceback": traceback.format_exc(limit=20)}
+            reply = Failed(job.job_id, error, True, traceback.format_exc(limit=20))
         else:
-            reply = {"type": "done", "job": job.job_id, "result": result.to_dict()}
+            reply = Done(job.job_id, result.to_dict())
     # Before the result, so the daemon knows this worker's models when it next hands out a job.
-    sender.send({"type": "models", "loaded": sorted(set(cache.loaded))})
+    sender.send(Models(tuple(sorted(set(cache.loaded)))))
     sender.send(reply)
 
 
-class _Control:
-    """What the daemon asked of the job in hand: stop after the current chunk, or cancel at once."""
+class WorkerKilled(BaseException):
+    """Unwinds a thread worker's render when the daemon kills it (a process worker is simply SIGKILLed)."""
+
+
+class WorkerControl:
+    """What the daemon asked of the job in hand: stop after the current chunk, or cancel at once; and, for a
+    thread worker, whether it was killed."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.job: int | None = None
         self.stop_reason: str | None = None
         self.cancel_reason: str | None = None
+        self.killed = False
 
     def begin(self, job_id: int) -> None:
         with self.lock:
@@ -127,16 +164,17 @@ class _Control:
 class _Sender:
     """Thread-safe sends; if the daemon is gone there is nobody to work for, so exit."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, lost: Callable[[], None]) -> None:
         self.conn = conn
+        self.lost = lost
         self.lock = threading.Lock()
 
-    def send(self, message: dict) -> None:
+    def send(self, message: WorkerReport) -> None:
         try:
             with self.lock:
                 self.conn.send(message)
         except (BrokenPipeError, EOFError, OSError):
-            os._exit(3)
+            self.lost()
 
 
 class _PipeEvents:
@@ -149,13 +187,15 @@ class _PipeEvents:
 
     PROGRESS_INTERVAL = 0.5
 
-    def __init__(self, job_id: int, sender: _Sender, control: _Control) -> None:
+    def __init__(self, job_id: int, sender: _Sender, control: WorkerControl) -> None:
         self.job_id = job_id
         self.sender = sender
         self.control = control
         self._last_progress = 0.0
 
     def progress(self, progress) -> None:
+        if self.control.killed:
+            raise WorkerKilled
         if self.control.cancel_reason:
             from engine.errors import Interrupted
 
@@ -164,31 +204,36 @@ class _PipeEvents:
         last_step = progress.step in (0, progress.steps)
         if last_step or now - self._last_progress >= self.PROGRESS_INTERVAL:
             self._last_progress = now
-            self.sender.send({"type": "progress", "job": self.job_id, "progress": progress.to_dict()})
+            self.sender.send(Progress(self.job_id, progress.to_dict()))
 
     def chunk_done(self, record) -> None:
-        self.sender.send({"type": "chunk", "job": self.job_id, "record": record.to_dict()})
+        self.sender.send(ChunkDone(self.job_id, record.to_dict()))
 
     def stop_requested(self) -> str | None:
         return self.control.cancel_reason or self.control.stop_reason
 
 
-def _read_control(conn: Connection, jobs: queue.Queue, control: _Control) -> None:
+def _read_control(conn: Connection, jobs: queue.Queue, control: WorkerControl, lost: Callable[[], None]) -> None:
+    unknown = UnknownMessages()
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
-            os._exit(3)
-        if message["type"] == "render":
-            control.begin(message["job"]["job_id"])  # here, so a cancel right behind it finds its job
-            jobs.put(message)
-        elif message["type"] == "stop":
-            control.stop(message.get("reason", "stop requested"), message.get("job"))
-        elif message["type"] == "cancel":
-            control.cancel(message.get("reason", "cancelled"), message["job"])
-        elif message["type"] == "exit":
-            jobs.put(None)
+            lost()
             return
+        match message:
+            case Render(job):
+                control.begin(job["job_id"])  # here, so a cancel right behind it finds its job
+                jobs.put(message)
+            case StopAfterChunk(reason, job):
+                control.stop(reason, job)
+            case Cancel(reason, job):
+                control.cancel(reason, job)
+            case Exit():
+                jobs.put(None)
+                return
+            case _:
+                unknown("worker", message)
 
 
 def _die_with_parent(parent: int) -> None:

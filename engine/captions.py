@@ -14,7 +14,8 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from engine.errors import WeightsMissingError
+from engine.devices import device_kind
+from engine.errors import WeightsMissingError, validation_problems
 from engine.prompt_writing import clean_caption
 from engine.weights import (
     CatalogError,
@@ -73,8 +74,7 @@ def load_captioner_spec(files: list[Path], models_dir: Path, required: bool = Tr
     try:
         return CaptionerSpec(**entry)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
-        raise CatalogError(f"{file}: [captioner] is invalid: {problems}") from exc
+        raise CatalogError(f"{file}: [captioner] is invalid: {validation_problems(exc.errors())}") from exc
 
 
 def make_tiny_captioner(spec: CaptionerSpec, force: bool = False) -> Path:
@@ -148,8 +148,7 @@ class Captioner:
                                           "or change `path` in the [captioner] table of the model catalog")
             make_tiny_captioner(spec)
         location = spec.path if spec.path is not None else str(spec.hub)
-        kind = "cuda" if device.startswith("cuda") else "cpu"
-        dtype = getattr(torch, spec.dtype.get(kind, "float32"))
+        dtype = getattr(torch, spec.dtype.get(device_kind(device), "float32"))
         try:
             processor = Florence2Processor.from_pretrained(location, revision=spec.revision)
             model = Florence2ForConditionalGeneration.from_pretrained(location, revision=spec.revision, dtype=dtype)

@@ -12,13 +12,15 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine.backends import BACKEND_NAMES, FAMILIES
+from engine.devices import device_kind
+from engine.errors import validation_problems
 from engine.plan import FrameConstraint
 from engine.weights import CatalogError, read_catalog_file, weights_location, weights_present
 
-BACKENDS = ("wan-vace", "wan-v2v", "animatediff-v2v", "passthrough", "keyframe-flow")
 ControlType = Literal["depth", "pose", "softedge", "depth+pose", "normal"]
 CONTROL_TYPES: tuple[str, ...] = get_args(ControlType)
-WEIGHTLESS = ("passthrough", "keyframe-flow")
+WEIGHTLESS = tuple(name for name, family in FAMILIES.items() if family.weightless)
 DEFAULT_NEGATIVE_PROMPT = (
     "blurry, low quality, worst quality, jpeg artifacts, static, overexposed, washed out colours, "
     "deformed, disfigured, extra fingers, extra limbs, extra faces, watermark, subtitles"
@@ -81,7 +83,7 @@ class ModelSpec(BaseModel):
 
     id: str
     name: str
-    backend: Literal["wan-vace", "wan-v2v", "animatediff-v2v", "passthrough", "keyframe-flow"]
+    backend: Literal[BACKEND_NAMES]  # one of the families in engine/backends/__init__.py
     path: str | None = Field(default=None, description="local folder of diffusers weights")
     hub: str | None = Field(default=None, description="hub repository id, fetched on first use")
     revision: str | None = None
@@ -149,8 +151,7 @@ class ModelSpec(BaseModel):
         return weights_present(self.path, self.hub, self.revision, "model_index.json")
 
     def calibration_for(self, device: str) -> float:
-        kind = "cuda" if device.startswith("cuda") else "cpu"
-        return self.calibration.get(kind, self.calibration.get("cpu", 2.0))
+        return self.calibration.get(device_kind(device), self.calibration.get("cpu", 2.0))
 
 
 def load_catalog(files: list[Path], models_dir: Path) -> dict[str, ModelSpec]:
@@ -178,6 +179,6 @@ def load_catalog(files: list[Path], models_dir: Path) -> dict[str, ModelSpec]:
             try:
                 catalog[model_id] = ModelSpec(**entry)
             except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
-                raise CatalogError(f"{file}: model {model_id!r} is invalid: {problems}") from exc
+                raise CatalogError(f"{file}: model {model_id!r} is invalid: "
+                                   f"{validation_problems(exc.errors())}") from exc
     return catalog

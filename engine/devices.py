@@ -1,12 +1,21 @@
-"""Which device and dtypes a model runs with."""
+"""Which device and dtypes a model runs with.
+
+Torch is imported only by the functions that need it: the daemon and the CLI
+ask `device_kind` without paying for torch.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(requested: str) -> str:
     """`auto` means the first CUDA device when there is one, else the CPU."""
+    import torch
+
     if requested == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
@@ -15,10 +24,13 @@ def resolve_device(requested: str) -> str:
 
 
 def device_kind(device: str) -> str:
+    """`cuda` for any CUDA device (and `auto`'s pick is decided by the worker), else `cpu`."""
     return "cuda" if device.startswith("cuda") else "cpu"
 
 
 def dtype_named(name: str) -> torch.dtype:
+    import torch
+
     value = getattr(torch, name, None)
     if not isinstance(value, torch.dtype):
         raise ValueError(f"{name!r} is not a torch dtype (use float32, bfloat16 or float16)")

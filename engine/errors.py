@@ -99,3 +99,11 @@ class Interrupted(EngineError):
         self.reason = reason
         self.chunks_done = chunks_done
         super().__init__(f"render stopped ({reason}) after {chunks_done} finished chunk(s)")
+
+
+def validation_problems(errors: list[dict], whole: str = "entry") -> str:
+    """pydantic's errors as one line: `field.sub: message; ...` (`whole` names a problem of the whole entry).
+
+    The one formatter for settings, catalogs and render windows; requests add the value given
+    (daemon/request.py)."""
+    return "; ".join(f"{'.'.join(map(str, error['loc'])) or whole}: {error['msg']}" for error in errors)

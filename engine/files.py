@@ -113,3 +113,60 @@ def same_file(stat: os.stat_result, size: int, mtime_ns: int, inode: int | None 
     where those were recorded (a file rewritten in place with its size and time put back changes its ctime)."""
     return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns) and inode in (None, stat.st_ino) \
         and ctime_ns in (None, stat.st_ctime_ns)
+
+
+class FileLock:
+    """An exclusive lock on a file, across processes (`flock`): the one way hotshot locks a folder.
+
+    `with FileLock(path):` waits for the lock and releases it at the end of the block; `acquire(wait)` gives
+    up after `wait` seconds and says whether it got it (the lock is then held until `release`). The lock file
+    stays, holding whatever its owner wrote in it (`write`), e.g. the daemon's pid.
+    """
+
+    POLL_SECONDS = 0.1
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.handle = None
+
+    def acquire(self, wait: float | None = None) -> bool:
+        """Take the lock, waiting for it forever (`wait` None) or up to `wait` seconds; False if not taken."""
+        import fcntl
+        import time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for as long as the lock is
+        if wait is None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self.handle = handle
+            return True
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.handle = handle
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    return False
+                time.sleep(self.POLL_SECONDS)
+
+    def write(self, text: str) -> None:
+        """Replace what the lock file says (only while holding it)."""
+        with contextlib.suppress(OSError):
+            self.handle.truncate(0)
+            self.handle.write(text)
+            self.handle.flush()
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()

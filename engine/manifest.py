@@ -8,6 +8,7 @@ import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 
+from engine.devices import device_kind
 from engine.hashes import HashCache, weights_hashes
 from engine.job import RenderJob
 from engine.plan import ChunkPlan
@@ -64,7 +65,7 @@ def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: C
             "name": job.model.name,
             "backend": job.model.backend,
             "weights": job.model.weights,
-            "dtype": job.model.dtype.get("cuda" if device.startswith("cuda") else "cpu"),
+            "dtype": job.model.dtype.get(device_kind(device)),
             "device": device,
         },
         "chunk_plan": {

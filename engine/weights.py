@@ -6,12 +6,13 @@ the same way and builds its tiny random stand-in the same way.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import tempfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+
+from engine.files import FileLock
 
 
 class CatalogError(ValueError):
@@ -65,8 +66,7 @@ def build_atomically(final: Path, present: Callable[[], bool], build: Callable[[
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(final.parent / f".{final.name}.lock"):
         if present() and not force:
             return final
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))

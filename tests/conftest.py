@@ -29,7 +29,21 @@ def no_leaked_threads():
 
 def _counts(thread: threading.Thread) -> bool:
     name = type(thread).__name__ + thread.name
-    return not thread.daemon or any(word in name for word in ("Observer", "Emitter", "APScheduler", "reader"))
+    return not thread.daemon or any(word in name for word in ("Observer", "Emitter", "APScheduler", "reader",
+                                                              "thread worker"))
+
+
+@pytest.fixture(params=["thread", pytest.param("process", marks=pytest.mark.slow)])
+def worker_kind(request, monkeypatch):
+    """The daemon suites run over both kinds of worker: on threads in the fast suite, as processes (what
+    `hotshot run` uses) with `make test-slow`; process workers are also what the reliability suite kills."""
+    from daemon.thread_worker import ThreadWorker
+    from daemon.workers import ProcessWorker
+    from tests import harness
+
+    kind = ThreadWorker if request.param == "thread" else ProcessWorker
+    monkeypatch.setattr(harness, "WORKER_KIND", kind)
+    return kind
 
 
 @pytest.fixture(scope="session")

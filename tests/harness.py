@@ -1,9 +1,14 @@
-"""Running the real daemon in tests: temporary roots and state, real workers, real events."""
+"""Running the real daemon in tests: temporary roots and state, real workers, real events.
+
+`WORKER_KIND` is the worker every daemon started here gets: process workers, unless a test runs under the
+`worker_kind` fixture (tests/conftest.py), which sets it for one test."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +19,10 @@ from pathlib import Path
 from daemon.config import load_settings
 from daemon.service import Daemon
 from daemon.store import Store
+from daemon.workers import ProcessWorker, Worker
 from tests.conftest import CATALOG
+
+WORKER_KIND: type[Worker] = ProcessWorker
 
 
 def settings_for(tmp_path: Path, models_dir: Path, **overrides):
@@ -54,9 +62,9 @@ def state_of(request: Path) -> str | None:
     return status and status["state"]
 
 
-def drain(settings) -> Daemon:
+def drain(settings, worker_kind: type[Worker] | None = None) -> Daemon:
     """Run the daemon until nothing is left to do; return it for inspection."""
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, worker_kind=worker_kind or WORKER_KIND)
     assert daemon.run(drain=True) == 0
     return daemon
 
@@ -78,7 +86,7 @@ class RunningDaemon:
     """The daemon in a background thread, stopped (cleanly) on exit."""
 
     def __init__(self, settings, clock: Callable[[], float] = time.time) -> None:
-        self.daemon = Daemon(settings, clock)
+        self.daemon = Daemon(settings, clock, worker_kind=WORKER_KIND)
         self.thread = threading.Thread(target=self._run, name="test-daemon", daemon=True)
         self.error: BaseException | None = None
 
@@ -103,13 +111,23 @@ class RunningDaemon:
 @contextmanager
 def ticked_daemon(settings, clock: Callable[[], float] = time.time) -> Iterator[Daemon]:
     """A daemon whose loop the test turns itself (`tick_until`), with no worker processes: nothing renders."""
-    daemon = Daemon(settings, clock)
+    daemon = Daemon(settings, clock, worker_kind=WORKER_KIND)
     try:
         daemon.reconcile()
         yield daemon
     finally:
         daemon.store.close()
         daemon.release_locks()
+
+
+def kill_worker(daemon: Daemon, index: int = 0) -> None:
+    """Kill a worker mid-job as a crash would: SIGKILL for a process; a thread worker is killed by the daemon's
+    own means (it unwinds at the next diffusion step and reports nothing more)."""
+    handle = daemon.workers[index]
+    if isinstance(handle, ProcessWorker):
+        os.kill(handle.pid, signal.SIGKILL)
+    else:
+        handle.kill("killed by the test")
 
 
 def tick_until(daemon: Daemon, condition: Callable[[], object], timeout: float = 30.0, what: str = "condition"):

@@ -32,8 +32,9 @@ def test_the_daemon_process_never_imports_torch():
     """The daemon, its loop and every module it loads stay free of torch and diffusers: only worker
     processes (and the CLI commands that render: prompt, models check, make-tiny) load them. The web workspace
     (`hotshot web`) is as free of them: its Auto Prompt runs `hotshot prompt` in a child process."""
-    code = ("import sys, daemon.service, daemon.cli, daemon.estimate_cli, daemon.prompt_cli, daemon.model_check, "
-            "daemon.web.app, daemon.web.server; "
+    code = ("import sys, daemon.service, daemon.cli, daemon.cli.estimate, daemon.cli.prompt, daemon.cli.model_check, "
+            "daemon.cli.status, daemon.web.app, daemon.web.server, engine.backends.wan_vace, engine.backends.wan_v2v, "
+            "engine.backends.animatediff; "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT, timeout=60)
     assert done.returncode == 0, done.stderr

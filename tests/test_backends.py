@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.backends import FAMILIES as REGISTERED
 from engine.backends import Accelerator, ChunkRequest, ControlFrames
 from engine.catalog import load_catalog
 from engine.errors import Interrupted, SettingsError
@@ -18,8 +19,12 @@ from engine.render import render
 from tests.conftest import CATALOG
 from tests.helpers import make_job
 
-FAMILIES = {"passthrough": "passthrough", "wan-vace": "tiny-wan-vace", "wan-v2v": "tiny-wan-v2v",
-            "animatediff-v2v": "tiny-animatediff"}
+# Each registered backend family that renders from its window's frames, with the catalog's tiny (or weightless)
+# model of it; families that only carry painted frames have their own tests.
+SHIPPED = load_catalog([CATALOG], Path("var/models")).values()
+FAMILIES = {spec.backend: spec.id for spec in SHIPPED
+            if (spec.tiny or REGISTERED[spec.backend].weightless) and not spec.capabilities.needs_paint}
+PAINT_ONLY = {spec.backend for spec in SHIPPED if spec.capabilities.needs_paint}
 NOISE_AND_DENOISE = ["tiny-wan-v2v", "tiny-animatediff"]
 WIDTH, HEIGHT = 64, 32
 CACHE = ModelCache()
@@ -212,3 +217,30 @@ def test_animatediff_refuses_an_accelerator_lora(model_spec):
     spec = model_spec("tiny-animatediff")
     with pytest.raises(SettingsError, match="tiny-animatediff.*accelerator"):
         render_with(spec, accelerator=Accelerator("lora.safetensors"))
+
+
+def test_every_family_has_a_tiny_model_and_checks_settings_without_torch():
+    """Each registered backend family has a tiny (or weightless) model in the shipped catalog, and its settings
+    check, which the daemon calls while resolving a request, runs without importing torch."""
+    import subprocess
+    import sys
+
+    assert set(FAMILIES) | PAINT_ONLY == set(REGISTERED)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from engine.backends import FAMILIES, Asked, check_settings\n"
+        "from engine.catalog import load_catalog\n"
+        f"catalog = load_catalog([Path({str(CATALOG)!r})], Path('var/models'))\n"
+        "refused = {}\n"
+        "for spec in catalog.values():\n"
+        "    try:\n"
+        "        check_settings(spec, Asked(shift=True, controls=('depth', 'pose')))\n"
+        "    except Exception as exc:\n"
+        "        refused[spec.id] = str(exc)\n"
+        "print(repr(('torch' in sys.modules, sorted(refused))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    torch_loaded, refused = eval(out)  # noqa: S307 - our own repr
+    assert not torch_loaded
+    assert {"tiny-animatediff", "tiny-wan-vace"} <= set(refused) and "passthrough" not in refused

@@ -8,11 +8,15 @@ import shutil
 import threading
 import time
 
+import pytest
+
 from daemon.store import Store
 from engine.decode import read_frames
 from engine.probe import probe
 from tests.harness import RunningDaemon, drain, settings_for, status_of, wait_for, wait_for_state, write_request
 from tests.helpers import make_clip
+
+pytestmark = pytest.mark.usefixtures("worker_kind")  # each test over thread and process workers
 
 
 def test_dropped_clip_and_request_become_a_render(tmp_path, media, models_dir, tiny_spec):
@@ -146,7 +150,7 @@ def test_editing_a_request_makes_a_new_job_and_touching_it_does_not(tmp_path, me
     store = Store.open(settings.database, read_only=True)
     jobs = store.jobs()
     store.close()
-    assert [job["state"] for job in jobs] == ["done", "done"]
+    assert [job.state for job in jobs] == ["done", "done"]
     assert status_of(request)["outputs"]["video"] == "plate_r002.mp4"
     frames = list(read_frames(shot / "plate_r002.mp4", 0, 11, 64, 48))
     assert len(frames) == 12

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from daemon.cli.estimate import estimate_request
 from daemon.errors import RequestError
-from daemon.estimate_cli import estimate_request
 from daemon.progress import describe, with_eta
 from daemon.request import parse_request
 from daemon.schedule import Schedule

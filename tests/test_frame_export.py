@@ -8,7 +8,7 @@ import sys
 import cv2
 import numpy as np
 
-from daemon.estimate_cli import estimate_request
+from daemon.cli.estimate import estimate_request
 from engine.catalog import load_catalog
 from engine.decode import read_frames
 from engine.render import render

@@ -16,7 +16,7 @@ from daemon.cli import main
 from daemon.control import run_command
 from daemon.errors import CommandRefused
 from daemon.store import Store, utc_now
-from daemon.worker import _Control, _PipeEvents
+from daemon.worker import WorkerControl, _PipeEvents
 from engine.errors import Interrupted
 from engine.job import Progress, RenderJob
 from engine.models import ModelCache
@@ -27,6 +27,7 @@ from tests.harness import (
     RunningDaemon,
     chunks_done,
     drain,
+    kill_worker,
     settings_for,
     sha,
     state_of,
@@ -38,6 +39,8 @@ from tests.harness import (
     write_request,
 )
 from tests.helpers import make_clip
+
+pytestmark = pytest.mark.usefixtures("worker_kind")  # each test over thread and process workers
 
 QUICK = {"output_size": 64, "steps": 1, "seed": 3}
 SLOW = {"output_size": 64, "steps": 30, "seed": 5, "frame_range": [0, 40], "context": {"size": 17, "overlap": 5}}
@@ -105,7 +108,7 @@ def test_a_cancel_raises_between_diffusion_steps():
         def send(self, message):
             sent.append(message)
 
-    control = _Control()
+    control = WorkerControl()
     control.begin(7)
     events = _PipeEvents(7, Sender(), control)
     step = Progress(chunk=2, chunks=5, step=3, steps=30, frames_done=10, frames_total=40)
@@ -177,8 +180,8 @@ def test_cancel_true_in_an_edited_request_cancels_it_and_renders_nothing(tmp_pat
         jobs = daemon.store.jobs()
     status = status_of(request)
     assert status["state"] == "cancelled" and status["error"] == 'cancelled by "cancel": true in the request'
-    assert [(job["id"], job["state"]) for job in jobs] == [(1, "cancelled"), (2, "cancelled")]
-    assert jobs[0]["error"] == 'cancelled by "cancel": true in the request'
+    assert [(job.id, job.state) for job in jobs] == [(1, "cancelled"), (2, "cancelled")]
+    assert jobs[0].error == 'cancelled by "cancel": true in the request'
 
 
 def test_retry_resumes_a_failed_job_from_its_checkpoints_with_no_daemon_running(tmp_path, media, models_dir,
@@ -190,7 +193,7 @@ def test_retry_resumes_a_failed_job_from_its_checkpoints_with_no_daemon_running(
                             **{**SLOW, "steps": 2, "frame_range": [0, 99]})
     with RunningDaemon(settings) as daemon:
         wait_for(lambda: chunks_done(settings.database) >= 2, 120, "two finished chunks")
-        os.kill(daemon.workers[0].pid, 9)
+        kill_worker(daemon)
         failed = wait_for_state(request, ("failed", "done"), 60)
     assert failed["state"] == "failed" and "gave up after 1 attempts" in failed["error"]
     assert (settings.work_dir / "job-000001").is_dir()
@@ -278,7 +281,7 @@ def test_checkpoints_of_failed_jobs_are_kept_for_a_retry_then_removed(tmp_path, 
         settings = settings_for(tmp_path / str(hours), models_dir, keep_failed_checkpoints_hours=hours)
         store = Store.open(settings.database)
         for name, state in (("failed", "failed"), ("cancelled", "cancelled")):
-            store.add_request_and_job(
+            store.enqueue(
                 {"shot_id": None, "path": f"/r/{name}.render.json", "content_hash": name, "size": 1, "mtime_ns": 1,
                  "raw": "{}"},
                 {"request_path": f"/r/{name}.render.json", "state": state, "finished_at": utc_now()})

@@ -17,6 +17,7 @@ from tests.harness import (
     RunningDaemon,
     chunks_done,
     drain,
+    kill_worker,
     settings_for,
     sha,
     status_of,
@@ -24,6 +25,8 @@ from tests.harness import (
     wait_for_state,
     write_request,
 )
+
+pytestmark = pytest.mark.usefixtures("worker_kind")  # each test over thread and process workers
 
 REQUEST = {"prompt": "charcoal sketch", "frame_range": [0, 59], "output_size": 96, "steps": 2, "seed": 11,
            "context": {"size": 17, "overlap": 5}}
@@ -54,7 +57,7 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, media, models_dir, tiny
     request = write_request(shot / "r.render.json", **REQUEST)
     with RunningDaemon(settings) as daemon:
         wait_for(lambda: chunks_done(settings.database) >= 2, 120, "two finished chunks")
-        os.kill(daemon.workers[0].pid, signal.SIGKILL)
+        kill_worker(daemon)
         status = wait_for_state(request, ("done", "failed"), 180)
     assert status["state"] == "done", status
     assert status["attempts"] == 2

@@ -14,6 +14,7 @@ import sys
 import time
 from io import StringIO
 
+import pytest
 from rich.console import Console
 
 from daemon.cli import main
@@ -23,6 +24,8 @@ from tests.conftest import CATALOG, PROJECT
 from tests.harness import RunningDaemon, drain, settings_for, status_of, wait_for, write_request
 from tests.helpers import make_clip
 from tests.test_notify import Receiver, receiver  # noqa: F401 - the webhook receiver fixture
+
+pytestmark = pytest.mark.usefixtures("worker_kind")  # each test over thread and process workers
 
 SLOW = {"output_size": 64, "steps": 12, "seed": 5, "frame_range": [0, 40], "context": {"size": 17, "overlap": 5}}
 QUICK = {"output_size": 64, "steps": 1, "seed": 3}

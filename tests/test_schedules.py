@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime
 
+import pytest
+
 from daemon.service import Daemon
 from tests.harness import (
     FakeClock,
@@ -20,6 +22,8 @@ from tests.harness import (
     write_request,
 )
 from tests.helpers import make_clip
+
+pytestmark = pytest.mark.usefixtures("worker_kind")  # each test over thread and process workers
 
 OVERNIGHT = {"overnight": {"start": "20:00", "end": "06:00", "days": "mon-fri", "timezone": "Europe/London"}}
 QUICK = {"output_size": 64, "steps": 1, "seed": 3}

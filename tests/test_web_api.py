@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
+from daemon.cli.estimate import estimate_request
 from daemon.errors import HotshotError
-from daemon.estimate_cli import estimate_request
 from daemon.store import Store
 from daemon.web.app import create_app
 from daemon.web.guard import allowed_hosts
@@ -194,7 +194,7 @@ def test_cancel_and_retry_go_through_the_cli_commands(shot):
     a refused command says why."""
     settings, folder = shot
     client = client_for(settings)
-    job_id = Store.open(settings.database, read_only=True).jobs()[0]["id"]
+    job_id = Store.open(settings.database, read_only=True).jobs()[0].id
     answer = client.post(f"/api/jobs/{job_id}/cancel", headers=ORIGIN)
     assert answer.status_code == 200 and f"cancelled job {job_id}" in answer.json()["message"]
     assert json.loads((folder / "look.render.status.json").read_text())["state"] == "cancelled"

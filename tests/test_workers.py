@@ -52,7 +52,7 @@ def test_a_worker_takes_the_job_whose_model_it_has_loaded_but_never_before_a_mor
     store = Store.open(tmp_path / "hotshot.db")
 
     def add(name: str, model: str, **job) -> int:
-        return store.add_request_and_job(
+        return store.enqueue(
             {"shot_id": None, "path": f"/r/{name}.render.json", "content_hash": name, "size": 1, "mtime_ns": 1,
              "raw": "{}"},
             {"request_path": f"/r/{name}.render.json", "state": "queued",
@@ -63,7 +63,7 @@ def test_a_worker_takes_the_job_whose_model_it_has_loaded_but_never_before_a_mor
     urgent = add("urgent", "wan-vace-1_3b", full_clip=1, priority=3)
     quick_test = add("quick-test", "wan-vace-1_3b", full_clip=0)
     loaded = frozenset({"tiny-wan-vace"})
-    order = [store.claim_next("worker-0", 0.0, loaded)["id"] for _ in range(4)]
+    order = [store.claim_next("worker-0", 0.0, loaded).id for _ in range(4)]
     store.close()
     assert order == [urgent, quick_test, mine, other]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from daemon.cli.estimate import estimate_raw
 from daemon.config import Settings
 from daemon.errors import HotshotError, RequestError
-from daemon.estimate_cli import estimate_raw
 from daemon.presets import load_presets
 from daemon.request import Context, RenderRequest, describe_errors, reject_unsupported
 from engine.catalog import Capabilities, load_catalog

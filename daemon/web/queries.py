@@ -8,26 +8,18 @@ documents as the status files (`status_document`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from daemon.conventions import REQUEST_SUFFIX, root_of
+from daemon.states import ACTIVE_STATES, MediaKind, MediaState
 from daemon.status_file import status_document
-from daemon.store import ACTIVE_STATES, JSON_COLUMNS, Store
+from daemon.store import Store
 
 
 def shot_list(store: Store) -> list[dict]:
-    """Every shot with its source and render counts and its active jobs (three passes, no per-shot query)."""
-    counts: dict[int, dict[str, int]] = {}
-    for row in store.db.execute("SELECT shot_id, kind, COUNT(*) AS n FROM media GROUP BY shot_id, kind"):
-        counts.setdefault(row["shot_id"], {})[row["kind"]] = row["n"]
-    marks = ",".join("?" * len(ACTIVE_STATES))
-    active = {row["shot_id"]: row["n"] for row in store.db.execute(
-        f"SELECT shot_id, COUNT(*) AS n FROM jobs WHERE state IN ({marks}) GROUP BY shot_id", ACTIVE_STATES)}
-    return [{"id": row["id"], "name": _shot_name(row["root"], row["rel"]),
-             "sources": counts.get(row["id"], {}).get("original", 0),
-             "renders": counts.get(row["id"], {}).get("render", 0), "active": active.get(row["id"], 0)}
-            for row in store.db.execute("SELECT id, root, rel FROM shots ORDER BY root, rel")]
+    """Every shot with its source and render counts and its active jobs."""
+    return [{"id": shot["id"], "name": _shot_name(shot["root"], shot["rel"]), "sources": shot["originals"],
+             "renders": shot["renders"], "active": shot["active"]} for shot in store.shot_summaries()]
 
 
 def _shot_name(root: str, rel: str) -> str:
@@ -40,23 +32,23 @@ def timeline(store: Store, shot_id: int) -> dict | None:
     if shot is None:
         return None
     media = store.media_in_shot(shot_id)
-    jobs = _rows(store, "SELECT * FROM jobs WHERE shot_id = ? ORDER BY id", (shot_id,))
-    by_id = {job["id"]: job for job in jobs}
-    newest = {job["request_path"]: job["id"] for job in jobs}
+    jobs = store.jobs_in_shot(shot_id)
+    by_id = {job.id: job for job in jobs}
+    newest = {job.request_path: job.id for job in jobs}
     children: dict[int | None, list[dict]] = {}
     for item in media:
-        parent = item["parent_id"] if item["kind"] == "render" else None
+        parent = item["parent_id"] if item["kind"] == MediaKind.RENDER else None
         children.setdefault(parent, []).append({"media": item, "job": by_id.get(item["job_id"])})
     placed = {item["job_id"] for item in media if item["job_id"]}
     names = {item["name"]: item["id"] for item in media}
     for job in jobs:
         # A job without its render yet (waiting, queued, running, failed, cancelled) is a track of its own
         # under its source; an older version of an edited request is left out.
-        if job["id"] in placed or newest[job["request_path"]] != job["id"]:
+        if job.id in placed or newest[job.request_path] != job.id:
             continue
-        source_name = ((job.get("settings") or {}).get("source") or {}).get("value")
-        parent = job["source_media_id"] or names.get(source_name)
-        if parent is None and job["state"] not in ACTIVE_STATES:
+        source_name = ((job.settings or {}).get("source") or {}).get("value")
+        parent = job.source_media_id or names.get(source_name)
+        if parent is None and job.state not in ACTIVE_STATES:
             continue
         children.setdefault(parent, []).append({"media": None, "job": job})
 
@@ -70,20 +62,11 @@ def timeline(store: Store, shot_id: int) -> dict | None:
         groups.append({"source": source["name"], "frames": source["frames"], "fps": source["fps"],
                        "tracks": tracks})
     waiting = [_track(entry, 0, 0) for entry in children.get(None, []) if entry["media"] is None]
-    requested = {Path(job["request_path"]).name for job in jobs}
+    requested = {Path(job.request_path).name for job in jobs}
     return {"id": shot_id, "name": _shot_name(shot["root"], shot["rel"]), "groups": groups,
             "unplaced": waiting, "submitted": _submitted(Path(shot["path"]), requested),
             "images": _images(Path(shot["path"])), "videos": [item["name"] for item in media
-                                                               if item["state"] == "ready"]}
-
-
-def _rows(store: Store, sql: str, params: tuple) -> list[dict]:
-    rows = [dict(row) for row in store.db.execute(sql, params).fetchall()]
-    for row in rows:
-        for column in JSON_COLUMNS:
-            if isinstance(row.get(column), str):
-                row[column] = json.loads(row[column])
-    return rows
+                                                               if item["state"] == MediaState.READY]}
 
 
 def _walk(entry: dict, depth: int, offset: int, children: dict, out: list[dict]) -> None:
@@ -92,28 +75,28 @@ def _walk(entry: dict, depth: int, offset: int, children: dict, out: list[dict])
     if entry["media"] is None:
         return
     kids = children.get(entry["media"]["id"], [])
-    kids.sort(key=lambda kid: (kid["job"] or {}).get("id") or 0)
+    kids.sort(key=lambda kid: kid["job"].id if kid["job"] else 0)
     for kid in kids:
         _walk(kid, depth + 1, track["first"], children, out)
 
 
 def _track(entry: dict, depth: int, offset: int) -> dict:
     item, job = entry["media"], entry["job"]
-    settings = (job or {}).get("settings") or {}
+    settings: dict = (job.settings if job else None) or {}
     probe = (item or {}).get("probe") or {}
     frames = probe.get("frame_count")
     span = (settings.get("frame_range") or {}).get("value")
-    if item is not None and item["kind"] == "original":
+    if item is not None and item["kind"] == MediaKind.ORIGINAL:
         first, last = 0, (frames or 1) - 1
     elif span:
         first, last = offset + span[0], offset + span[1]
     else:
         first, last = offset, offset + (frames or 1) - 1
     track = {
-        "key": f"m{item['id']}" if item else f"j{job['id']}",
+        "key": f"m{item['id']}" if item else f"j{job.id}",
         "depth": depth,
         "kind": item["kind"] if item else "job",
-        "name": item["name"] if item else Path(job["request_path"]).name,
+        "name": item["name"] if item else Path(job.request_path).name,
         "media": item["id"] if item else None,
         "media_state": item["state"] if item else None,
         "media_error": item["error"] if item else None,
@@ -126,7 +109,7 @@ def _track(entry: dict, depth: int, offset: int) -> dict:
     }
     if job is not None:
         document = status_document(job)
-        document.update(request=Path(job["request_path"]).name, has_manifest=bool(job.get("manifest_path")),
+        document.update(request=Path(job.request_path).name, has_manifest=bool(job.manifest_path),
                         model=(settings.get("model") or {}).get("value"),
                         source=(settings.get("source") or {}).get("value"))
         track["job"] = document
@@ -158,7 +141,7 @@ def _images(folder: Path) -> list[str]:
 def media_file(store: Store, media_id: int, roots: list[Path]) -> Path | None:
     """A registered video's path, only when it is ready and lies under a watch root."""
     item = store.media(media_id)
-    if item is None or item["state"] != "ready":
+    if item is None or item["state"] != MediaState.READY:
         return None
     return _inside(Path(item["path"]), roots)
 
@@ -166,9 +149,9 @@ def media_file(store: Store, media_id: int, roots: list[Path]) -> Path | None:
 def manifest_file(store: Store, job_id: int, roots: list[Path]) -> Path | None:
     """A done job's Render Info, only when it lies under a watch root."""
     job = store.job(job_id)
-    if job is None or not job.get("manifest_path"):
+    if job is None or not job.manifest_path:
         return None
-    return _inside(Path(job["manifest_path"]), roots)
+    return _inside(Path(job.manifest_path), roots)
 
 
 def _inside(path: Path, roots: list[Path]) -> Path | None:

@@ -1,7 +1,10 @@
-"""Render backends, one self-contained module per model family.
+"""Render backends, one self-contained module per model family, and the one list of them (`FAMILIES`).
 
-`load_backend` imports the family's module only when a model of that family is
-first loaded, so nothing here pulls in torch until a render needs it.
+Each family's module has `load` (a backend for a model on a device),
+`build_tiny` (the tiny test weights) and `check` (the settings it refuses,
+with why). Importing a family's module does not import torch: the daemon asks
+`check_settings` while it resolves a request, before anything renders, and
+the engine asks the same function again for each chunk.
 """
 
 from __future__ import annotations
@@ -9,19 +12,54 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from engine.catalog import ModelSpec
+if TYPE_CHECKING:
+    from engine.catalog import ModelSpec
 
-FAMILIES = {
-    "wan-vace": "engine.backends.wan_vace",
-    "wan-v2v": "engine.backends.wan_v2v",
-    "animatediff-v2v": "engine.backends.animatediff",
-    "passthrough": "engine.backends.passthrough",
-    "keyframe-flow": "engine.backends.keyframe_flow",
-}
+
+@dataclass(frozen=True)
+class Family:
+    """A backend family: its name in the catalog's `backend` field and the module that implements it."""
+
+    name: str
+    module: str
+    weightless: bool = False  # it renders without weights (nothing to download or build)
+
+    def implementation(self):
+        return importlib.import_module(self.module)
+
+
+FAMILIES: dict[str, Family] = {family.name: family for family in (
+    Family("wan-vace", "engine.backends.wan_vace"),
+    Family("wan-v2v", "engine.backends.wan_v2v"),
+    Family("animatediff-v2v", "engine.backends.animatediff"),
+    Family("passthrough", "engine.backends.passthrough", weightless=True),
+    Family("keyframe-flow", "engine.backends.keyframe_flow", weightless=True),
+)}
+BACKEND_NAMES: tuple[str, ...] = tuple(FAMILIES)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a render asks of its backend beyond prompts, sizes and steps: the settings some families refuse.
+
+    The daemon fills it from a request (`shift` only when the request gives one); the engine from each chunk.
+    """
+
+    shift: bool = False
+    mask: bool = False
+    reference: bool = False
+    accelerator: bool = False
+    controls: tuple[str, ...] = ()
+
+    @classmethod
+    def of_chunk(cls, request: ChunkRequest) -> Asked:
+        return cls(mask=request.mask is not None, reference=request.reference is not None,
+                   accelerator=request.accelerator is not None,
+                   controls=tuple(control.type for control in request.controls))
 
 
 @dataclass(frozen=True)
@@ -91,11 +129,14 @@ class Backend(Protocol):
 
 
 def load_backend(spec: ModelSpec, device: str) -> Backend:
-    module = importlib.import_module(FAMILIES[spec.backend])
-    return module.load(spec, device)
+    return FAMILIES[spec.backend].implementation().load(spec, device)
 
 
 def build_tiny(spec: ModelSpec) -> None:
     """Write a random-initialised tiny model for `spec` to its local folder."""
-    module = importlib.import_module(FAMILIES[spec.backend])
-    module.build_tiny(spec)
+    FAMILIES[spec.backend].implementation().build_tiny(spec)
+
+
+def check_settings(spec: ModelSpec, asked: Asked) -> None:
+    """Raise `SettingsError` (naming the model and the setting) if `spec`'s backend cannot honour `asked`."""
+    FAMILIES[spec.backend].implementation().check(spec, asked)

@@ -14,16 +14,19 @@ checkpoint's scheduler; flow `shift` does not apply to it (a request that gives 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
-from engine.backends import ChunkRequest, ControlFrames
+from engine.backends import Asked, ChunkRequest, ControlFrames
 from engine.backends.common import chosen_strength, denoise_video, pipeline_source, place
 from engine.catalog import ModelSpec, WeightsLocation
 from engine.devices import device_kind, dtype_named
 from engine.errors import SettingsError, WeightsMissingError
+
+if TYPE_CHECKING:
+    import torch
 
 SCHEDULER = {"beta_schedule": "linear", "clip_sample": False, "timestep_spacing": "linspace", "steps_offset": 1}
 
@@ -45,7 +48,7 @@ class AnimateDiffBackend:
         return list(self._controlnets.values())
 
     def render_chunk(self, request: ChunkRequest) -> np.ndarray:
-        refuse_unsupported(self.spec.id, request)
+        check(self.spec, Asked.of_chunk(request))
         strength = chosen_strength(request, self.spec)
         controls = [(part, control) for control in request.controls for part in self._parts(control)]
         pipe = self._pipeline_for(tuple(part for part, _ in controls))
@@ -114,16 +117,21 @@ def weights_options(model_id: str, weights: WeightsLocation, what: str) -> dict:
     return {"local_files_only": True}
 
 
-def refuse_unsupported(model_id: str, request: ChunkRequest) -> None:
-    """Refuse what AnimateDiff cannot honour (a mask, a reference, a Wan accelerator LoRA) rather than ignore it."""
-    given = {"mask": request.mask, "reference_frame": request.reference, "accelerator": request.accelerator}
-    used = [name for name, value in given.items() if value is not None]
+def check(spec: ModelSpec, asked: Asked) -> None:
+    """Refuse what AnimateDiff cannot honour (a flow shift, a mask, a reference, a Wan accelerator LoRA) rather
+    than ignore it."""
+    if asked.shift:
+        raise SettingsError(f"model {spec.id!r} does not support shift (its DDIM scheduler has no flow shift); "
+                            "remove it from the request")
+    given = {"mask": asked.mask, "reference_frame": asked.reference, "accelerator": asked.accelerator}
+    used = [name for name, present in given.items() if present]
     if used:
-        raise SettingsError(f"model {model_id!r} (AnimateDiff) cannot use {', '.join(used)}; "
+        raise SettingsError(f"model {spec.id!r} (AnimateDiff) cannot use {', '.join(used)}; "
                             "remove it from the request or choose a Wan VACE model")
 
 
 def load(spec: ModelSpec, device: str) -> AnimateDiffBackend:
+    import torch
     from diffusers import AnimateDiffVideoToVideoPipeline, DDIMScheduler, MotionAdapter
 
     kind = device_kind(device)
@@ -155,6 +163,7 @@ def build_tiny(spec: ModelSpec) -> None:
     written directly inside the model's folder under their folder's name, so
     the model is built, and replaced, as one.
     """
+    import torch
     from diffusers import (
         AnimateDiffVideoToVideoPipeline,
         AutoencoderKL,
@@ -214,6 +223,7 @@ def _tiny_controlnet(unet, seed: int):
     default-initialised conditioning embedding shrank the image to nothing on the way (a dark flat control and
     a frame of the clip gave renders 0.003/255 apart).
     """
+    import torch
     from diffusers import ControlNetModel
 
     from engine.weights import refill_random

@@ -7,7 +7,7 @@ import numpy as np
 
 from engine.backends import ChunkRequest
 from engine.catalog import ModelSpec
-from engine.devices import device_kind, dtype_named
+from engine.devices import device_kind
 from engine.errors import SettingsError, WeightsMissingError
 
 
@@ -55,21 +55,6 @@ def schedule_length(steps: int, strength: float) -> int:
     while int(length * strength) < 1:
         length += 1
     return length
-
-
-def load_wan(pipeline_class, spec: ModelSpec, device: str):
-    """A Wan pipeline of `pipeline_class` with its VAE in the VAE's own dtype (float32 unless the catalog says
-    otherwise: Wan's VAE loses detail in half precision), placed on its device."""
-    from diffusers import AutoencoderKLWan
-
-    kind = device_kind(device)
-    dtype = dtype_named(spec.dtype.get(kind, "float32"))
-    vae_dtype = dtype_named(spec.vae_dtype.get(kind, "float32"))
-    location, options = pipeline_source(spec)
-    vae = AutoencoderKLWan.from_pretrained(location, subfolder="vae", dtype=vae_dtype, **options)
-    pipe = pipeline_class.from_pretrained(location, vae=vae, dtype=dtype, **options)
-    place(pipe, spec, device)
-    return pipe
 
 
 def denoise_video(pipe, request: ChunkRequest, strength: float, **options) -> np.ndarray:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.backends import ChunkRequest
+from engine.backends import Asked, ChunkRequest
 from engine.catalog import ModelSpec
 from engine.errors import SettingsError
 
@@ -38,6 +38,10 @@ UNLIKE = 14.0
 SUM = np.ones((1, 2), np.float32)  # adds the two channels of a flow field
 # Pixels sampled (every STRIDE-th row and column) to fit the colour map from source to paint.
 STRIDE = 4
+
+
+def check(spec: ModelSpec, asked: Asked) -> None:
+    """Nothing beyond its catalog capabilities (no prompt, no sampling, paint needed), which the daemon checks."""
 
 
 class KeyframeFlowBackend:

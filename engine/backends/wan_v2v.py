@@ -14,42 +14,38 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from engine.backends import ChunkRequest
-from engine.backends.common import chosen_strength, denoise_video, load_wan
-from engine.backends.wan_vace import TINY_LORA, WanVaceBackend, _build_tiny_lora, _set_shift, tiny_wan_parts
+from engine.backends import Asked, ChunkRequest
+from engine.backends.common import chosen_strength, denoise_video
+from engine.backends.wan import TINY_LORA, WanMixin, build_tiny_lora, load_wan, tiny_wan_parts
 from engine.catalog import ModelSpec
 from engine.errors import SettingsError
 
 
-class WanV2VBackend:
+def check(spec: ModelSpec, asked: Asked) -> None:
+    """Noise-and-denoise cannot honour a mask, a reference or control videos: say so rather than ignore them."""
+    given = {"mask": asked.mask, "reference_frame": asked.reference, "controlnets": bool(asked.controls)}
+    used = [name for name, present in given.items() if present]
+    if used:
+        raise SettingsError(f"model {spec.id!r} (Wan video-to-video) cannot use {', '.join(used)}; "
+                            "remove it from the request or choose a Wan VACE model")
+
+
+class WanV2VBackend(WanMixin):
     def __init__(self, spec: ModelSpec, device: str, pipeline) -> None:
         self.spec = spec
         self.device = device
         self.pipeline = pipeline
         self._adapters: dict[str, str] = {}
 
-    _use_accelerator = WanVaceBackend._use_accelerator
-
     def render_chunk(self, request: ChunkRequest) -> np.ndarray:
-        refuse_unsupported(self.spec.id, request)
+        check(self.spec, Asked.of_chunk(request))
         strength = chosen_strength(request, self.spec)
         pipe = self.pipeline
-        _set_shift(pipe, request.shift)
+        self._set_shift(request.shift)
         self._use_accelerator(request.accelerator)
 
         return denoise_video(pipe, request, strength, max_sequence_length=self.spec.max_sequence_length)
-
-
-def refuse_unsupported(model_id: str, request: ChunkRequest) -> None:
-    """Noise-and-denoise cannot honour a mask, a reference or control videos: say so rather than ignore them."""
-    given = {"mask": request.mask is not None, "reference_frame": request.reference is not None,
-             "controlnets": bool(request.controls)}
-    used = [name for name, present in given.items() if present]
-    if used:
-        raise SettingsError(f"model {model_id!r} (Wan video-to-video) cannot use {', '.join(used)}; "
-                            "remove it from the request or choose a Wan VACE model")
 
 
 def load(spec: ModelSpec, device: str) -> WanV2VBackend:
@@ -60,6 +56,7 @@ def load(spec: ModelSpec, device: str) -> WanV2VBackend:
 
 def build_tiny(spec: ModelSpec) -> None:
     """Random-initialised tiny Wan text-to-video weights, saved like real ones (diffusers' test recipe)."""
+    import torch
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
         WanTransformer3DModel,
@@ -76,4 +73,4 @@ def build_tiny(spec: ModelSpec) -> None:
     pipe = WanVideoToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                                    scheduler=FlowMatchEulerDiscreteScheduler(shift=spec.shift))
     pipe.save_pretrained(Path(spec.path))
-    _build_tiny_lora(transformer, Path(spec.path) / TINY_LORA)
+    build_tiny_lora(transformer, Path(spec.path) / TINY_LORA)

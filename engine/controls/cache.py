@@ -9,7 +9,6 @@ computed again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -61,9 +60,7 @@ class ControlCache:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the folder's lock (across processes) while deciding what its meta.json says."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with files.FileLock(self.folder / ".lock"):
             yield
 
     def _write(self, final: Path, data: bytes) -> None:

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from engine.errors import validation_problems
 from engine.weights import CatalogError, TransformersFolder, read_catalog_file
 
 HED_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
@@ -129,8 +130,7 @@ def _checked_entry(file: Path, role: str, entry: object, models_dir: Path) -> Ba
     try:
         return ENTRY_TYPES[role](**entry)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
-        raise CatalogError(f"{file}: [controls] {role} is invalid: {problems}") from exc
+        raise CatalogError(f"{file}: [controls] {role} is invalid: {validation_problems(exc.errors())}") from exc
 
 
 def _digest(value: object) -> str:

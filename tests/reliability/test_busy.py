@@ -12,8 +12,8 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
+from daemon.cli.status import status_data
 from daemon.store import Store
-from daemon.views import status_data
 from tests.conftest import PROJECT
 from tests.harness import RunningDaemon, settings_for, wait_for_state
 from tests.reliability.support import QUICK, copy_plate, report, write_json

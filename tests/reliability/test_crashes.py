@@ -124,17 +124,17 @@ class CrashTrials:
         store = Store.open(self.database, read_only=True)
         try:
             for request in requests:
-                jobs = store._all("SELECT * FROM jobs WHERE request_path = ? ORDER BY id", (str(request),))
-                done = [job for job in jobs if job["state"] == "done"]
-                if len(done) != 1 or done[0]["id"] != jobs[-1]["id"]:
-                    problems.append(f"{request.name}: jobs {[(job['id'], job['state']) for job in jobs]}, "
+                jobs = [job for job in store.jobs() if job.request_path == str(request)]
+                done = [job for job in jobs if job.state == "done"]
+                if len(done) != 1 or done[0].id != jobs[-1].id:
+                    problems.append(f"{request.name}: jobs {[(job.id, job.state) for job in jobs]}, "
                                     "expected only its newest version done")
-                if any(job["state"] not in ("done", "cancelled") for job in jobs):
-                    problems.append(f"{request.name}: a job is left {[job['state'] for job in jobs]}")
+                if any(job.state not in ("done", "cancelled") for job in jobs):
+                    problems.append(f"{request.name}: a job is left {[job.state for job in jobs]}")
                 for job in done:
-                    finished = [event for event in store.events(job["id"]) if event["kind"] == "done"]
+                    finished = [event for event in store.events(job.id) if event["kind"] == "done"]
                     if len(finished) != 1:
-                        problems.append(f"job {job['id']} finished {len(finished)} times")
+                        problems.append(f"job {job.id} finished {len(finished)} times")
         finally:
             store.close()
         renders = sorted(path for path in shot.iterdir() if RENDER_NAME.search(path.name))
@@ -193,7 +193,7 @@ def test_worker_killed_at_a_point_in_process(tmp_path, media, models_dir, quick_
     """The fast subset: two seeded kill -9s of the worker of an in-process daemon, at a point of the render."""
     faults = Faults(tmp_path / "faults")
     monkeypatch.setenv(FAULTS_ENV, str(faults.path))
-    monkeypatch.setattr("daemon.service.WORKER_RESTART_SECONDS", 0.5)
+    monkeypatch.setattr("daemon.workers.RESTART_SECONDS", 0.5)
     settings = settings_for(tmp_path, models_dir, default_model="passthrough")
     with RunningDaemon(settings) as daemon:
         trials = CrashTrials(settings.roots[0], settings.database, settings.work_dir, media, quick_reference, faults,
@@ -210,7 +210,7 @@ def test_a_worker_killed_after_publishing_its_sequence_keeps_it(tmp_path, media,
     the job resumes with every chunk done and the sequence keeps all its frames."""
     faults = Faults(tmp_path / "faults")
     monkeypatch.setenv(FAULTS_ENV, str(faults.path))
-    monkeypatch.setattr("daemon.service.WORKER_RESTART_SECONDS", 0.5)
+    monkeypatch.setattr("daemon.workers.RESTART_SECONDS", 0.5)
     settings = settings_for(tmp_path, models_dir, default_model="passthrough")
     shot = settings.roots[0] / "sh010"
     copy_plate(media, shot)
@@ -230,7 +230,7 @@ def test_a_hung_worker_is_killed_and_its_job_retried(tmp_path, media, models_dir
     is retried (a second attempt), resumes from its checkpoints and renders byte-identical output."""
     faults = Faults(tmp_path / "faults")
     monkeypatch.setenv(FAULTS_ENV, str(faults.path))
-    monkeypatch.setattr("daemon.service.WORKER_RESTART_SECONDS", 0.5)
+    monkeypatch.setattr("daemon.workers.RESTART_SECONDS", 0.5)
     settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=2.0)
     shot = settings.roots[0] / "sh010"
     copy_plate(media, shot)
@@ -250,9 +250,9 @@ def test_a_hung_worker_is_killed_and_its_job_retried(tmp_path, media, models_dir
 
 
 def test_the_loop_keeps_turning_while_a_dead_worker_waits_to_restart(tmp_path, media, models_dir, monkeypatch):
-    """A worker that died right after starting is restarted only after WORKER_RESTART_SECONDS, and meanwhile
+    """A worker that died right after starting is restarted only after RESTART_SECONDS, and meanwhile
     the daemon keeps registering requests (it used to sleep in its loop)."""
-    monkeypatch.setattr("daemon.service.WORKER_RESTART_SECONDS", 30.0)
+    monkeypatch.setattr("daemon.workers.RESTART_SECONDS", 30.0)
     settings = settings_for(tmp_path, models_dir, default_model="passthrough")
     shot = settings.roots[0] / "sh010"
     copy_plate(media, shot)

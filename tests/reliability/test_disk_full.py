@@ -129,7 +129,7 @@ def test_a_full_database_disk_does_not_stop_the_daemon(tmp_path, media, models_d
     assert integrity == "ok"
     assert failures and all("database or disk is full" in entry["error"] for entry in failures), failures
     assert [status_of(request)["state"] for request in [first, *requests]] == ["done"] * len(shots)
-    assert sorted(job["request_path"] for job in jobs) == sorted(str(shot / "r.render.json") for shot in shots)
+    assert sorted(job.request_path for job in jobs) == sorted(str(shot / "r.render.json") for shot in shots)
     report(f"database disk full ({'tmpfs' if real else 'max_page_count'})", 1, 0, 0,
            "pytest tests/reliability/test_disk_full.py -k database")
 

@@ -28,7 +28,7 @@ def database_state(settings) -> tuple[list, list]:
     store = Store.open(settings.database, read_only=True)
     try:
         media = [(Path(row["path"]).name, row["state"]) for row in store._all("SELECT * FROM media ORDER BY id")]
-        jobs = [(row["id"], row["state"]) for row in store.jobs()]
+        jobs = [(job.id, job.state) for job in store.jobs()]
     finally:
         store.close()
     return media, jobs

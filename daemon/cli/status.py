@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.progress import describe
-from daemon.store import FINISHED_STATES, Store, utc_iso
+from daemon.states import FINISHED_STATES, Job, JobState, MediaKind, MediaState
+from daemon.store import Store, utc_iso
 
 RECENT = 10
 
@@ -19,7 +20,7 @@ def status_data(store: Store, daemon_pid: int | None = None) -> dict:
             continue
         children: dict[int | None, list[dict]] = {}
         for item in media:
-            children.setdefault(item["parent_id"] if item["kind"] == "render" else None, []).append(item)
+            children.setdefault(item["parent_id"] if item["kind"] == MediaKind.RENDER else None, []).append(item)
 
         def node(item: dict, children: dict = children) -> dict:
             probe = item.get("probe") or {}
@@ -45,28 +46,28 @@ def status_data(store: Store, daemon_pid: int | None = None) -> dict:
     }
 
 
-def _job(job: dict) -> dict:
-    settings = job.get("settings") or {}
+def _job(job: Job) -> dict:
+    settings = job.settings or {}
     return {
-        "job": job["id"],
-        "state": job["state"],
-        "request": job["request_path"],
+        "job": job.id,
+        "state": job.state,
+        "request": job.request_path,
         "source": (settings.get("source") or {}).get("value"),
         "model": (settings.get("model") or {}).get("value"),
-        "priority": job["priority"],
-        "full_clip": bool(job["full_clip"]),
-        "attempts": job["attempts"],
-        "worker": job["worker"] if job["state"] == "running" else None,
-        "window": job.get("window"),
-        "starts_at": utc_iso(job["start_at"]) if job["state"] == "waiting" and job.get("start_at") else None,
-        "progress": job.get("progress"),
-        "estimate": job.get("estimate"),
-        "outputs": job.get("outputs"),
-        "error": job.get("error"),
-        "waiting_for": job.get("wait_reason") if job["state"] == "waiting" else None,
-        "cancelling": job.get("cancel_reason"),
-        "created": job["created_at"],
-        "finished": job.get("finished_at"),
+        "priority": job.priority,
+        "full_clip": bool(job.full_clip),
+        "attempts": job.attempts,
+        "worker": job.worker if job.state == JobState.RUNNING else None,
+        "window": job.window,
+        "starts_at": utc_iso(job.start_at) if job.state == JobState.WAITING and job.start_at else None,
+        "progress": job.progress,
+        "estimate": job.estimate,
+        "outputs": job.outputs,
+        "error": job.error,
+        "waiting_for": job.wait_reason if job.state == JobState.WAITING else None,
+        "cancelling": job.cancel_reason,
+        "created": job.created_at,
+        "finished": job.finished_at,
     }
 
 
@@ -104,7 +105,7 @@ def _tree(item: dict, lines: list[str], indent: str, branch: str) -> None:
     facts = [item["kind"]]
     if item["frames"]:
         facts.append(f"{item['frames']} frames {item['size']} {item['fps']} fps")
-    if item["state"] != "ready":
+    if item["state"] != MediaState.READY:
         facts.append(f"{item['state']}: {item['error']}")
     if item["job"]:
         facts.append(f"job {item['job']}")
@@ -116,7 +117,7 @@ def _tree(item: dict, lines: list[str], indent: str, branch: str) -> None:
 
 def _detail(job: dict) -> str:
     state = job["state"]
-    if state == "running":
+    if state == JobState.RUNNING:
         if job["cancelling"]:
             return f"stopping: {job['cancelling']}"
         progress = job["progress"] or {}
@@ -125,14 +126,14 @@ def _detail(job: dict) -> str:
         return (f"{bar} {progress.get('percent') or 0:5.1f}%  {describe(progress)}"
                 + (f"  ETA {eta:.0f} s" if eta is not None else "")
                 + f"  on {job['worker']}")
-    if state == "done" and job["outputs"]:
+    if state == JobState.DONE and job["outputs"]:
         warned = len(job["outputs"].get("warnings") or [])
         return f"→ {job['outputs'].get('video')}" + (f"  ({warned} warning{'s' * (warned > 1)})" if warned else "")
-    if state == "waiting":
+    if state == JobState.WAITING:
         return job["waiting_for"] or ""
-    if state in ("failed", "cancelled"):
+    if state in (JobState.FAILED, JobState.CANCELLED):
         return job["error"] or ""
-    if state == "queued":
+    if state == JobState.QUEUED:
         kind = "full clip" if job["full_clip"] else "range"
         estimate = job["estimate"] or {}
         spread = f" (likely {estimate['seconds_low']}-{estimate['seconds_high']} s)" \

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from daemon.config import Settings
-from daemon.conventions import kind_of, manifest_path, root_of
+from daemon.conventions import root_of
 from daemon.errors import ConfigError, HotshotError, RequestError
 from daemon.request import parse_request
-from daemon.resolve import ShotFacts, load_context, resolve
+from daemon.resolve import load_setup, resolve
 from daemon.schedule import Schedule
+from daemon.shots import read_shot
+from daemon.states import JobState, MediaState
 from daemon.store import Store
 from engine.errors import MediaError
 from engine.probe import probe
@@ -33,25 +34,26 @@ def estimate_raw(settings: Settings, folder: Path, raw: bytes) -> dict:
     store = Store.open(settings.database, read_only=True) if settings.database.exists() else None
     try:
         try:
-            context = load_context(settings, settings.device_kind, store.cost_history if store else None)
+            setup = load_setup(settings, settings.device_kind, store.cost_history if store else None)
         except ConfigError as exc:
             raise HotshotError(str(exc)) from exc
         schedule = _schedule(settings)
         try:
             request = parse_request(raw, settings.max_request_bytes)
             schedule.start_of(request)  # the daemon's own check of `when`, before the source is looked at
-            resolution = resolve(request, _shot_facts(folder, root, settings), context)
+            shot = read_shot(folder, root, store, settings.allow_hard_links, lambda path: _probed(path, settings))
+            resolution = resolve(request, shot, setup)
         except RequestError as exc:
-            return {"state": "failed", "reason": str(exc)}
+            return {"state": JobState.FAILED, "reason": str(exc)}
     finally:
         if store:
             store.close()
-    if resolution.state != "queued":
+    if resolution.state != JobState.QUEUED:
         return {"state": resolution.state, "reason": resolution.wait_reason}
     first, last = resolution.settings["frame_range"]["value"]
     start = schedule.start_of(request, last - first + 1, resolution.full_clip)
     waits = not schedule.may_start(start.window, start.at)
-    return {"state": "queued", "estimate": resolution.estimate, "settings": resolution.settings,
+    return {"state": JobState.QUEUED, "estimate": resolution.estimate, "settings": resolution.settings,
             "start": {"window": start.window, "at": start.at, "waits": waits,
                       "description": schedule.describe(start.window, start.at) if waits else "starts at once"}}
 
@@ -63,19 +65,10 @@ def _schedule(settings: Settings) -> Schedule:
                     policy.longer_than_frames if policy else 0)
 
 
-def _shot_facts(folder: Path, root: Path, settings: Settings) -> ShotFacts:
-    """The shot as the daemon would see it, probed directly (the daemon may not be running)."""
-    files = [folder / name for name in sorted(os.listdir(folder)) if not name.startswith(".")]
-    media = []
-    for path in files:
-        if kind_of(path) != "video":
-            continue
-        row = {"id": None, "path": str(path), "name": path.name,
-               "kind": "render" if manifest_path(path).exists() else "original"}
-        try:
-            row.update(state="ready", probe=probe(path, settings.ffprobe_timeout_seconds).to_dict(), error=None)
-        except MediaError as exc:
-            row.update(state="unreadable", probe=None, error=exc.reason)
-        media.append(row)
-    return ShotFacts(folder, root, media, files, set(), settings.allow_hard_links)
-
+def _probed(path: Path, settings: Settings) -> dict:
+    """A video the database has not recorded, probed as the daemon would (it may not be running)."""
+    try:
+        return {"state": MediaState.READY, "probe": probe(path, settings.ffprobe_timeout_seconds).to_dict(),
+                "error": None}
+    except MediaError as exc:
+        return {"state": MediaState.UNREADABLE, "probe": None, "error": exc.reason}

@@ -1,4 +1,4 @@
-"""The `hotshot` command line.
+"""The `hotshot` command line; the modules beside this one serve only its commands.
 
 Commands that do not render (status, info, estimate, presets, models list, cancel, retry, pause,
 resume, web) never import torch or diffusers, so they answer at once.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from daemon.config import Settings, load_settings
 from daemon.errors import HotshotError
+from daemon.states import JobState
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--device", default="auto", help="auto (default), cpu, cuda:0, ...")
     prompt.set_defaults(handler=cmd_prompt)
 
-    web = commands.add_parser("web", parents=[common], help="serve the Render Video workspace in a browser")
-    web.add_argument("--bind", help="HOST:PORT to listen on (default: the web_bind setting, 127.0.0.1:8765)")
-    web.set_defaults(handler=cmd_web)
     frame = commands.add_parser("frame", parents=[common],
                                 help="write frame N of a video as PNG (or EXR), to edit and use as a style frame")
     frame.add_argument("source", type=Path, help="a video")
@@ -81,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a folder (default: the video's) or a .png/.exr file name; in a folder the file is "
                             "named like image sequences, <stem>.<first_frame_number + N>.<ext>")
     frame.set_defaults(handler=cmd_frame)
+
+    web = commands.add_parser("web", parents=[common], help="serve the Render Video workspace in a browser")
+    web.add_argument("--bind", help="HOST:PORT to listen on (default: the web_bind setting, 127.0.0.1:8765)")
+    web.set_defaults(handler=cmd_web)
 
     presets = commands.add_parser("presets", parents=[common], help="the presets a request can name")
     presets.set_defaults(handler=cmd_presets)
@@ -147,25 +149,25 @@ def drain_summary(settings: Settings, finished: list[int]) -> str:
         lines = []
         for job_id in dict.fromkeys(finished):
             job = store.job(job_id)
-            request = Path(job["request_path"])
-            if job["state"] == "done":
+            request = Path(job.request_path)
+            if job.state == JobState.DONE:
                 folder = request.parent
-                outputs = job["outputs"]
+                outputs = job.outputs
                 lines.append(f"done    {request}\n        output:      {folder / outputs['video']}"
                              f"\n        Render Info: {folder / outputs['render_info']}")
                 if outputs.get("image_sequence"):
                     lines.append(f"        sequence:    {folder / outputs['image_sequence']}")
             else:
-                lines.append(f"{job['state']:<7} {request}\n        {job['error']}")
+                lines.append(f"{job.state:<7} {request}\n        {job.error}")
         return "\n".join(lines) if lines else "nothing new to render"
     finally:
         store.close()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.cli.status import status_data, status_text
     from daemon.control import daemon_pid
     from daemon.store import Store
-    from daemon.views import status_data, status_text
 
     settings = settings_from(args)
     if not settings.database.exists():
@@ -243,9 +245,9 @@ def manifest_of_job(settings: Settings, job_id: int) -> Path:
         store.close()
     if job is None:
         raise HotshotError(f"there is no job {job_id}")
-    if job["state"] != "done" or not job["manifest_path"]:
-        raise HotshotError(f"job {job_id} is {job['state']}; only a done job has a Render Info")
-    return Path(job["manifest_path"])
+    if job.state != JobState.DONE or not job.manifest_path:
+        raise HotshotError(f"job {job_id} is {job.state}; only a done job has a Render Info")
+    return Path(job.manifest_path)
 
 
 def describe_manifest(manifest: dict) -> str:
@@ -293,14 +295,14 @@ def describe_manifest(manifest: dict) -> str:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from daemon.estimate_cli import estimate_request
+    from daemon.cli.estimate import estimate_request
 
     settings = settings_from(args)
     result = estimate_request(settings, args.request)
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0 if result["state"] == "queued" else 1
-    if result["state"] != "queued":
+        return 0 if result["state"] == JobState.QUEUED else 1
+    if result["state"] != JobState.QUEUED:
         print(f"{args.request.name}: {result['state']}: {result['reason']}")
         return 1
     estimate, settings_used = result["estimate"], result["settings"]
@@ -339,7 +341,7 @@ def cmd_frame(args: argparse.Namespace) -> int:
 
 def cmd_prompt(args: argparse.Namespace) -> int:
     from daemon import logs
-    from daemon.prompt_cli import suggest
+    from daemon.cli.prompt import suggest
 
     settings = settings_from(args)
     logs.configure(settings.log_format, "warning")
@@ -408,7 +410,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def cmd_models_check(args: argparse.Namespace) -> int:
     from daemon import logs
-    from daemon.model_check import smoke_test
+    from daemon.cli.model_check import smoke_test
 
     settings = settings_from(args)
     logs.configure(settings.log_format, "warning")
@@ -419,7 +421,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 
 def cmd_models_make_tiny(args: argparse.Namespace) -> int:
     from daemon import logs
-    from daemon.resolve import load_context
+    from daemon.resolve import load_setup
     from engine.captions import make_tiny_captioner
     from engine.controls import make_tiny_controls
     from engine.models import make_tiny
@@ -427,21 +429,17 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     logs.configure(settings.log_format, "warning")
     logs.route_ml_libraries()
-    context = load_context(settings, "cpu")
-    ids = args.ids or [spec.id for spec in context.catalog.values() if spec.tiny]
+    setup = load_setup(settings, "cpu")
+    ids = args.ids or [spec.id for spec in setup.catalog.values() if spec.tiny]
     for model_id in ids:
-        spec = context.catalog.get(model_id)
+        spec = setup.catalog.get(model_id)
         if spec is None or not spec.tiny:
             raise HotshotError(f"{model_id!r} is not a tiny model in the catalog; only tiny-* models can be built")
         print(f"{model_id}: {make_tiny(spec, force=args.force)}")
     if not args.ids:
-        if context.controls is not None:
-            for path in make_tiny_controls(context.controls, force=args.force):
+        if setup.controls is not None:
+            for path in make_tiny_controls(setup.controls, force=args.force):
                 print(f"controls: {path}")
-        if context.captioner is not None and context.captioner.tiny:
-            print(f"{context.captioner.id}: {make_tiny_captioner(context.captioner, force=args.force)}")
+        if setup.captioner is not None and setup.captioner.tiny:
+            print(f"{setup.captioner.id}: {make_tiny_captioner(setup.captioner, force=args.force)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

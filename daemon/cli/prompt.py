@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.config import Settings
-from daemon.conventions import kind_of, manifest_path
+from daemon.conventions import kind_of, root_of
 from daemon.errors import HotshotError
-from daemon.resolve import load_context
+from daemon.resolve import load_setup
+from daemon.shots import originals, read_shot
+from daemon.store import Store
 from engine.files import write_bytes_atomic
 
 
@@ -26,19 +28,19 @@ def suggest(settings: Settings, shot: Path, source_name: str | None, reference: 
     from engine.probe import probe
     from engine.prompt_writing import suggest_prompt
 
-    context = load_context(settings, settings.device_kind)
-    if context.captioner is None:
+    setup = load_setup(settings, settings.device_kind)
+    if setup.captioner is None:
         raise HotshotError("the model catalog has no [captioner] table; see docs/controls.md")
-    source = _source(shot, source_name)
+    source = choose_source(settings, shot, source_name)
     device = resolve_device(device)
     try:
         info = probe(source, settings.ffprobe_timeout_seconds)
         first, last = frame_range or (0, info.frame_count - 1)
-        captioner = Captioner.load(context.captioner, device)
+        captioner = Captioner.load(setup.captioner, device)
         counter = None
-        if context.controls is not None and context.controls.pose_detector is not None:
+        if setup.controls is not None and setup.controls.pose_detector is not None:
             def counter(frames):
-                return count_people(frames, context.controls, device)
+                return count_people(frames, setup.controls, device)
         result = suggest_prompt(source, first, last, captioner, reference=reference, people_counter=counter)
     except EngineError as exc:
         raise HotshotError(str(exc)) from exc
@@ -47,7 +49,8 @@ def suggest(settings: Settings, shot: Path, source_name: str | None, reference: 
     return target, result
 
 
-def _source(shot: Path, name: str | None) -> Path:
+def choose_source(settings: Settings, shot: Path, name: str | None) -> Path:
+    """The named video, or the shot's only original by the daemon's rule (daemon/shots.py)."""
     if not shot.is_dir():
         raise HotshotError(f"{shot} is not a shot folder")
     if name is not None:
@@ -55,10 +58,14 @@ def _source(shot: Path, name: str | None) -> Path:
         if not path.is_file() or kind_of(path) != "video":
             raise HotshotError(f"{path} is not a video in the shot")
         return path
-    originals = sorted(path for path in shot.iterdir()
-                       if not path.name.startswith(".") and kind_of(path) == "video"
-                       and not manifest_path(path).exists())
-    if len(originals) != 1:
-        choices = ", ".join(path.name for path in originals) or "none"
+    shot = shot.resolve()
+    store = Store.open(settings.database, read_only=True) if settings.database.exists() else None
+    try:
+        found = originals(read_shot(shot, root_of(shot, settings.roots) or shot, store))
+    finally:
+        if store:
+            store.close()
+    if len(found) != 1:
+        choices = ", ".join(path.name for path in found) or "none"
         raise HotshotError(f"say which source with --source; the shot's sources are: {choices}")
-    return originals[0]
+    return found[0]

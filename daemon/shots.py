@@ -1,0 +1,79 @@
+"""What a shot holds, and which of its videos are originals: one rule for the daemon, `estimate` and `prompt`.
+
+A video is a render when hotshot made it: the database recorded it as one,
+some job chose it as its output (even before its Render Info is written), or
+a Render Info lies beside it. Every other video in the shot is an original.
+`read_shot` gathers what the rule needs (the files on disk, the videos and
+outputs the database recorded); a command that runs without the daemon reads
+the same database, read-only, and probes the videos it has not recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.conventions import has_manifest, kind_of
+from daemon.states import MediaKind, MediaState
+from daemon.store import Store
+
+
+@dataclass
+class ShotFacts:
+    """What the resolver needs to know about a shot."""
+
+    folder: Path
+    root: Path
+    media: list[dict]
+    files_on_disk: list[Path]
+    output_paths: set[str]
+    allow_hard_links: bool = False
+
+    def recorded(self, path: Path) -> dict | None:
+        return next((media for media in self.media if media["path"] == str(path)), None)
+
+
+def is_render(path: Path, recorded: dict | None, output_paths: set[str]) -> bool:
+    """Whether hotshot made the video at `path` (see the module's rule)."""
+    if recorded is not None and recorded["kind"] == MediaKind.RENDER:
+        return True
+    return str(path) in output_paths or has_manifest(path)
+
+
+def originals(shot: ShotFacts, exclude: set[Path] = frozenset()) -> list[Path]:
+    """The shot's original videos, by name: recorded ones that are not missing, and videos on disk the database
+    has not recorded (yet) that are not renders; less `exclude` (a mask video, say)."""
+    recorded = {Path(media["path"]) for media in shot.media
+                if media["kind"] == MediaKind.ORIGINAL and media["state"] != MediaState.MISSING}
+    unrecorded = {path for path in shot.files_on_disk
+                  if kind_of(path) == "video" and not path.is_dir() and shot.recorded(path) is None
+                  and not is_render(path, None, shot.output_paths)}
+    return sorted((recorded | unrecorded) - set(exclude))
+
+
+def read_shot(folder: Path, root: Path, store: Store | None, allow_hard_links: bool = False,
+              probe_unrecorded: Callable[[Path], dict] | None = None) -> ShotFacts:
+    """The facts of the shot in `folder`: its files, and what `store` (if any) recorded of it.
+
+    With `probe_unrecorded` (for commands that may run with no daemon), each video the database has not
+    recorded gets a row as the daemon would record it: its kind by `is_render`, and what the function returns
+    (`state`, `probe`, `error`).
+    """
+    try:
+        files = sorted(folder / name for name in os.listdir(folder)
+                       if not name.startswith(".") and os.path.exists(folder / name))  # not a dangling link
+    except OSError:
+        files = []
+    shot = store.shot_at(folder) if store is not None else None
+    media = store.media_in_shot(shot["id"]) if shot else []
+    outputs = store.output_paths(shot["id"]) if shot else set()
+    facts = ShotFacts(folder, root, media, files, outputs, allow_hard_links)
+    if probe_unrecorded is not None:
+        for path in files:
+            if kind_of(path) == "video" and facts.recorded(path) is None:
+                kind = MediaKind.RENDER if is_render(path, None, outputs) else MediaKind.ORIGINAL
+                media.append({"id": None, "path": str(path), "name": path.name, "kind": kind,
+                              **probe_unrecorded(path)})
+    return facts
