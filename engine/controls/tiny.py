@@ -1,9 +1,12 @@
-"""Random-initialised tiny control models, built offline for tests and the demo.
+"""Tiny control models, built offline for tests and the demo.
 
 Each is a real transformers model of the real architecture (Depth Anything,
 RT-DETR, VitPose) with a few thousand parameters, saved with `save_pretrained`
 beside its image processor, so it loads with `from_pretrained` exactly like
-real weights. Their outputs are meaningless but have the right shapes.
+real weights. Depth and VitPose are random: their outputs are meaningless but
+have the right shapes. The person detector is fitted at build time to the two
+people of tests/data/chaplin.mp4 (`engine.controls.tiny_fit`), so that tests see
+people there and nobody in colour bars.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.controls.catalog import ControlCatalog, TransformersWeights
+from engine.controls.tiny_fit import fit_person_detector
 from engine.weights import build_atomically
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -55,7 +59,8 @@ def _build_depth(folder: Path) -> None:
 
 
 def _build_person_detector(folder: Path) -> None:
-    """RT-DETR with a four-stage basic ResNet, ten queries and "person" as label 0 (as in COCO)."""
+    """RT-DETR with a four-stage basic ResNet, ten queries and "person" as label 0 (as in COCO), fitted to find
+    the two people of the bundled Chaplin clip (`engine.controls.tiny_fit`)."""
     import torch
     from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessorPil, RTDetrResNetConfig
 
@@ -70,8 +75,11 @@ def _build_person_detector(folder: Path) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = RTDetrForObjectDetection(config).eval()
+    processor = RTDetrImageProcessorPil(size={"height": 64, "width": 64})
+    # Random weights find nobody; fitted to the bundled clip, tests can see people there and none in bars.
+    fit_person_detector(model, processor)
     model.save_pretrained(folder)
-    RTDetrImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(folder)
+    processor.save_pretrained(folder)
 
 
 def _build_pose(folder: Path) -> None:
