@@ -46,7 +46,7 @@ def chaplin(media) -> Path:
 
 
 def with_thresholds(catalog: ControlCatalog, detection: float, keypoint: float = 0.0) -> ControlCatalog:
-    """The catalog with other thresholds: 0 makes the random detector find "people", above 1 finds nobody."""
+    """The catalog with other thresholds: 0 takes every query of the detector as a person, above 1 finds nobody."""
     return catalog.model_copy(update={
         "pose_detector": catalog.pose_detector.model_copy(update={"threshold": detection}),
         "pose": catalog.pose.model_copy(update={"threshold": keypoint}),

@@ -103,6 +103,19 @@ def test_style_and_reference_frames_reach_the_model(tmp_path, tiny_spec, plate):
     assert referenced.manifest_data["reference_frame"]["sha256"] == hashlib.sha256(grey.read_bytes()).hexdigest()
 
 
+def test_style_keyframe_reaches_the_model_and_which_keyframe_matters(tmp_path, tiny_spec, plate):
+    """With the tiny Wan VACE, `style_frame: {"keyframe": N}` changes the render against no style frame, and
+    keyframe 200 gives other frames than keyframe 60."""
+    short = {"frame_range": (5, 13)}
+    plain = frames_of(render(make_job(tmp_path, tiny_spec, plate, "plain", **short), None, CACHE).output, 9)
+    keyed = {number: frames_of(render(make_job(tmp_path, tiny_spec, plate, f"key{number}", **short,
+                                               style_frame=StillSpec(keyframe=number)), None, CACHE).output, 9)
+             for number in (60, 200)}
+    assert mean_difference(keyed[200], plain) > 1
+    assert mean_difference(keyed[60], plain) > 1
+    assert mean_difference(keyed[200][1:], keyed[60][1:]) > 1
+
+
 class Recording:
     """Wraps a backend and keeps what each chunk was given."""
 

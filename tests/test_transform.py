@@ -24,16 +24,13 @@ RANGE = [0, 16]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, media, models_dir, tiny_spec):
     tmp = tmp_path_factory.mktemp("transform")
-    quiet = tmp / "no-people.toml"
-    quiet.write_text('[controls]\npose_detector = { path = "tiny-controls/person-detector", tiny = true, '
-                     'threshold = 1.5 }\n')
-    settings = settings_for(tmp, models_dir, catalogs=[CATALOG, quiet])
+    settings = settings_for(tmp, models_dir, catalogs=[CATALOG])
     root = settings.roots[0]
 
-    def shot(name):
+    def shot(name, clip="chaplin.mp4"):
         folder = root / name
         folder.mkdir()
-        shutil.copyfile(media / "chaplin.mp4", folder / "plate.mp4")
+        shutil.copyfile(media / clip, folder / "plate.mp4")
         return folder
 
     common = {"frame_range": RANGE, "output_size": 64, "steps": 1, "seed": 5}
@@ -44,6 +41,8 @@ def run(tmp_path_factory, media, models_dir, tiny_spec):
                   controlnets=[{"type": "depth+pose", "strength": 0.8}], **common)
     write_request(shot("two") / "r.render.json", controlnets=[{"type": "depth"}, {"type": "pose"}], **common)
     write_request(shot("auto") / "r.render.json", auto_prompt=True, prompt="in the style of a woodcut", **common)
+    write_request(shot("auto-bars", "bars-timecode.mp4") / "r.render.json", auto_prompt=True,
+                  prompt="in the style of a woodcut", **common)
     drain(settings)
     return settings, root
 
@@ -95,16 +94,26 @@ def test_wan_vace_takes_one_control_video(run):
     assert status["state"] == "failed" and "follows one control video" in status["error"]
 
 
-def test_auto_prompt_combines_and_adapts_to_a_shot_without_people(run):
-    """The user's words come first, the generated description follows; with no person detected the human
-    terms leave the default negative prompt. The Render Info keeps the captions it came from."""
+def test_auto_prompt_keeps_human_terms_for_the_two_people_of_chaplin(run):
+    """On the Chaplin clip the tiny detector counts the two men in every sampled frame: the Render Info says
+    people were present and the default negative prompt keeps its human terms."""
     _, root = run
-    folder = root / "auto"
+    auto = manifest_of(root / "auto")["auto_prompt"]
+    assert auto["people"] is True and auto["people_from"] == "detector" and auto["person_counts"] == [2] * 4
+    assert "extra faces" in auto["negative_prompt"] and auto["dropped_terms"] == []
+
+
+def test_auto_prompt_combines_and_adapts_to_a_shot_without_people(run):
+    """The user's words come first, the generated description follows; with no person detected (colour bars) the
+    human terms leave the default negative prompt. The Render Info keeps the captions it came from."""
+    _, root = run
+    folder = root / "auto-bars"
     assert status_of(folder / "r.render.json")["state"] == "done"
     manifest = manifest_of(folder)
     auto = manifest["auto_prompt"]
     assert auto["prompt"].startswith("in the style of a woodcut")
     assert len(auto["captions"]) == 4 and auto["people"] is False and auto["people_from"] == "detector"
+    assert auto["person_counts"] == [0] * 4
     assert "extra faces" not in auto["negative_prompt"] and "blurry" in auto["negative_prompt"]
     assert "extra faces" in auto["dropped_terms"]
     assert manifest["settings"]["auto_prompt"] == {"value": True, "from": "request"}

@@ -1,9 +1,13 @@
-"""Random-initialised tiny control models, built offline for tests and the demo.
+"""Tiny control models, built offline for tests and the demo.
 
 Each is a real transformers model of the real architecture (Depth Anything,
 RT-DETR, VitPose) with a few thousand parameters, saved with `save_pretrained`
 beside its image processor, so it loads with `from_pretrained` exactly like
-real weights. Their outputs are meaningless but have the right shapes.
+real weights. Depth is random: its output is meaningless but has the right
+shape. The person detector is fitted at build time to the two people of
+tests/data/chaplin.mp4 and VitPose to draw a standing figure in each box
+(`engine.controls.tiny_fit`), so that tests see people there and nobody in
+colour bars.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.controls.catalog import ControlCatalog, TransformersWeights
+from engine.controls.tiny_fit import fit_person_detector, fit_pose_model
 from engine.weights import build_atomically
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -55,7 +60,8 @@ def _build_depth(folder: Path) -> None:
 
 
 def _build_person_detector(folder: Path) -> None:
-    """RT-DETR with a four-stage basic ResNet, ten queries and "person" as label 0 (as in COCO)."""
+    """RT-DETR with a four-stage basic ResNet, ten queries and "person" as label 0 (as in COCO), fitted to find
+    the two people of the bundled Chaplin clip (`engine.controls.tiny_fit`)."""
     import torch
     from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessorPil, RTDetrResNetConfig
 
@@ -70,23 +76,29 @@ def _build_person_detector(folder: Path) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = RTDetrForObjectDetection(config).eval()
+    processor = RTDetrImageProcessorPil(size={"height": 64, "width": 64})
+    # Random weights find nobody; fitted to the bundled clip, tests can see people there and none in bars.
+    fit_person_detector(model, processor)
     model.save_pretrained(folder)
-    RTDetrImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(folder)
+    processor.save_pretrained(folder)
 
 
 def _build_pose(folder: Path) -> None:
-    """VitPose (simple decoder) with a two-layer ViT on 64x48 person crops and COCO's 17 keypoints."""
+    """VitPose (simple decoder) with a two-layer ViT on 64x48 person crops and COCO's 17 keypoints, fitted to
+    draw one standing figure in every person box (`engine.controls.tiny_fit`)."""
     import torch
     from transformers import VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessorPil
 
-    backbone = VitPoseBackboneConfig(image_size=[64, 48], patch_size=[16, 16], hidden_size=16, num_hidden_layers=2,
+    backbone = VitPoseBackboneConfig(image_size=[64, 48], patch_size=[8, 8], hidden_size=16, num_hidden_layers=2,
                                      num_attention_heads=2, mlp_ratio=2, out_indices=[2])
     config = VitPoseConfig(backbone_config=backbone, scale_factor=4, use_simple_decoder=True, num_labels=17)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = VitPoseForPoseEstimation(config).eval()
+    processor = VitPoseImageProcessorPil(size={"height": 64, "width": 48})
+    fit_pose_model(model, (48, 64), processor.image_mean, processor.image_std)
     model.save_pretrained(folder)
-    VitPoseImageProcessorPil(size={"height": 64, "width": 48}).save_pretrained(folder)
+    processor.save_pretrained(folder)
 
 
 BUILDERS: dict[str, Callable[[Path], None]] = {
