@@ -15,6 +15,7 @@ same machine (about 15 s for both).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,24 +104,12 @@ def fit_person_detector(model: Any, processor: Any) -> None:
     without = pictures_without_people(4, rng) + list(read_frames(clip_path(BARS), 0, 40, width, height))[::8]
     targets += [torch.zeros((0, 4))] * len(without)
     pixels = processor(images=with_people + without, return_tensors="pt")["pixel_values"]
-    threads = torch.get_num_threads()
-    # The tensors are tiny: with several threads, syncing costs more than the work (20x slower on a busy CPU).
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(FIT_SEED)
-            model.train()
-            optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-            for _ in range(DETECTOR_STEPS):
-                outputs = model(pixel_values=pixels)
-                loss = _detection_loss(outputs.logits, outputs.pred_boxes, targets)
-                loss = loss + _detection_loss(outputs.enc_topk_logits, outputs.enc_topk_bboxes, targets)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-            model.eval()
-    finally:
-        torch.set_num_threads(threads)
+    def loss_of(model: Any) -> Any:
+        outputs = model(pixel_values=pixels)
+        loss = _detection_loss(outputs.logits, outputs.pred_boxes, targets)
+        return loss + _detection_loss(outputs.enc_topk_logits, outputs.enc_topk_bboxes, targets)
+
+    _fit(model, DETECTOR_STEPS, loss_of)
 
 
 def _cxcywh(boxes: np.ndarray) -> Any:
@@ -185,20 +174,33 @@ def fit_pose_model(model: Any, crop_size: tuple[int, int], mean: list[float], st
             crops.append(cv2.resize(frame[y0:y1, x0:x1], (crop_w, crop_h), interpolation=cv2.INTER_AREA))
     pixels = (np.stack(crops).astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     pixels = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())
+    targets: list[Any] = []
+
+    def loss_of(model: Any) -> Any:
+        heatmaps = model(pixel_values=pixels).heatmaps
+        if not targets:
+            targets.append(_template_heatmaps(*heatmaps.shape[-2:]).expand_as(heatmaps))
+        # Weighted towards the peaks: with a plain mean an all-zero heatmap looks nearly right.
+        return (((heatmaps - targets[0]) ** 2) * (1 + 20 * targets[0])).mean()
+
+    _fit(model, POSE_STEPS, loss_of)
+
+
+
+def _fit(model: Any, steps: int, loss_of: Callable[[Any], Any]) -> None:
+    """Train `model` in place for `steps` Adam steps on `loss_of(model)`, seeded, on one CPU thread."""
+    import torch
+
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as for the detector
+    # The tensors are tiny: with several threads, syncing costs more than the work (20x slower on a busy CPU).
+    torch.set_num_threads(1)
     try:
         with torch.random.fork_rng():
             torch.manual_seed(FIT_SEED)
             model.train()
             optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-            target = None
-            for _ in range(POSE_STEPS):
-                heatmaps = model(pixel_values=pixels).heatmaps
-                if target is None:
-                    target = _template_heatmaps(*heatmaps.shape[-2:]).expand_as(heatmaps)
-                # Weighted towards the peaks: with a plain mean an all-zero heatmap looks nearly right.
-                loss = (((heatmaps - target) ** 2) * (1 + 20 * target)).mean()
+            for _ in range(steps):
+                loss = loss_of(model)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
