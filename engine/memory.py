@@ -37,6 +37,8 @@ VAE_TILE_PIXELS = 256 * 256  # AutoencoderKLWan's tile_sample_min_height x tile_
 VAE_FLOATS_PER_PIXEL_PER_CHANNEL = 50  # causal caches + a 4-frame working set, per channel of base_dim
 VIDEO_COPIES = 6  # conditioning video, mask, inactive and reactive halves, decoded output and its numpy copy
 DECISIONS = ("fits", "vae_tiling", "offload", "offload+vae_tiling")
+DESCRIBED = {"fits": "nothing changed", "vae_tiling": "VAE tiling", "offload": "model CPU offload",
+             "offload+vae_tiling": "model CPU offload and VAE tiling"}
 
 
 class MemoryPlanError(SettingsError):
@@ -243,7 +245,8 @@ def decide(need: Need, available: int, device: str) -> str | None:
 
 
 def _gib(value: int) -> str:
-    return f"{value / GIB:.1f} GiB"
+    """A size for people: GiB with one decimal, or MiB below 1 GiB."""
+    return f"{value / GIB:.1f} GiB" if value >= GIB else f"{value / 2**20:.1f} MiB"
 
 
 def refusal(folder: Path, shape: Shape, need: Need, available: Available, device: str, dtype: str,
@@ -271,7 +274,7 @@ def refusal(folder: Path, shape: Shape, need: Need, available: Available, device
     what = " or ".join(options) if options else "nothing smaller: the weights alone do not fit"
     return (f"the job needs about {_gib(need.peak(best))} on {device} (weights {_gib(need.weights_total)}, "
             f"diffusion {_gib(need.diffusion)}, VAE {_gib(need.vae_tiled if 'vae_tiling' in best else need.vae)}"
-            f"{', with ' + best.replace('+', ' and ').replace('_', ' ') if best != 'fits' else ''}) but "
+            f"{', with ' + DESCRIBED[best] if best != 'fits' else ''}) but "
             f"{_gib(available.bytes)} are available ({available.source}); it would fit with {what}. If the "
             "detected memory is wrong, set device_memory_gb")
 

@@ -128,3 +128,69 @@ def test_a_small_memory_setting_renders_with_vae_tiling_and_says_so(tmp_path, ti
     a, b = (np.stack(list(read_frames(result.output, 0, 4, width, height))).astype(float) for result in (plain, tiled))
     difference = np.abs(a - b).mean()
     assert 0 < difference < 8, difference
+
+
+def test_a_job_over_the_memory_setting_fails_in_the_daemon_before_rendering(tmp_path, media, models_dir, tiny_spec):
+    """The device_memory_gb setting reaches the worker: a request whose chunk needs more fails before any chunk is
+    rendered, its status naming what would fit; the same request under a large setting renders, and its Render
+    Info says the memory came from the setting."""
+    from tests.harness import drain, settings_for, status_of, write_request
+
+    shot = tmp_path / "root" / "sh010"
+    shot.mkdir(parents=True)
+    shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
+    fields = dict(prompt="ink", frame_range=[0, 7], output_size=64, steps=1, context={"size": 9})
+    width, height = output_dims(probe(shot / "plate.mp4").width, probe(shot / "plate.mp4").height, 64, 16)
+    nine, five = (estimate(model_folder(tiny_spec), Shape(frames, width, height, reference=False), "float32",
+                           "float32").peak("fits") for frames in (9, 5))
+    small = write_request(shot / "small.render.json", **fields)
+    drain(settings_for(tmp_path, models_dir, device_memory_gb=(nine + five) / 2 / GIB))
+    status = status_of(small)
+    assert status["state"] == "failed", status
+    assert "context.size of at most 5 frames" in status["error"] and "(setting)" in status["error"]
+    assert [p.name for p in shot.glob("*.mp4")] == ["plate.mp4"]
+
+    large = write_request(shot / "large.render.json", **fields)
+    drain(settings_for(tmp_path, models_dir, device_memory_gb=64))
+    assert status_of(large)["state"] == "done", status_of(large)
+    manifest = json.loads(next(shot.glob("*.render-info.json")).read_text())
+    assert manifest["memory"]["available_from"] == "setting"
+    assert manifest["memory"]["available_bytes"] == 64 * GIB
+
+
+class RecordingPipeline:
+    """Stands in for a diffusers pipeline on a CUDA device (there is none here): records what the plan asks."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.vae = self
+
+    def enable_tiling(self) -> None:
+        self.calls.append("tiling on")
+
+    def disable_tiling(self) -> None:
+        self.calls.append("tiling off")
+
+    def enable_model_cpu_offload(self, device: str) -> None:
+        self.calls.append(f"offload to {device}")
+
+    def remove_all_hooks(self) -> None:
+        self.calls.append("hooks removed")
+
+    def to(self, device: str) -> None:
+        self.calls.append(f"moved to {device}")
+
+
+def test_a_cached_pipeline_is_switched_to_each_jobs_plan(tiny_spec):
+    """A model kept loaded between jobs follows each job's plan: offload and tiling switched on for a job that
+    needs them, and off again (back on the device, hooks removed) for one that fits."""
+    from types import SimpleNamespace
+
+    from engine.memory import MemoryPlan, apply
+
+    backend = SimpleNamespace(spec=tiny_spec, pipeline=RecordingPipeline())
+    apply(backend, MemoryPlan(need(), None, "offload+vae_tiling"), "cuda:0")
+    apply(backend, MemoryPlan(need(), None, "offload+vae_tiling"), "cuda:0")
+    apply(backend, MemoryPlan(need(), None, "fits"), "cuda:0")
+    assert backend.pipeline.calls == ["tiling on", "offload to cuda:0", "tiling on", "tiling off", "hooks removed",
+                                      "moved to cuda:0"]
