@@ -100,12 +100,17 @@ def empty_model(model_class, config: dict, dtype: torch.dtype, device: str = "cp
     with init_empty_weights(include_buffers=False):
         model = model_class(**config)
     keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+    made: dict[int, torch.nn.Parameter] = {}  # a tied parameter (UMT5's shared embedding) stays one parameter
     for module_name, module in model.named_modules():
         for name, parameter in list(module.named_parameters(recurse=False)):
-            fp32 = any(part in keep for part in f"{module_name}.{name}".split("."))
-            wanted = torch.float32 if fp32 and dtype != torch.float32 else dtype
-            module._parameters[name] = torch.nn.Parameter(
-                torch.empty(parameter.shape, dtype=wanted, device=device), requires_grad=False)
+            if id(parameter) not in made:
+                fp32 = any(part in keep for part in f"{module_name}.{name}".split("."))
+                wanted = torch.float32 if fp32 and dtype != torch.float32 else dtype
+                made[id(parameter)] = torch.nn.Parameter(
+                    torch.empty(parameter.shape, dtype=wanted, device=device), requires_grad=False)
+            module._parameters[name] = made[id(parameter)]
+    if hasattr(model, "tie_weights"):  # transformers ties embeddings after construction, as from_pretrained does
+        model.tie_weights()
     return model.to(device)
 
 

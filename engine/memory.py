@@ -244,7 +244,7 @@ def decide(need: Need, available: int, device: str) -> str | None:
     return next((mode for mode in modes if need.peak(mode) <= available), None)
 
 
-def _gib(value: int) -> str:
+def readable_size(value: int) -> str:
     """A size for people: GiB with one decimal, or MiB below 1 GiB."""
     return f"{value / GIB:.1f} GiB" if value >= GIB else f"{value / 2**20:.1f} MiB"
 
@@ -272,10 +272,12 @@ def refusal(folder: Path, shape: Shape, need: Need, available: Available, device
     if size is not None:
         options.append(f"an output_size of at most {size} at {shape.frames} frames a chunk")
     what = " or ".join(options) if options else "nothing smaller: the weights alone do not fit"
-    return (f"the job needs about {_gib(need.peak(best))} on {device} (weights {_gib(need.weights_total)}, "
-            f"diffusion {_gib(need.diffusion)}, VAE {_gib(need.vae_tiled if 'vae_tiling' in best else need.vae)}"
+    size_of = readable_size
+    vae = need.vae_tiled if "vae_tiling" in best else need.vae
+    return (f"the job needs about {size_of(need.peak(best))} on {device} (weights {size_of(need.weights_total)}, "
+            f"diffusion {size_of(need.diffusion)}, VAE {size_of(vae)}"
             f"{', with ' + DESCRIBED[best] if best != 'fits' else ''}) but "
-            f"{_gib(available.bytes)} are available ({available.source}); it would fit with {what}. If the "
+            f"{size_of(available.bytes)} are available ({available.source}); it would fit with {what}. If the "
             "detected memory is wrong, set device_memory_gb")
 
 
@@ -299,7 +301,7 @@ def plan(spec, device: str, shape: Shape, setting: int | None = None, resident: 
     if spec.vae_tiling and "vae_tiling" not in decision and kind == "cuda":
         decision = "offload+vae_tiling" if decision.startswith("offload") else "vae_tiling"
     return MemoryPlan(need, available, decision, "" if decision == "fits" else
-                      f"needs {_gib(need.peak('fits'))} as it is, {_gib(available.bytes)} available")
+                      f"needs {readable_size(need.peak('fits'))} as it is, {readable_size(available.bytes)} available")
 
 
 def apply(backend, memory: MemoryPlan, device: str) -> None:

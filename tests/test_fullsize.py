@@ -154,3 +154,19 @@ def test_random_fill_is_seeded_and_variance_preserving():
     assert first[0].weight.dtype == torch.bfloat16
     assert abs(first[0].weight.float().std().item() - 1 / 16) < 0.003
     assert torch.all(first[1].weight == 1) and torch.all(first[0].bias == 0)
+
+
+def test_the_small_text_encoder_has_the_real_width_and_one_embedding():
+    """The stand-in text encoder turns a prompt into 4096-wide embeddings (the transformer's text width), and its
+    input embedding stays tied to the shared one, as a saved UMT5 expects (two copies would be loaded untied)."""
+    import torch
+
+    from engine.fullsize import WAN_VACE_1_3B_TRANSFORMER, small_text_parts
+
+    tokenizer, encoder = small_text_parts(torch.bfloat16)
+    assert encoder.encoder.embed_tokens.weight is encoder.shared.weight
+    tokens = tokenizer(["oil painting of a street"], return_tensors="pt")
+    with torch.no_grad():
+        output = encoder(**tokens).last_hidden_state
+    assert output.shape[-1] == WAN_VACE_1_3B_TRANSFORMER["text_dim"] == 4096
+    assert torch.isfinite(output.float()).all()
