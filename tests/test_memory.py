@@ -12,7 +12,7 @@ import pytest
 
 from engine.decode import read_frames
 from engine.geometry import output_dims
-from engine.memory import MemoryPlanError, Need, Shape, decide, estimate, model_folder, plan
+from engine.memory import SLACK, MemoryPlanError, Need, Shape, decide, estimate, model_folder, plan
 from engine.models import ModelCache
 from engine.probe import probe
 from engine.render import render
@@ -28,15 +28,17 @@ def need(transformer=4, text_encoder=1, vae=1, text=0.1, diffusion=2.0, vae_work
 
 
 @pytest.mark.parametrize(("device", "available", "decision"), [
+    # peaks before the 15 % margin: everything 6 weights + 6 VAE decode; tiled 6 + 2 diffusion; offloaded one
+    # component at a time, the VAE 1 + 6 or the transformer 4 + 2 with tiling
     ("cuda:0", 80, "fits"),
-    ("cuda:0", 12, "fits"),                  # 6 weights + 6 VAE decode
-    ("cuda:0", 11.5, "vae_tiling"),
-    ("cuda:0", 8, "vae_tiling"),             # 6 weights + 2 diffusion (the tiled VAE needs 1)
-    ("cuda:0", 7.5, "offload"),              # one component at a time: the VAE 1 + 6, the transformer 4 + 2
-    ("cuda:0", 6.5, "offload+vae_tiling"),   # the transformer's 6 is the most
-    ("cuda:0", 5.5, None),
-    ("cpu", 8, "vae_tiling"),
-    ("cpu", 7.5, None),                      # the CPU has no offload: nothing to move the weights to
+    ("cuda:0", 14, "fits"),
+    ("cuda:0", 13.5, "vae_tiling"),
+    ("cuda:0", 9.5, "vae_tiling"),
+    ("cuda:0", 9, "offload"),
+    ("cuda:0", 7.5, "offload+vae_tiling"),
+    ("cuda:0", 6.5, None),
+    ("cpu", 9.5, "vae_tiling"),
+    ("cpu", 9, None),                      # the CPU has no offload: nothing to move the weights to
 ])
 def test_decision_is_the_cheapest_mode_that_fits_the_reported_memory(device, available, decision):
     """With a device reporting `available` GiB, the plan keeps everything resident when it fits, then tiles the
@@ -46,13 +48,16 @@ def test_decision_is_the_cheapest_mode_that_fits_the_reported_memory(device, ava
 
 def test_peak_without_offload_holds_every_weight_and_the_largest_stage():
     """Stages run one after another: the peak is all weights plus the largest of text, diffusion and VAE; with
-    offload only the running component's weights count."""
+    offload only the running component's weights count; a margin goes on top."""
     needed = need()
-    weights = int(4 * GIB) + 2 * int(GIB)
-    assert needed.peak("fits") == weights + int(6 * GIB)
-    assert needed.peak("vae_tiling") == weights + int(2 * GIB)
-    assert needed.peak("offload") == int(GIB) + int(6 * GIB)
-    assert needed.peak("offload+vae_tiling") == int(4 * GIB) + int(2 * GIB)
+
+    def gib(value: float) -> int:
+        return int(value * GIB * (1 + SLACK))
+
+    assert needed.peak("fits") == pytest.approx(gib(6 + 6), abs=4)
+    assert needed.peak("vae_tiling") == pytest.approx(gib(6 + 2), abs=4)
+    assert needed.peak("offload") == pytest.approx(gib(1 + 6), abs=4)
+    assert needed.peak("offload+vae_tiling") == pytest.approx(gib(4 + 2), abs=4)
 
 
 def test_estimate_grows_linearly_with_tokens_and_tiling_caps_the_vae(tiny_spec):
