@@ -54,7 +54,7 @@ def ensure_weights(spec: ModelSpec) -> None:
     if spec.random_weights:
         raise WeightsMissingError(
             spec.id, spec.path,
-            f"these are random full-size weights (about 4 GB); build them with `hotshot models make-random {spec.id}`",
+            f"these are random full-size weights (4.6 GB); build them with `hotshot models make-random {spec.id}`",
         )
     if not spec.tiny:
         raise WeightsMissingError(
