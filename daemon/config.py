@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     devices: list[str] | Literal["auto"] = Field(
         default="auto", description='"auto" (one worker per CUDA device found) or one worker per listed device')
     model_cache_gb: float = Field(default=40.0, ge=0, description="models a worker keeps loaded; 0 = no limit")
+    device_memory_gb: float | None = Field(default=None, gt=0, description="memory (GB) a job may use on its "
+                                           "device, instead of the free memory detected (a shared GPU, tests)")
     status_every_seconds: float = Field(default=2.0, gt=0)
     worker_stall_seconds: float = Field(default=1800.0, ge=0, description="kill a worker silent this long; 0 = never")
     ffprobe_timeout_seconds: float = Field(default=30.0, gt=0)

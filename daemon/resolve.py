@@ -64,6 +64,7 @@ class Setup:
     captioner: CaptionerSpec | None = None
     control_cache: Path | None = None
     hash_cache: Path | None = None
+    device_memory: int | None = None  # bytes a job may use on its device (the device_memory_gb setting)
 
 
 def load_setup(settings, device_kind: str, history=None) -> Setup:
@@ -82,6 +83,7 @@ def load_setup(settings, device_kind: str, history=None) -> Setup:
         credits_per_gpu_second=settings.credits_per_gpu_second,
         history=history or (lambda model, device: []), controls=controls, captioner=captioner,
         control_cache=settings.state_dir / "controls", hash_cache=settings.state_dir / "hashes",
+        device_memory=int(settings.device_memory_gb * 2**30) if getattr(settings, "device_memory_gb", None) else None,
     )
 
 
@@ -436,6 +438,7 @@ def render_job(job: Job, store: Store, setup: Setup, work_root: Path) -> RenderJ
         output=output,
         manifest=manifest_path(output),
         work_dir=work_root / f"job-{job.id:06d}",
+        device_memory=setup.device_memory,
         manifest_context={
             "shot": shot["rel"],
             "request": {"path": Path(job.request_path).name, "as_written": json.loads(request_row["raw"])},

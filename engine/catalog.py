@@ -115,6 +115,8 @@ class ModelSpec(BaseModel):
         description="seconds per megapixel-frame-step, per device kind",
     )
     tiny: bool = Field(default=False, description="a random-initialised test model hotshot may build itself")
+    random_weights: bool = Field(default=False, description="a full-size layout with random weights, for tests and "
+                                                            "benchmarks, built by `hotshot models make-random`")
 
     @field_validator("frame_constraint")
     @classmethod
@@ -131,6 +133,8 @@ class ModelSpec(BaseModel):
             raise ValueError("give exactly one of `path` (a local folder) or `hub` (a hub repository id)")
         if self.tiny and not self.id.startswith("tiny-"):
             raise ValueError("only models whose id starts with 'tiny-' may be marked tiny")
+        if self.random_weights and (self.path is None or self.tiny):
+            raise ValueError("a `random_weights` model is built into a local folder: give `path`, not `hub` or `tiny`")
         return self
 
     @property

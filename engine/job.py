@@ -81,6 +81,8 @@ class RenderJob(BaseModel):
     manifest: Path
     work_dir: Path
     device: str = "auto"
+    device_memory: int | None = Field(default=None, gt=0, description="bytes the job may use on its device, "
+                                      "instead of what is detected (the device_memory_gb setting)")
     done_chunks: dict[int, float] = Field(
         default_factory=dict, description="chunks recorded as finished earlier, with their render seconds"
     )

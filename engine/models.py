@@ -51,6 +51,11 @@ def ensure_weights(spec: ModelSpec) -> None:
     tiny_lora_missing = spec.tiny and lora is not None and not Path(lora).exists()
     if spec.path is None or (spec.weights_present() and not tiny_lora_missing):
         return
+    if spec.random_weights:
+        raise WeightsMissingError(
+            spec.id, spec.path,
+            f"these are random full-size weights (4.6 GB); build them with `hotshot models make-random {spec.id}`",
+        )
     if not spec.tiny:
         raise WeightsMissingError(
             spec.id, spec.path,
@@ -68,6 +73,16 @@ def make_tiny(spec: ModelSpec, force: bool = False) -> Path:
         build_tiny(spec.model_copy(update={"path": str(staging)}))
 
     return build_atomically(Path(spec.path), spec.weights_present, build, force)
+
+
+def make_random(spec: ModelSpec, force: bool = False) -> Path:
+    """Build the full-size random-weights model of `spec` (engine/fullsize.py) into its folder, atomically."""
+    from engine.fullsize import build_full_wan_vace
+
+    if not spec.random_weights or spec.path is None or spec.backend != "wan-vace":
+        raise ValueError(f"model {spec.id!r} is not a random-weights Wan VACE model; only entries with "
+                         "`random_weights = true` and backend \"wan-vace\" can be built")
+    return build_atomically(Path(spec.path), spec.weights_present, build_full_wan_vace, force)
 
 
 class ModelCache:
@@ -96,6 +111,10 @@ class ModelCache:
         self._sizes[key] = footprint(self._loaded[key])
         self._evict(keep=key)
         return self._loaded[key]
+
+    def resident_bytes(self, spec: ModelSpec, device: str) -> int:
+        """Bytes of `spec`'s weights already loaded on `device` (0 when it is not loaded)."""
+        return self._sizes.get((spec.id, spec.weights, device), 0)
 
     @property
     def loaded(self) -> list[str]:

@@ -37,6 +37,9 @@ from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob, RenderRes
 from engine.keyframes import Keyframe, check_keyframes, check_painted_windows, keyframe_positions, load_keyframes
 from engine.manifest import build_manifest, record_inputs
 from engine.masks import Compositor, MaskSource
+from engine.memory import Shape as MemoryShape
+from engine.memory import apply as apply_memory_plan
+from engine.memory import plan as plan_memory
 from engine.models import ModelCache
 from engine.plan import Chunk, ChunkPlan, plan_warnings
 from engine.probe import probe
@@ -162,12 +165,16 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     if written:
         job = job.model_copy(update={"prompt": written["prompt"], "negative_prompt": written["negative_prompt"]})
 
-    # 5. Load the model (kept in the worker's cache between jobs).
+    # 5. Plan the memory (VAE tiling or CPU offload when the chunk would not fit, or refuse), then load the model
+    #    (kept in the worker's cache between jobs).
+    shape = memory_shape(plan, width, height, job.cfg, (reference or style) is not None)
+    memory = plan_memory(job.model, device, shape, job.device_memory, cache.resident_bytes(job.model, device))
     model_load = job.model.id not in cache
     events.progress(Progress(0, len(plan.chunks), 0, job.steps, 0, timeline.frame_count,
                              phase="loading model" if model_load else "starting"))
     with parts.part("load"):
-        backend = cache.get(job.model, device)
+        backend = cache.get(job.model.model_copy(update={"offload": memory.offload or job.model.offload}), device)
+        apply_memory_plan(backend, memory, device)
 
     # 6. Find the checkpoint to resume from.
     resume_at, previous_raw, last_final = work.resume_point(
@@ -254,6 +261,7 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
         "mask": sinks.masks.describe() if sinks.masks else None,
         "strength": job.strength,
         "controls": control_entries,
+        "memory": memory.to_manifest(),
         "auto_prompt": {**written["manifest"], "prompt": written["prompt"],
                         "negative_prompt": written["negative_prompt"]} if written else None,
     }
@@ -429,6 +437,12 @@ def sequence_manifest(job: RenderJob, timeline: Timeline) -> dict:
         "colour": "sRGB 8-bit" if job.image_sequence == "png" else "scene-linear (from sRGB), half float, Rec.709 "
                                                                     "primaries, D65, ZIP compression",
     }
+
+
+def memory_shape(plan: ChunkPlan, width: int, height: int, cfg: float, reference: bool) -> MemoryShape:
+    """What the largest chunk asks of the device (a CFG above 1 runs a conditional and an unconditional pass)."""
+    frames = max(chunk.render_frames for chunk in plan.chunks)
+    return MemoryShape(frames, width, height, 2 if cfg > 1 else 1, reference)
 
 
 def raw_shape(chunk: Chunk, height: int, width: int) -> tuple[int, int, int, int]:

@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("ids", nargs="*", help="tiny model ids (default: every tiny model in the catalog)")
     tiny.add_argument("--force", action="store_true", help="rebuild even if present")
     tiny.set_defaults(handler=cmd_models_make_tiny)
+    random = model_commands.add_parser("make-random", parents=[common],
+                                       help="build a full-size model with random weights (several GB)")
+    random.add_argument("id", help="a catalog id with `random_weights = true`, e.g. wan-vace-1_3b-random")
+    random.add_argument("--force", action="store_true", help="rebuild even if present")
+    random.set_defaults(handler=cmd_models_make_random)
     return parser
 
 
@@ -389,6 +394,8 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             present = "present"
         elif spec.tiny:
             present = "missing: built on first use, or now with `hotshot models make-tiny`"
+        elif spec.random_weights:
+            present = f"missing: build it with `hotshot models make-random {spec.id}`"
         elif spec.hub:
             present = "not downloaded: fetched from the hub on first use (needs internet)"
         else:
@@ -442,4 +449,19 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
                 print(f"controls: {path}")
         if setup.captioner is not None and setup.captioner.tiny:
             print(f"{setup.captioner.id}: {make_tiny_captioner(setup.captioner, force=args.force)}")
+    return 0
+
+
+def cmd_models_make_random(args: argparse.Namespace) -> int:
+    from daemon import logs
+    from daemon.resolve import load_setup
+    from engine.models import make_random
+
+    settings = settings_from(args)
+    logs.configure(settings.log_format, "warning")
+    logs.route_ml_libraries()
+    spec = load_setup(settings, "cpu").catalog.get(args.id)
+    if spec is None or not spec.random_weights:
+        raise HotshotError(f"{args.id!r} is not a random-weights model in the catalog (`random_weights = true`)")
+    print(f"{args.id}: {make_random(spec, force=args.force)}")
     return 0

@@ -19,6 +19,7 @@ def smoke_test(settings: Settings, model_id: str, device: str) -> str:
     """Render 2 frames of a synthetic clip through the real engine; return a one-line report."""
     from engine.errors import EngineError
     from engine.job import RenderJob
+    from engine.memory import readable_size
     from engine.models import ModelCache
     from engine.render import render
 
@@ -43,7 +44,8 @@ def smoke_test(settings: Settings, model_id: str, device: str) -> str:
                         start_frame_buffer=0, device=device, output=work / "check_out.mp4",
                         # A model that only carries paint gets the first frame as its painted frame.
                         style_frame={"keyframe": 0} if spec.capabilities.needs_paint else None,
-                        manifest=work / "check_out.render-info.json", work_dir=work / "work")
+                        manifest=work / "check_out.render-info.json", work_dir=work / "work",
+                        device_memory=int(settings.device_memory_gb * 2**30) if settings.device_memory_gb else None)
         started = time.monotonic()
         cache = ModelCache()
         try:
@@ -53,9 +55,13 @@ def smoke_test(settings: Settings, model_id: str, device: str) -> str:
         except EngineError as exc:
             raise HotshotError(f"model {model_id!r} failed its check: {exc}") from exc
         finished = time.monotonic()
+        memory = result.manifest_data["memory"]
+        planned = f"; memory {memory['decision']}" + (
+            f" ({readable_size(memory['estimate_bytes'])} of {readable_size(memory['available_bytes'])}, "
+            f"{memory['available_from']})" if memory["estimate_bytes"] else "")
         return (f"{model_id}: OK, {result.frames} frames {result.width}x{result.height} with {STEPS} steps on "
                 f"{result.manifest_data['model']['device']} ({result.manifest_data['model']['dtype']}); "
-                f"load {loaded - started:.1f} s, render {finished - loaded:.1f} s")
+                f"load {loaded - started:.1f} s, render {finished - loaded:.1f} s{planned}")
 
 
 def _device(device: str) -> str:
