@@ -28,7 +28,7 @@ from daemon.store import Store
 from daemon.web import queries
 
 STATE_DIR = WORK / "scale-status"
-VERSION = "v1"  # bump when the data built changes
+VERSION = "v2"  # bump when the data built changes
 SHOTS, BUSY_SHOTS = 1000, 100
 FINISHED, ACTIVE = 90_000, 10_000
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -71,6 +71,7 @@ def build() -> Path:
                        [(shot, shot, f"{root}/seq{shot // 100:02d}/sh{shot:04d}/plate.mov", "plate.mov", probe,
                          _iso(NOW - timedelta(days=365)), _iso(NOW - timedelta(days=365)))
                         for shot in range(1, SHOTS + 1)])
+    costs = json.dumps({"model": "tiny-wan-vace", "device": "cuda", "frames": 48, "seconds": 300.0})
     jobs, requests, media, events = [], [], [], []
     renders = dict.fromkeys(range(1, SHOTS + 1), 0)
     for number in range(1, FINISHED + ACTIVE + 1):
@@ -105,9 +106,9 @@ def build() -> Path:
                      "the job failed" if state in ("failed", "cancelled") else None,
                      "worker-0" if state == "running" else None))
         for kind in ("job created", "claimed", state) if ended else ("job created",):
-            events.append((_iso(created), kind, number, shot, request_path, state))
+            events.append((_iso(created), kind, number, shot, request_path, state, None))
         if state == "done":
-            events.append((_iso(ended), "costs", number, None, None, None))
+            events.append((_iso(ended), "costs", number, None, None, None, costs))
     with db:
         db.executemany("INSERT INTO requests (id, shot_id, path, content_hash, size, mtime_ns, raw, created_at) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", requests)
@@ -118,8 +119,8 @@ def build() -> Path:
         db.executemany("INSERT INTO media (id, shot_id, path, name, kind, state, size, mtime_ns, probe, parent_id, "
                        "root_id, job_id, created_at, updated_at) VALUES (?, ?, ?, ?, 'render', 'ready', 1, 1, ?, ?, ?, "
                        "?, ?, ?)", media)
-        db.executemany("INSERT INTO events (at, kind, job_id, shot_id, path, message) VALUES (?, ?, ?, ?, ?, ?)",
-                       events)
+        db.executemany("INSERT INTO events (at, kind, job_id, shot_id, path, message, data) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", events)
     db.execute("ANALYZE")
     store.close()
     stamp.touch()
@@ -173,6 +174,8 @@ def figures() -> list[Figure]:
     copy.mkdir(parents=True)
     shutil.copy(state / "hotshot.db", copy / "hotshot.db")
     store = Store.open(copy / "hotshot.db")
+    claim = _best(lambda: store.claim_next("bench", now=NOW.timestamp(), loaded_models=frozenset({"tiny-wan-vace"})))
+    history = _best(lambda: store.cost_history("tiny-wan-vace", "cuda"))
     longest, moved, started = 0.0, 0, time.perf_counter()
     try:
         while True:
@@ -186,7 +189,9 @@ def figures() -> list[Figure]:
         store.close()
     seconds = time.perf_counter() - started
     rows += [
-        Figure(f"archive: longest batch ({BATCH} jobs, one transaction)", longest, 0.25, "s", built="sqlite"),
+        Figure("claim the next job (model affinity, 9,000 queued)", claim, 0.05, "s", built="sqlite"),
+        Figure("cost history of a model (76,000 measured renders)", history, 0.05, "s", built="sqlite"),
+        Figure(f"archive: longest batch ({BATCH} jobs, one transaction)", longest, 0.1, "s", built="sqlite"),
         Figure(f"archive: {moved:,} jobs older than 30 days, rate", moved / seconds, 1000, "/s", at_most=False,
                built="sqlite"),
         Figure("status after archiving", _wall(["status", "--state", str(copy)]), 0.3, "s", built="sqlite"),

@@ -98,11 +98,13 @@ def shot_name(root: str, rel: str) -> str:
 
 
 def shots_named(store: Store, name: str) -> list[dict]:
-    """Shots a person may mean by `name`: `root/rel` as status prints it, the folder relative to its root,
-    or its path."""
+    """Shots a person may mean by `name`: `root/rel` as status prints it, the folder relative to its root, its
+    path, or failing those its folder's own name (every shot of that name)."""
     path = str(Path(name).expanduser().resolve())
-    return [shot for shot in store._all("SELECT id, root, rel, path FROM shots ORDER BY root, rel")
-            if name in (shot_name(shot["root"], shot["rel"]), shot["rel"]) or shot["path"] == path]
+    shots = store._all("SELECT id, root, rel, path FROM shots ORDER BY root, rel")
+    exact = [shot for shot in shots
+             if name in (shot_name(shot["root"], shot["rel"]), shot["rel"]) or shot["path"] == path]
+    return exact or [shot for shot in shots if Path(shot["rel"]).name == name]
 
 
 def shots_with_activity(store: Store, recent: list[Job], limit: int) -> tuple[int, list[dict]]:

@@ -149,7 +149,9 @@ def m006_archive_and_indexes(db: Database) -> None:
         # (request_path, state) from m003 serves every lookup by request path.
         "DROP INDEX IF EXISTS idx_jobs_request_path",
         "CREATE INDEX idx_media_shot_kind ON media (shot_id, kind)",
-        "CREATE INDEX idx_events_kind ON events (kind)",
+        # The estimates' cost history: the latest measured renders of one model on one device kind.
+        "CREATE INDEX idx_events_costs ON events (json_extract(data, '$.model'), json_extract(data, '$.device'), id) "
+        "WHERE kind = 'costs'",
         "CREATE INDEX idx_jobs_archive_finished_at ON jobs_archive (finished_at)",
         "CREATE INDEX idx_jobs_archive_shot_state ON jobs_archive (shot_id, state)",
         "CREATE INDEX idx_jobs_archive_state ON jobs_archive (state)",

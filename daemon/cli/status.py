@@ -23,7 +23,7 @@ from daemon.store import Store, utc_iso
 RECENT = 10
 LIMIT = 20          # jobs in line, and jobs on a page, unless --limit says otherwise
 SHOTS = 10          # shots with activity shown
-VIDEOS_PER_SHOT = 4  # newest videos of a shot in its tree (with the sources they descend from), unless --shot
+VIDEOS_PER_SHOT = 3  # newest videos of a shot in its tree (with the sources they descend from), unless --shot
 
 
 def status_data(store: Store, daemon_pid: int | None = None, wanted: JobFilter | None = None,
@@ -100,11 +100,11 @@ def status_text(data: dict, roots: list[Path], paged: bool = False) -> str:
     lines = [f"Daemon  {'running (pid ' + str(daemon['pid']) + ')' if daemon['running'] else 'not running'}"
              + ("; claiming PAUSED (`hotshot resume` to go on)" if daemon["paused"] else ""),
              "Jobs    " + _counts(counts, ACTIVE_STATES) + "; ended: " + _counts(counts, FINISHED_STATES)
-             + f"; archived: {sum(totals['archived'].values()):,}", ""]
-    if listing["shots"] is not None or not paged:
-        _shots(data, lines)
+             + f"; archived: {sum(totals['archived'].values()):,}"]
     if paged:
         _page(data, roots, lines)
+        if listing["shots"] is not None:
+            _shots(data, lines)
         return "\n".join(lines)
     queue = data["queue"]
     shown = f"first {len(queue)} of {totals['in_line']:,}" if len(queue) < totals["in_line"] else "all"
@@ -113,12 +113,12 @@ def status_text(data: dict, roots: list[Path], paged: bool = False) -> str:
         lines.append("  (empty)")
     lines += [_job_line(job, roots) for job in queue]
     if len(queue) < totals["in_line"]:
-        lines.append(f"  … {totals['in_line'] - len(queue):,} more: hotshot status --jobs queued (or waiting) "
-                     f"--offset N")
+        lines.append(f"  … {totals['in_line'] - len(queue):,} more: hotshot status --jobs active --offset {len(queue)}")
     lines += ["", f"Recent (last {RECENT} ended)"]
     if not data["recent"]:
         lines.append("  (none yet)")
     lines += [_job_line(job, roots) for job in data["recent"]]
+    _shots(data, lines)
     return "\n".join(lines)
 
 
@@ -127,6 +127,7 @@ def _counts(counts: dict[str, int], states: tuple[JobState, ...]) -> str:
 
 
 def _shots(data: dict, lines: list[str]) -> None:
+    lines.append("")
     if data["page"]["shots"] is not None:
         lines.append("Shots")
     else:
