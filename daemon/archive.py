@@ -11,6 +11,8 @@ What stays consistent:
   unchanged request file is not registered again);
 - render numbers and output names still count archived jobs (`next_render_number`, `output_paths`), so a
   new render never takes an archived one's name;
+- job numbers are never given twice: the job with the highest number stays in `jobs` (SQLite numbers a new
+  row one above the highest there), so a new job never takes an archived job's number;
 - a job is not archived while a newer or older job of the same request file is active, so the status file
   of the request is always written by its newest job;
 - cost samples (`costs` events) stay for the estimates;
@@ -50,16 +52,17 @@ def archive_batch(store: Store, ended_before: float, limit: int = BATCH) -> int:
     with store.immediate():
         ids = [row[0] for row in db.execute(
             f"SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? AND state IN ({marks}) "
-            f"AND NOT EXISTS (SELECT 1 FROM jobs AS other WHERE other.request_path = jobs.request_path "
-            f"AND other.state IN ({active})) ORDER BY finished_at LIMIT ?",
+            f"AND id < (SELECT MAX(id) FROM jobs) AND NOT EXISTS (SELECT 1 FROM jobs AS other "
+            f"WHERE other.request_path = jobs.request_path AND other.state IN ({active})) ORDER BY finished_at LIMIT ?",
             (utc_iso(ended_before), *FINISHED_STATES, *ACTIVE_STATES, limit)).fetchall()]
         if not ids:
             return 0
         chosen = f"({','.join('?' * len(ids))})"
         db.execute(f"INSERT INTO jobs_archive ({columns}, archived_at) SELECT {columns}, ? FROM jobs "
                    f"WHERE id IN {chosen}", (utc_now(), *ids))
-        db.execute(f"INSERT INTO events_archive SELECT * FROM events WHERE job_id IN {chosen} AND kind != 'costs'",
-                   ids)
+        events = ", ".join(f'"{row[1]}"' for row in db.execute("PRAGMA table_info(events)").fetchall())
+        db.execute(f"INSERT INTO events_archive ({events}) SELECT {events} FROM events WHERE job_id IN {chosen} "
+                   "AND kind != 'costs'", ids)
         db.execute(f"DELETE FROM events WHERE job_id IN {chosen} AND kind != 'costs'", ids)
         db.execute(f"DELETE FROM chunks WHERE job_id IN {chosen}", ids)
         db.execute(f"DELETE FROM jobs WHERE id IN {chosen}", ids)

@@ -15,6 +15,8 @@ from daemon.store import Store
 
 R, Q, W = JobState.RUNNING, JobState.QUEUED, JobState.WAITING
 CLAIM_ORDER = "priority DESC, full_clip, id"
+WAITING_ORDER = f"COALESCE(start_at, 0), {CLAIM_ORDER}"
+FINISHED_ORDER = "finished_at DESC, id DESC"
 QUEUE_ORDER = (f"CASE state WHEN '{R}' THEN 0 WHEN '{Q}' THEN 1 ELSE 2 END, "
                f"CASE WHEN state = '{W}' THEN COALESCE(start_at, 0) ELSE 0 END, {CLAIM_ORDER}")
 
@@ -31,12 +33,19 @@ class JobFilter:
 
     @property
     def order(self) -> str:
-        """The queue's order for active jobs, newest end first for finished ones, newest first for a mix."""
+        """The queue's order for active jobs, newest end first for finished ones, newest first for a mix. One
+        active state is read in the order of its index (m006)."""
         if self.states and not self.archived and set(self.states) <= set(ACTIVE_STATES):
-            return QUEUE_ORDER
-        if self.archived or (self.states and set(self.states) <= set(FINISHED_STATES)):
-            return "finished_at DESC, id DESC"
+            if set(self.states) <= {R, Q}:
+                return CLAIM_ORDER if len(set(self.states)) == 1 else QUEUE_ORDER
+            return WAITING_ORDER if set(self.states) == {W} else QUEUE_ORDER
+        if self.finished:
+            return FINISHED_ORDER
         return "id DESC"
+
+    @property
+    def finished(self) -> bool:
+        return self.archived or bool(self.states and set(self.states) <= set(FINISHED_STATES))
 
 
 def _marks(values: tuple | list) -> str:
@@ -58,13 +67,11 @@ def state_counts(store: Store, archived: bool = False) -> dict[str, int]:
 
 def first_in_line(store: Store, limit: int) -> list[Job]:
     """Running jobs, then queued ones in claim order, then waiting ones by start time: the first `limit`."""
-    found = _jobs(store, f"SELECT * FROM jobs WHERE state = ? ORDER BY {CLAIM_ORDER} LIMIT ?", (R, limit))
-    if len(found) < limit:
-        found += _jobs(store, f"SELECT * FROM jobs WHERE state = ? ORDER BY {CLAIM_ORDER} LIMIT ?",
-                       (Q, limit - len(found)))
-    if len(found) < limit:
-        found += _jobs(store, f"SELECT * FROM jobs WHERE state = ? ORDER BY COALESCE(start_at, 0), {CLAIM_ORDER} "
-                              "LIMIT ?", (W, limit - len(found)))
+    found: list[Job] = []
+    for state, order in ((R, CLAIM_ORDER), (Q, CLAIM_ORDER), (W, WAITING_ORDER)):
+        if len(found) < limit:
+            found += _jobs(store, f"SELECT * FROM jobs WHERE state = ? ORDER BY {order} LIMIT ?",
+                           (state, limit - len(found)))
     return found
 
 
@@ -86,11 +93,17 @@ def page(store: Store, wanted: JobFilter) -> tuple[int, list[Job]]:
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     table = "jobs_archive" if wanted.archived else "jobs"
     total = store.db.execute(f"SELECT COUNT(*) FROM {table}{clause}", params).fetchone()[0]
-    columns = "*" if not wanted.archived else ", ".join(
-        f'"{row[1]}"' for row in store.db.execute("PRAGMA table_info(jobs)").fetchall())
-    jobs = _jobs(store, f"SELECT {columns} FROM {table}{clause} ORDER BY {wanted.order} LIMIT ? OFFSET ?",
-                 [*params, wanted.limit, wanted.offset])
-    return total, jobs
+    if wanted.finished and not wanted.archived:
+        # Every finished job has its end time: this lets the newest ends be read from their index, newest first.
+        clause = f" WHERE {' AND '.join([*where, 'finished_at IS NOT NULL'])}"
+    # The page's numbers first (a sort, where one is needed, then holds numbers, not whole rows), then its rows.
+    ids = [row[0] for row in store.db.execute(f"SELECT id FROM {table}{clause} ORDER BY {wanted.order} "
+                                              "LIMIT ? OFFSET ?", [*params, wanted.limit, wanted.offset])]
+    if not ids:
+        return total, []
+    columns = ", ".join(f'"{row[1]}"' for row in store.db.execute("PRAGMA table_info(jobs)").fetchall())
+    rows = {job.id: job for job in _jobs(store, f"SELECT {columns} FROM {table} WHERE id IN ({_marks(ids)})", ids)}
+    return total, [rows[job_id] for job_id in ids]
 
 
 def shot_name(root: str, rel: str) -> str:

@@ -134,7 +134,9 @@ def m006_archive_and_indexes(db: Database) -> None:
     """
     db["jobs_archive"].create({**db["jobs"].columns_dict, "archived_at": str}, pk="id",
                               not_null={"state", "request_path"})
-    db["events_archive"].create({**db["events"].columns_dict}, pk="id")
+    # Event numbers are not kept apart from the hot table's (an event number may be given again), so the archive
+    # numbers its rows itself and keeps the event's number as a plain column.
+    db["events_archive"].create({**db["events"].columns_dict})
     for sql in (
         # Claim order (`claim_next`, the queue): priority is read high to low, so the index holds it that way.
         "DROP INDEX IF EXISTS idx_jobs_state_priority_full_clip_id",
