@@ -28,18 +28,14 @@ from collections.abc import Callable
 import structlog
 
 from daemon.db import utc_iso, utc_now
-from daemon.states import ACTIVE_STATES, FINISHED_STATES, Job
+from daemon.listing import job_columns
+from daemon.states import ACTIVE_STATES, FINISHED_STATES
 from daemon.store import Store
 
 log = structlog.get_logger("hotshot.archive")
 BATCH = 200
 IDLE_SECONDS = 600.0  # once nothing is left to move, look again this much later
 DAY = 86400.0
-
-
-def job_columns(store: Store) -> list[str]:
-    """The columns of `jobs` (what `Job` knows), in table order."""
-    return [row[1] for row in store.db.execute("PRAGMA table_info(jobs)").fetchall()]
 
 
 def archive_batch(store: Store, ended_before: float, limit: int = BATCH) -> int:
@@ -67,22 +63,6 @@ def archive_batch(store: Store, ended_before: float, limit: int = BATCH) -> int:
         db.execute(f"DELETE FROM chunks WHERE job_id IN {chosen}", ids)
         db.execute(f"DELETE FROM jobs WHERE id IN {chosen}", ids)
     return len(ids)
-
-
-def archived_job(store: Store, job_id: int) -> Job | None:
-    """An archived job, as the record the hot table would give."""
-    columns = ", ".join(f'"{name}"' for name in job_columns(store))
-    row = store._one(f"SELECT {columns} FROM jobs_archive WHERE id = ?", (job_id,))
-    return Job.from_row(row) if row else None
-
-
-def job_or_archived(store: Store, job_id: int) -> tuple[Job | None, bool]:
-    """A job by number wherever it is, and whether it is archived."""
-    job = store.job(job_id)
-    if job is not None:
-        return job, False
-    job = archived_job(store, job_id)
-    return job, job is not None
 
 
 class Archiver:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import structlog
 
-from daemon.archive import archived_job
 from daemon.config import Settings
 from daemon.errors import CommandRefused, ConfigError
+from daemon.listing import archived_job
 from daemon.notify import RootNotifiers
 from daemon.pidfile import LOCK_FILE
 from daemon.scan import stale_temporaries

@@ -1,5 +1,6 @@
 """Bounded reads of the jobs for `hotshot status`: counts by state, the first jobs in line, recent ends,
-shots with activity, and filtered pages of the rest (hot or archived).
+shots with activity, and filtered pages of the rest (hot or archived); and a job found by number wherever it
+is (the archive is written by daemon/archive.py).
 
 Each read is an indexed query with a LIMIT (see m006 in daemon/schema.py), so what status costs does not
 grow with the history: only the counts scan an index, never the rows.
@@ -60,6 +61,8 @@ def state_counts(store: Store, archived: bool = False) -> dict[str, int]:
     """How many jobs are in each state (every state named, zero included)."""
     table = "jobs_archive" if archived else "jobs"
     counts = {state.value: 0 for state in JobState}
+    if archived and not has_archive(store):
+        return counts
     for state, count in store.db.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state").fetchall():
         counts[state] = count
     return counts
@@ -92,6 +95,8 @@ def page(store: Store, wanted: JobFilter) -> tuple[int, list[Job]]:
         params += wanted.shot_ids
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     table = "jobs_archive" if wanted.archived else "jobs"
+    if wanted.archived and not has_archive(store):
+        return 0, []
     total = store.db.execute(f"SELECT COUNT(*) FROM {table}{clause}", params).fetchone()[0]
     if wanted.finished and not wanted.archived:
         # Every finished job has its end time: this lets the newest ends be read from their index, newest first.
@@ -101,7 +106,7 @@ def page(store: Store, wanted: JobFilter) -> tuple[int, list[Job]]:
                                               "LIMIT ? OFFSET ?", [*params, wanted.limit, wanted.offset])]
     if not ids:
         return total, []
-    columns = ", ".join(f'"{row[1]}"' for row in store.db.execute("PRAGMA table_info(jobs)").fetchall())
+    columns = ", ".join(f'"{name}"' for name in job_columns(store))
     rows = {job.id: job for job in _jobs(store, f"SELECT {columns} FROM {table} WHERE id IN ({_marks(ids)})", ids)}
     return total, [rows[job_id] for job_id in ids]
 
@@ -175,3 +180,33 @@ def media_tree(store: Store, shot_id: int, keep: int | None) -> tuple[list[dict]
         }
 
     return [node(item) for item in children.get(None, [])], len(media) - len(shown)
+
+
+def job_columns(store: Store) -> list[str]:
+    """The columns of `jobs` (what `Job` knows), in table order."""
+    return [row[1] for row in store.db.execute("PRAGMA table_info(jobs)").fetchall()]
+
+
+def has_archive(store: Store) -> bool:
+    """Whether the database has the archive tables: a reader may open a database of the previous version that
+    no daemon has migrated yet."""
+    return store.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs_archive'"
+                            ).fetchone() is not None
+
+
+def archived_job(store: Store, job_id: int) -> Job | None:
+    """An archived job, as the record the hot table would give."""
+    if not has_archive(store):
+        return None
+    columns = ", ".join(f'"{name}"' for name in job_columns(store))
+    row = store._one(f"SELECT {columns} FROM jobs_archive WHERE id = ?", (job_id,))
+    return Job.from_row(row) if row else None
+
+
+def job_or_archived(store: Store, job_id: int) -> tuple[Job | None, bool]:
+    """A job by number wherever it is, and whether it is archived."""
+    job = store.job(job_id)
+    if job is not None:
+        return job, False
+    job = archived_job(store, job_id)
+    return job, job is not None

@@ -125,9 +125,10 @@ def test_archived_jobs_stay_findable(history, capsys):
         run_command(settings, "retry", str(jobs["failed"]))
 
 
-def test_the_migration_applies_to_a_database_of_the_previous_version(tmp_path):
-    """A database made by the previous schema (m001-m005) gains the archive tables and indexes when opened;
-    its jobs are kept, claimed in the same order (through the new index) and can be archived."""
+def test_the_migration_applies_to_a_database_of_the_previous_version(tmp_path, capsys):
+    """A database made by the previous schema (m001-m005) is read by `hotshot status` as it is (no archive yet),
+    then gains the archive tables and indexes when the daemon opens it; its jobs are kept, claimed in the same
+    order (through the new index) and can be archived."""
     path = tmp_path / "hotshot.db"
     previous = Migrations("hotshot")
     for step in (schema.m001_initial, schema.m002_calibration, schema.m003_operations, schema.m004_media_identity,
@@ -141,6 +142,12 @@ def test_the_migration_applies_to_a_database_of_the_previous_version(tmp_path):
         old["jobs"].insert({"id": number, "request_path": f"/r/{number}.render.json", "state": state,
                             "priority": priority, "full_clip": full_clip, "finished_at": finished})
     old.close()
+    capsys.readouterr()
+    assert main(["status", "--json", "--state", str(tmp_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["totals"]["jobs"]["queued"] == 3 and sum(data["totals"]["archived"].values()) == 0
+    assert main(["status", "--json", "--archived", "--state", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["jobs"] == []
 
     store = Store.open(path)
     assert [row[0] for row in store.db.execute("SELECT name FROM _sqlite_migrations")][-1] == \

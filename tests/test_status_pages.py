@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from daemon.cli import main
 from daemon.store import Store
+from tests.conftest import PROJECT
 
 PRIORITIES = (0, 5, 0, 2, 5, 0, 0, 2, 0, 5, 0, 0)
 
@@ -135,3 +138,16 @@ def test_the_text_view_is_bounded_and_says_how_to_see_more(facility, capsys):
     with pytest.raises(SystemExit):
         main(["status", "--state", str(facility / "state"), "--jobs", "finshed"])
     assert "'finshed' names no job state" in capsys.readouterr().err
+
+
+def test_status_starts_without_the_daemons_heavy_imports(facility):
+    """`hotshot status` (text and JSON) reads the database without importing what only the daemon needs:
+    sqlite-utils with numpy, structlog with rich, APScheduler, torch."""
+    probe = ("import sys\nfrom daemon.cli import main\ncode = main(sys.argv[1:])\n"
+             "print('LOADED=' + ','.join(name for name in ('numpy', 'sqlite_utils', 'structlog', 'rich', "
+             "'apscheduler', 'torch') if name in sys.modules))\nsys.exit(code)")
+    for json_flag in ([], ["--json"]):
+        done = subprocess.run([sys.executable, "-c", probe, "status", *json_flag, "--state",
+                               str(facility / "state")], capture_output=True, text=True, cwd=PROJECT, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.rstrip().endswith("LOADED="), done.stdout[-200:]

@@ -174,13 +174,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def drain_summary(settings: Settings, finished: list[int]) -> str:
+    from daemon.listing import job_or_archived
     from daemon.store import Store
 
     store = Store.open(settings.database, read_only=True)
     try:
         lines = []
         for job_id in dict.fromkeys(finished):
-            job = store.job(job_id)
+            job, _ = job_or_archived(store, job_id)  # a short archive_after_days may have archived it already
             request = Path(job.request_path)
             if job.state == JobState.DONE:
                 folder = request.parent
@@ -292,7 +293,7 @@ def manifest_of_job(settings: Settings, job_id: int) -> Path:
 
     if not settings.database.exists():
         raise HotshotError(f"no state yet: {settings.database} does not exist")
-    from daemon.archive import job_or_archived
+    from daemon.listing import job_or_archived
 
     store = Store.open(settings.database, read_only=True)
     try:

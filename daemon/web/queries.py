@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.archive import job_or_archived
 from daemon.conventions import REQUEST_SUFFIX, root_of
+from daemon.listing import job_or_archived
 from daemon.states import ACTIVE_STATES, MediaKind, MediaState
 from daemon.status_file import status_document
 from daemon.store import Store
