@@ -33,7 +33,7 @@ from daemon.states import ACTIVE_STATES, FINISHED_STATES
 from daemon.store import Store
 
 log = structlog.get_logger("hotshot.archive")
-BATCH = 200
+BATCH = 100
 IDLE_SECONDS = 600.0  # once nothing is left to move, look again this much later
 DAY = 86400.0
 
