@@ -18,6 +18,7 @@ R, Q, W = JobState.RUNNING, JobState.QUEUED, JobState.WAITING
 CLAIM_ORDER = "priority DESC, full_clip, id"
 WAITING_ORDER = f"COALESCE(start_at, 0), {CLAIM_ORDER}"
 FINISHED_ORDER = "finished_at DESC, id DESC"
+NEWEST_ORDER = "id DESC"
 QUEUE_ORDER = (f"CASE state WHEN '{R}' THEN 0 WHEN '{Q}' THEN 1 ELSE 2 END, "
                f"CASE WHEN state = '{W}' THEN COALESCE(start_at, 0) ELSE 0 END, {CLAIM_ORDER}")
 
@@ -42,7 +43,12 @@ class JobFilter:
             return WAITING_ORDER if set(self.states) == {W} else QUEUE_ORDER
         if self.finished:
             return FINISHED_ORDER
-        return "id DESC"
+        return NEWEST_ORDER
+
+    @property
+    def order_words(self) -> str:
+        return {FINISHED_ORDER: "newest end first", NEWEST_ORDER: "newest first"}.get(self.order,
+                                                                                    "in the order jobs start")
 
     @property
     def finished(self) -> bool:

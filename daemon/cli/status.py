@@ -55,15 +55,10 @@ def status_data(store: Store, daemon_pid: int | None = None, wanted: JobFilter |
         "shots": shown,
         "jobs": [_job(job) for job in jobs],
         "page": {"states": list(wanted.states), "shots": [shot["name"] for shot in shown] if shots is not None
-                 else None, "archived": wanted.archived, "order": _order_words(wanted), "total": total,
+                 else None, "archived": wanted.archived, "order": wanted.order_words, "total": total,
                  "offset": wanted.offset, "limit": wanted.limit,
                  "next_offset": following if following < total else None},
     }
-
-
-def _order_words(wanted: JobFilter) -> str:
-    return {"finished_at DESC, id DESC": "newest end first", "id DESC": "newest first"}.get(wanted.order,
-                                                                                          "in the order jobs start")
 
 
 def _job(job: Job) -> dict:
