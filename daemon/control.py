@@ -23,8 +23,10 @@ import structlog
 
 from daemon.config import Settings
 from daemon.errors import CommandRefused, ConfigError
+from daemon.listing import archived_job
 from daemon.notify import RootNotifiers
-from daemon.scan import process_alive, stale_temporaries
+from daemon.pidfile import LOCK_FILE
+from daemon.scan import stale_temporaries
 from daemon.schedule import Schedule
 from daemon.sources import queued_identity, same_as_queued
 from daemon.states import ACTIVE_STATES, CommandState, Job, JobState
@@ -36,7 +38,6 @@ log = structlog.get_logger("hotshot.control")
 COMMANDS = ("cancel", "retry", "pause", "resume")
 PAUSED = "paused"
 ANSWER_SECONDS = 15.0
-LOCK_FILE = "hotshot.lock"
 ROOT_LOCK_FILE = ".hotshot-root.lock"  # hidden: the watcher ignores it
 
 
@@ -195,6 +196,9 @@ class Commands:
     def _job(self, target: str) -> Job:
         job = self.store.job(int(target))
         if job is None:
+            if archived_job(self.store, int(target)) is not None:
+                raise CommandRefused(f"job {target} is archived (it ended more than archive_after_days ago); "
+                                     "it is history now: save its request again to render again")
             raise CommandRefused(f"there is no job {target}")
         return job
 
@@ -272,15 +276,6 @@ def root_lock(root: Path, state_dir: Path) -> FileLock | None:
             "this one other roots") from None
     lock.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "state_dir": str(state_dir)}))
     return lock
-
-
-def daemon_pid(state_dir: Path) -> int | None:
-    """The pid of the daemon running on this state, read without touching the lock."""
-    try:
-        pid = int((state_dir / LOCK_FILE).read_text().strip() or 0)
-    except (OSError, ValueError):
-        return None
-    return pid if pid > 0 and process_alive(pid) else None
 
 
 def run_command(settings: Settings, command: str, target: str | None = None,

@@ -6,10 +6,10 @@ import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
-
-from daemon.schema import migrations
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 BUSY_TIMEOUT_SECONDS = 30.0
 JSON_COLUMNS = ("probe", "settings", "spec", "estimate", "progress", "outputs", "data")
@@ -40,8 +40,23 @@ def encode(values: dict) -> dict:
     }
 
 
-def connect(path: Path | None, read_only: bool = False) -> Database:
-    """Open (and for writers, migrate) the database; `None` means in memory."""
+class Reader:
+    """A read-only connection with what the store's queries use (`execute`, `conn`, `close`). Readers such as
+    `hotshot status` take this rather than sqlite-utils' `Database`, whose import (numpy with it) would cost
+    them more than their queries."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+        return self.conn.execute(sql) if parameters is None else self.conn.execute(sql, parameters)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def connect(path: Path | None, read_only: bool = False) -> Database | Reader:
+    """Open (and for writers, migrate) the database; `None` means in memory. A read-only one is a `Reader`."""
     if path is None:
         conn = sqlite3.connect(":memory:", check_same_thread=False)
     elif read_only:
@@ -51,12 +66,17 @@ def connect(path: Path | None, read_only: bool = False) -> Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
     conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    if read_only:
+        return Reader(conn)
+    from sqlite_utils import Database
+
+    from daemon.schema import migrations
+
     db = Database(conn)
-    db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-    if not read_only:
-        if path is not None:
-            db.enable_wal()
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA foreign_keys = ON")
-        migrations.apply(db)
+    if path is not None:
+        db.enable_wal()
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA foreign_keys = ON")
+    migrations.apply(db)
     return db

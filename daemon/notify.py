@@ -23,12 +23,22 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from daemon.states import FINISHED_STATES
 
-log = structlog.get_logger("hotshot.notify")
+
+class _Log:
+    """This module's structlog logger, imported on first use: the settings (which hold `NotifySpec`) are read by
+    commands like `hotshot status` that log nothing and should not pay for importing structlog."""
+
+    def __getattr__(self, name: str) -> Any:
+        import structlog
+
+        return getattr(structlog.get_logger("hotshot.notify"), name)
+
+
+log = _Log()
 
 State = Literal[tuple(state.value for state in FINISHED_STATES)]  # how a job may end
 Post = Callable[[str, bytes, float], int]

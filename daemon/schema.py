@@ -120,3 +120,44 @@ def m005_job_source_identity(db: Database) -> None:
     db["jobs"].add_column("source_mtime_ns", int)
     db["jobs"].add_column("source_inode", int)
     db["jobs"].add_column("source_ctime_ns", int)
+
+
+@migrations()
+def m006_archive_and_indexes(db: Database) -> None:
+    """Archive tables for finished jobs kept past `archive_after_days` (and their events), and indexes for what
+    the queue, `hotshot status` and the web pages ask: claim order, state counts, recent ends, per shot.
+
+    The archive lives in the same file: one transaction moves a batch atomically (SQLite commits across
+    ATTACHed databases atomically per file only, in WAL mode). `jobs_archive` has every column `jobs` has
+    when this runs plus `archived_at`; a later migration that adds a column to `jobs` adds it here too (the
+    archive pass copies by the column names of `jobs` and fails loudly otherwise).
+    """
+    db["jobs_archive"].create({**db["jobs"].columns_dict, "archived_at": str}, pk="id",
+                              not_null={"state", "request_path"})
+    # Event numbers are not kept apart from the hot table's (an event number may be given again), so the archive
+    # numbers its rows itself and keeps the event's number as a plain column.
+    db["events_archive"].create({**db["events"].columns_dict})
+    for sql in (
+        # Claim order (`claim_next`, the queue): priority is read high to low, so the index holds it that way.
+        "DROP INDEX IF EXISTS idx_jobs_state_priority_full_clip_id",
+        "CREATE INDEX idx_jobs_claim_order ON jobs (state, priority DESC, full_clip, id)",
+        # Waiting jobs in the order their start comes.
+        "CREATE INDEX idx_jobs_waiting_order ON jobs (state, COALESCE(start_at, 0), priority DESC, full_clip, id)",
+        # Recent ends and the archive pass: only finished jobs have `finished_at`.
+        "CREATE INDEX idx_jobs_finished_at ON jobs (finished_at, id) WHERE finished_at IS NOT NULL",
+        # A shot's jobs (the web timeline, render numbers); active jobs by shot (shots with activity).
+        "CREATE INDEX idx_jobs_shot_state ON jobs (shot_id, state)",
+        "CREATE INDEX idx_jobs_state_shot ON jobs (state, shot_id)",
+        # (request_path, state) from m003 serves every lookup by request path.
+        "DROP INDEX IF EXISTS idx_jobs_request_path",
+        "CREATE INDEX idx_media_shot_kind ON media (shot_id, kind)",
+        # The estimates' cost history: the latest measured renders of one model on one device kind.
+        "CREATE INDEX idx_events_costs ON events (json_extract(data, '$.model'), json_extract(data, '$.device'), id) "
+        "WHERE kind = 'costs'",
+        "CREATE INDEX idx_jobs_archive_finished_at ON jobs_archive (finished_at)",
+        "CREATE INDEX idx_jobs_archive_shot_state ON jobs_archive (shot_id, state)",
+        "CREATE INDEX idx_jobs_archive_state ON jobs_archive (state)",
+        "CREATE INDEX idx_jobs_archive_request_path ON jobs_archive (request_path)",
+        "CREATE INDEX idx_events_archive_job_id ON events_archive (job_id)",
+    ):
+        db.execute(sql)

@@ -26,6 +26,7 @@ from pathlib import Path
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from daemon.archive import Archiver
 from daemon.config import Settings
 from daemon.control import (
     PAUSED,
@@ -127,6 +128,7 @@ class Daemon:
         self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
                                        sleep=self.notifications.wait)
         self.paused = self.store.flag(PAUSED) == "1"
+        self.archiver = Archiver(self.store, settings.archive_after_days, clock)
         self._announced: dict[int, str] = {}
         self._gone_requests: dict[Path, float] = {}
         self._stop = threading.Event()
@@ -211,6 +213,7 @@ class Daemon:
             self.workers.restart_due()
         if not self._stop.is_set() and not self.paused:
             self._guarded("dispatch", self.jobs.dispatch)
+        self._guarded("archive", self.archiver.step)  # one small batch a turn while old finished jobs remain
 
     def _guarded(self, step: str, action: Callable, *args) -> bool:
         """Run one step of the loop; log a failure (once a minute per step) and carry on. True if it worked."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
-
-from daemon.db import connect, decode, encode, utc_iso, utc_now
+from daemon.db import Reader, connect, decode, encode, utc_iso, utc_now
 from daemon.states import ACTIVE_STATES, CommandState, MediaKind, MediaState
 from daemon.transitions import JobTransitions
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 __all__ = ["Store", "connect", "utc_iso", "utc_now"]
 
@@ -25,7 +26,7 @@ class Store(JobTransitions):
     """Queries and state changes, each a complete unit of work; the job transitions are in
     `daemon/transitions.py`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database | Reader) -> None:
         self.db = db
 
     @classmethod

@@ -86,15 +86,17 @@ class JobTransitions:
         return Job.from_row(row) if row else None
 
     def output_paths(self, shot_id: int) -> set[str]:
-        """The outputs the shot's jobs chose: renders, even those not written yet."""
+        """The outputs the shot's jobs chose (archived ones too): renders, even those not written yet."""
         return {row[0] for row in self.db.execute(
-            "SELECT output_path FROM jobs WHERE shot_id = ? AND output_path IS NOT NULL", (shot_id,))}
+            "SELECT output_path FROM jobs WHERE shot_id = ? AND output_path IS NOT NULL UNION "
+            "SELECT output_path FROM jobs_archive WHERE shot_id = ? AND output_path IS NOT NULL",
+            (shot_id, shot_id))}
 
     def next_render_number(self, shot_id: int) -> int:
         row = self._one(
             "SELECT MAX(n) AS n FROM (SELECT MAX(render_number) AS n FROM jobs WHERE shot_id = ? "
-            "UNION ALL SELECT 0)",
-            (shot_id,),
+            "UNION ALL SELECT MAX(render_number) FROM jobs_archive WHERE shot_id = ? UNION ALL SELECT 0)",
+            (shot_id, shot_id),
         )
         return (row["n"] or 0) + 1
 

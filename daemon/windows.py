@@ -20,13 +20,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from engine.errors import validation_problems
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 EVERY_DAY = frozenset(range(7))
@@ -174,6 +176,8 @@ class RenderWindow:
         twice, and back-to-back windows fire a close while still open, so a job
         they start should ask `is_open(now)` rather than assume.
         """
+        from apscheduler.triggers.cron import CronTrigger  # only the daemon asks; settings are read without it
+
         close_days = self.days if self.end > self.start else frozenset((day + 1) % 7 for day in self.days)
         return (
             CronTrigger(day_of_week=_cron_days(self.days), hour=self.start.hour, minute=self.start.minute,

@@ -46,10 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="process everything present, wait for files still being written, then exit")
     run.set_defaults(handler=cmd_run)
 
-    status = commands.add_parser("status", parents=[common], help="shots, renders, the queue and recent jobs")
+    status = commands.add_parser("status", parents=[common],
+                                 help="the daemon, job counts, the queue, recent ends and shots with activity; "
+                                      "pages of jobs by state or shot")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C (with --json: one line each)")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    status.add_argument("--shot", action="append", help="one shot's jobs and its whole tree (as status names it, "
+                                                        "its folder relative to the root, or its path); repeatable")
+    status.add_argument("--jobs", action="append", type=_states, dest="states", metavar="STATE",
+                        help="jobs in these states (comma-separated or repeated: waiting, queued, running, done, "
+                             "failed, cancelled; active or finished for three of them); --state is the state folder")
+    status.add_argument("--archived", action="store_true", help="list archived jobs (see archive_after_days)")
+    status.add_argument("--limit", type=_count(1), default=20, help="jobs in line and on a page (default 20)")
+    status.add_argument("--offset", type=_count(0), default=0, help="skip this many jobs of the list (paging)")
     status.set_defaults(handler=cmd_status)
 
     info = commands.add_parser("info", parents=[common], help="print the Render Info of a render")
@@ -119,6 +129,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _states(text: str) -> list[JobState]:
+    """Job states, comma-separated; `active` and `finished` stand for their three states."""
+    from daemon.states import ACTIVE_STATES, FINISHED_STATES
+
+    groups = {"active": ACTIVE_STATES, "finished": FINISHED_STATES}
+    words = [word.strip() for word in text.split(",") if word.strip()]
+    try:
+        return [state for word in words for state in (groups[word] if word in groups else (JobState(word),))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} names no job state; states: "
+                                         f"{', '.join(state.value for state in JobState)}, or active, finished"
+                                         ) from None
+
+
+def _count(least: int):
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least {least}")
+        return int(text)
+    return parse
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, state_dir=args.state_dir, roots=getattr(args, "roots", None))
 
@@ -147,13 +179,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def drain_summary(settings: Settings, finished: list[int]) -> str:
+    from daemon.listing import job_or_archived
     from daemon.store import Store
 
     store = Store.open(settings.database, read_only=True)
     try:
         lines = []
         for job_id in dict.fromkeys(finished):
-            job = store.job(job_id)
+            job, _ = job_or_archived(store, job_id)  # a short archive_after_days may have archived it already
             request = Path(job.request_path)
             if job.state == JobState.DONE:
                 folder = request.parent
@@ -171,13 +204,20 @@ def drain_summary(settings: Settings, finished: list[int]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from daemon.cli.status import status_data, status_text
-    from daemon.control import daemon_pid
+    from daemon.listing import JobFilter
+    from daemon.pidfile import daemon_pid
+    from daemon.states import FINISHED_STATES
     from daemon.store import Store
 
     settings = settings_from(args)
     if not settings.database.exists():
         print(f"no state yet: {settings.database} does not exist (start the daemon with `hotshot run`)")
         return 0
+    states = tuple(dict.fromkeys(state for group in args.states or [] for state in group))
+    if args.archived and set(states) - set(FINISHED_STATES):
+        raise HotshotError(f"archived jobs are finished: --jobs {', '.join(sorted(set(states) - set(FINISHED_STATES)))}"
+                           f" never matches with --archived; use {', '.join(FINISHED_STATES)}")
+    paged = bool(states or args.shot or args.archived or args.offset)
     clear = args.watch and not args.json and sys.stdout.isatty()
     if args.watch:
         signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop ends the watch as Ctrl-C does
@@ -185,13 +225,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         while True:
             store = Store.open(settings.database, read_only=True)
             try:
-                data = status_data(store, daemon_pid(settings.state_dir))
+                shots = None
+                if args.shot:
+                    shots = [shot for name in args.shot for shot in _shots_named(store, name)]
+                wanted = JobFilter(states=states, shot_ids=tuple(shot["id"] for shot in shots) if shots else None,
+                                   archived=args.archived, limit=args.limit, offset=args.offset)
+                data = status_data(store, daemon_pid(settings.state_dir), wanted, shots)
             finally:
                 store.close()
             if args.json:
                 text = json.dumps(data, default=str) if args.watch else json.dumps(data, indent=2, default=str)
             else:
-                text = status_text(data, settings.roots)
+                text = status_text(data, settings.roots, paged)
             print(("\x1b[H\x1b[2J" if clear else "") + text + ("" if clear or not args.watch or args.json else "\n"),
                   flush=True)
             if not args.watch:
@@ -199,6 +244,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
+
+
+def _shots_named(store, name: str) -> list[dict]:
+    from daemon.listing import shots_named
+
+    found = shots_named(store, name)
+    if not found:
+        raise HotshotError(f"there is no shot {name!r}; name it as `hotshot status` prints it (root/shot), by its "
+                           "folder relative to its root, or by its path")
+    return found
 
 
 def _interrupt(signum, frame) -> None:
@@ -243,9 +298,11 @@ def manifest_of_job(settings: Settings, job_id: int) -> Path:
 
     if not settings.database.exists():
         raise HotshotError(f"no state yet: {settings.database} does not exist")
+    from daemon.listing import job_or_archived
+
     store = Store.open(settings.database, read_only=True)
     try:
-        job = store.job(job_id)
+        job, _ = job_or_archived(store, job_id)
     finally:
         store.close()
     if job is None:

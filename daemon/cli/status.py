@@ -1,48 +1,63 @@
-"""What `hotshot status` shows: shots with their renders stacked, the queue in order, recent jobs."""
+"""What `hotshot status` shows: the daemon, job counts, the first jobs in line, recent ends and the shots with
+activity (each source with its renders stacked below it), or a filtered page of jobs; every part bounded, so
+it answers as fast with a year of history as with a day's."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.listing import (
+    JobFilter,
+    first_in_line,
+    media_tree,
+    page,
+    recent_ends,
+    shot_name,
+    shots_with_activity,
+    state_counts,
+)
 from daemon.progress import describe
-from daemon.states import FINISHED_STATES, Job, JobState, MediaKind, MediaState
+from daemon.states import ACTIVE_STATES, FINISHED_STATES, Job, JobState, MediaState
 from daemon.store import Store, utc_iso
 
 RECENT = 10
+LIMIT = 20          # jobs in line, and jobs on a page, unless --limit says otherwise
+SHOTS = 10          # shots with activity shown
+VIDEOS_PER_SHOT = 3  # newest videos of a shot in its tree (with the sources they descend from), unless --shot
 
 
-def status_data(store: Store, daemon_pid: int | None = None) -> dict:
-    """The daemon, shots (each source with its renders nested below it), the queue and every job, as plain data."""
-    shots = []
-    for shot in store.shots():
-        media = store.media_in_shot(shot["id"])
-        if not media:
-            continue
-        children: dict[int | None, list[dict]] = {}
-        for item in media:
-            children.setdefault(item["parent_id"] if item["kind"] == MediaKind.RENDER else None, []).append(item)
-
-        def node(item: dict, children: dict = children) -> dict:
-            probe = item.get("probe") or {}
-            return {
-                "name": item["name"],
-                "kind": item["kind"],
-                "state": item["state"],
-                "frames": probe.get("frame_count"),
-                "size": f"{probe['width']}x{probe['height']}" if probe else None,
-                "fps": probe.get("fps"),
-                "job": item.get("job_id"),
-                "error": item.get("error"),
-                "renders": [node(child) for child in children.get(item["id"], [])],
-            }
-
-        shots.append({"shot": shot["rel"], "root": shot["root"], "sources": [node(m) for m in children.get(None, [])]})
-    jobs = [_job(job) for job in store.jobs()]
+def status_data(store: Store, daemon_pid: int | None = None, wanted: JobFilter | None = None,
+                shots: list[dict] | None = None) -> dict:
+    """The daemon, job counts, the first jobs in line, recent ends, shots with activity, and the page of jobs
+    `wanted` picks (default: the newest), as plain data. `shots` (rows of the `shots` table) replaces the shots
+    with activity by those shots, with their whole trees."""
+    wanted = wanted or JobFilter()
+    counts = state_counts(store)
+    recent = recent_ends(store, RECENT)
+    if shots is None:
+        shots_total, chosen = shots_with_activity(store, recent, SHOTS)
+        keep: int | None = VIDEOS_PER_SHOT
+    else:
+        shots_total, chosen, keep = len(shots), shots, None
+    shown = []
+    for shot in chosen:
+        sources, left_out = media_tree(store, shot["id"], keep)
+        shown.append({"shot": shot["rel"], "root": shot["root"], "name": shot_name(shot["root"], shot["rel"]),
+                      "active": shot.get("active") or {}, "sources": sources, "videos_left_out": left_out})
+    total, jobs = page(store, wanted)
+    following = wanted.offset + len(jobs)
     return {
         "daemon": {"running": daemon_pid is not None, "pid": daemon_pid, "paused": store.flag("paused") == "1"},
-        "shots": shots,
-        "queue": [_job(job) for job in store.queue()],
-        "jobs": jobs,
+        "totals": {"jobs": counts, "archived": state_counts(store, archived=True),
+                   "in_line": sum(counts[state] for state in ACTIVE_STATES), "shots_with_activity": shots_total},
+        "queue": [_job(job) for job in first_in_line(store, wanted.limit)],
+        "recent": [_job(job) for job in recent],
+        "shots": shown,
+        "jobs": [_job(job) for job in jobs],
+        "page": {"states": list(wanted.states), "shots": [shot["name"] for shot in shown] if shots is not None
+                 else None, "archived": wanted.archived, "order": wanted.order_words, "total": total,
+                 "offset": wanted.offset, "limit": wanted.limit,
+                 "next_offset": following if following < total else None},
     }
 
 
@@ -71,29 +86,76 @@ def _job(job: Job) -> dict:
     }
 
 
-def status_text(data: dict, roots: list[Path]) -> str:
+def status_text(data: dict, roots: list[Path], paged: bool = False) -> str:
+    """The status for a person: with `paged` (a filter was asked for), the page of jobs instead of the queue
+    and recent ends."""
     roots = list(dict.fromkeys([*roots, *(Path(shot["root"]) for shot in data["shots"])]))
-    daemon = data["daemon"]
+    daemon, totals, listing = data["daemon"], data["totals"], data["page"]
+    counts = totals["jobs"]
     lines = [f"Daemon  {'running (pid ' + str(daemon['pid']) + ')' if daemon['running'] else 'not running'}"
-             + ("; claiming PAUSED (`hotshot resume` to go on)" if daemon["paused"] else ""), "", "Shots"]
-    if not data["shots"]:
+             + ("; claiming PAUSED (`hotshot resume` to go on)" if daemon["paused"] else ""),
+             "Jobs    " + _counts(counts, ACTIVE_STATES) + "; ended: " + _counts(counts, FINISHED_STATES)
+             + f"; archived: {sum(totals['archived'].values()):,}"]
+    if paged:
+        _page(data, roots, lines)
+        if listing["shots"] is not None:
+            _shots(data, lines)
+        return "\n".join(lines)
+    queue = data["queue"]
+    shown = f"first {len(queue)} of {totals['in_line']:,}" if len(queue) < totals["in_line"] else "all"
+    lines += ["", f"Queue (in the order jobs start; {shown})"]
+    if not queue:
+        lines.append("  (empty)")
+    lines += [_job_line(job, roots) for job in queue]
+    if len(queue) < totals["in_line"]:
+        lines.append(f"  … {totals['in_line'] - len(queue):,} more: hotshot status --jobs active --offset {len(queue)}")
+    lines += ["", f"Recent (last {RECENT} ended)"]
+    if not data["recent"]:
         lines.append("  (none yet)")
+    lines += [_job_line(job, roots) for job in data["recent"]]
+    _shots(data, lines)
+    return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int], states: tuple[JobState, ...]) -> str:
+    return ", ".join(f"{counts[state]:,} {state}" for state in states)
+
+
+def _shots(data: dict, lines: list[str]) -> None:
+    lines.append("")
+    if data["page"]["shots"] is not None:
+        lines.append("Shots")
+    else:
+        total = data["totals"]["shots_with_activity"]
+        more = f"; the first {len(data['shots'])}" if len(data["shots"]) < total else ""
+        lines.append(f"Shots with activity (active jobs or among the recent ends: {total}{more}; "
+                     "others: hotshot status --shot NAME)")
+    if not data["shots"]:
+        lines.append("  (none)")
     for shot in data["shots"]:
-        lines.append(f"  {Path(shot['root']).name}/{shot['shot']}".removesuffix("/."))
+        active = ", ".join(f"{count} {state}" for state, count in shot["active"].items() if count)
+        lines.append(f"  {shot['name']}" + (f"  ({active})" if active else ""))
         for source in shot["sources"]:
             _tree(source, lines, "    ", "")
-    lines += ["", "Queue (in the order jobs start)"]
-    if not data["queue"]:
-        lines.append("  (empty)")
-    for job in data["queue"]:
-        lines.append(_job_line(job, roots))
-    finished = [job for job in data["jobs"] if job["state"] in FINISHED_STATES][-RECENT:]
-    lines += ["", f"Recent (last {RECENT} ended)"]
-    if not finished:
-        lines.append("  (none yet)")
-    for job in reversed(finished):
-        lines.append(_job_line(job, roots))
-    return "\n".join(lines)
+        if shot["videos_left_out"]:
+            lines.append(f"    … {shot['videos_left_out']} older videos: hotshot status --shot {shot['name']}")
+
+
+def _page(data: dict, roots: list[Path], lines: list[str]) -> None:
+    listing = data["page"]
+    picked = [", ".join(listing["states"]) or "every state"]
+    if listing["shots"]:
+        picked.append("in " + ", ".join(listing["shots"]))
+    if listing["archived"]:
+        picked.append("archived")
+    first, last = listing["offset"] + 1, listing["offset"] + len(data["jobs"])
+    span = f"{first:,}-{last:,} of {listing['total']:,}" if data["jobs"] else f"none of {listing['total']:,}"
+    lines += ["", f"Jobs ({'; '.join(picked)}; {span}, {listing['order']})"]
+    if not data["jobs"]:
+        lines.append("  (none)")
+    lines += [_job_line(job, roots) for job in data["jobs"]]
+    if listing["next_offset"] is not None:
+        lines.append(f"  … {listing['total'] - last:,} more: the same with --offset {listing['next_offset']}")
 
 
 def _job_line(job: dict, roots: list[Path]) -> str:

@@ -21,9 +21,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from daemon.config import Settings
-from daemon.control import COMMANDS, daemon_pid, run_command
+from daemon.control import COMMANDS, run_command
 from daemon.conventions import root_of
 from daemon.errors import HotshotError
+from daemon.pidfile import daemon_pid
 from daemon.store import Store
 from daemon.web import queries
 from daemon.web.forms import check_request, form_schema, request_name, write_new

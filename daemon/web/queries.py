@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.conventions import REQUEST_SUFFIX, root_of
+from daemon.listing import job_or_archived
 from daemon.states import ACTIVE_STATES, MediaKind, MediaState
 from daemon.status_file import status_document
 from daemon.store import Store
@@ -147,8 +148,8 @@ def media_file(store: Store, media_id: int, roots: list[Path]) -> Path | None:
 
 
 def manifest_file(store: Store, job_id: int, roots: list[Path]) -> Path | None:
-    """A done job's Render Info, only when it lies under a watch root."""
-    job = store.job(job_id)
+    """A done job's Render Info (archived or not), only when it lies under a watch root."""
+    job, _ = job_or_archived(store, job_id)
     if job is None or not job.manifest_path:
         return None
     return _inside(Path(job.manifest_path), roots)
