@@ -1,17 +1,31 @@
-"""What every Wan 2.1 backend shares: loading, the flow shift, the accelerator LoRA, and the tiny test parts.
+"""What every Wan 2.1 backend shares: loading, the flow shift, the accelerator LoRA, the speed-ups, and the tiny
+test parts.
 
 Wan VACE and Wan video-to-video differ in how they condition a window; they
-load the same way (the VAE in its own dtype), take the same scheduler shift and
-switch the same LoRA, through diffusers' Wan LoRA loader. `WanMixin` holds that
-for both backend classes, which set `spec`, `pipeline` and `_adapters`.
+load the same way (the VAE in its own dtype), take the same scheduler shift,
+switch the same LoRA, through diffusers' Wan LoRA loader, and render with the
+same speed-ups (`engine/backends/wan_speed.py`). `WanMixin` holds that for both
+backend classes, which set `spec`, `device`, `pipeline` and `_adapters`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from engine.backends import Accelerator
+import numpy as np
+
+from engine.backends import Accelerator, ChunkRequest
 from engine.backends.common import pipeline_source, place
+from engine.backends.wan_speed import (
+    FUSED_CPU,
+    FUSED_CUDA,
+    attention_kernels,
+    attention_path,
+    batched_guidance,
+    compile_blocks,
+    kernel_failure,
+)
 from engine.catalog import ModelSpec
 from engine.devices import device_kind, dtype_named
 from engine.errors import WeightsMissingError
@@ -20,11 +34,64 @@ TINY_LORA = "accelerator-lora/pytorch_lora_weights.safetensors"
 
 
 class WanMixin:
-    """Shift and accelerator switching for a backend holding a diffusers Wan pipeline."""
+    """Shift, accelerator switching and speed-ups for a backend holding a diffusers Wan pipeline."""
 
     spec: ModelSpec
+    device: str
     pipeline: object
     _adapters: dict[str, str]
+    _attention: str = ""
+
+    def _prepare_speed_ups(self) -> None:
+        """Check the attention path and compile the blocks once, when the model loads (the model cache keeps it)."""
+        transformer = self.pipeline.transformer
+        self._attention = attention_path(transformer) if self.spec.fused_attention else \
+            "scaled_dot_product_attention"
+        if self.spec.compile:
+            compile_blocks(transformer)
+
+    def _batches_guidance(self, cfg: float) -> bool:
+        return self.spec.batched_cfg and cfg > 1.0  # diffusers runs no unconditional pass at cfg <= 1
+
+    def _render_fast(self, request: ChunkRequest, run: Callable[[dict], np.ndarray]) -> np.ndarray:
+        """Call `run` (which calls the pipeline with the arguments it is given on top of its own) with this
+        model's speed-ups in force."""
+        import torch
+
+        pipe = self.pipeline
+        try:
+            with attention_kernels(self.device, self.spec.fused_attention):
+                if not self._batches_guidance(request.cfg):
+                    return run({})
+                with torch.inference_mode():
+                    embeds, negative = pipe.encode_prompt(
+                        prompt=request.prompt, negative_prompt=request.negative_prompt,
+                        do_classifier_free_guidance=True, max_sequence_length=self.spec.max_sequence_length,
+                        device=pipe._execution_device)
+                with batched_guidance(pipe.transformer, negative, request.cfg):
+                    return run({"prompt": None, "negative_prompt": None, "prompt_embeds": embeds,
+                                "guidance_scale": 1.0})
+        except RuntimeError as exc:
+            failure = kernel_failure(exc, self.spec, self.device)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    def speed_ups(self, cfg: float) -> dict:
+        """What the Render Info records: the dtypes the parts really have and which speed-ups a render at `cfg`
+        uses."""
+        pipe = self.pipeline
+        kernels = (FUSED_CUDA if device_kind(self.device) == "cuda" else FUSED_CPU) if self.spec.fused_attention \
+            else ("MATH",)
+        return {
+            "transformer_dtype": str(pipe.transformer.dtype).removeprefix("torch."),
+            "vae_dtype": str(pipe.vae.dtype).removeprefix("torch."),
+            "text_encoder_dtype": str(pipe.text_encoder.dtype).removeprefix("torch."),
+            "batched_cfg": self._batches_guidance(cfg),
+            "attention": self._attention,
+            "attention_kernels": [kernel.lower() for kernel in kernels],
+            "compile": self.spec.compile,
+        }
 
     def _set_shift(self, shift: float) -> None:
         """Give the flow-matching scheduler this shift (UniPC calls it `flow_shift`)."""
