@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from engine.catalog import ModelSpec, load_catalog
 from engine.models import ModelCache, make_tiny
 from engine.render import render
 from engine.weights import CatalogError
-from tests.conftest import CATALOG
+from tests.conftest import CATALOG, PROJECT
 from tests.helpers import make_job
 from tests.test_backends import one_thread, request_for  # noqa: F401  (one_thread: a module fixture)
 
@@ -65,10 +67,26 @@ def test_batched_guidance_gives_the_two_pass_frames_in_half_the_calls(wan):
     assert not two_pass.speed_ups(5.0)["batched_cfg"]
 
 
+def forward_difference(float32, other) -> float:
+    """The relative difference of one transformer forward of `other` from `float32`'s, on seeded inputs."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"hidden_states": torch.randn(1, 16, 3, 4, 8, generator=generator),
+              "control_hidden_states": torch.randn(1, 96, 3, 4, 8, generator=generator),
+              "encoder_hidden_states": torch.randn(1, 16, 32, generator=generator)}
+    with torch.inference_mode():
+        reference = float32(timestep=torch.tensor([500.0]), return_dict=False, **inputs)[0]
+        compared = other(timestep=torch.tensor([500.0]), return_dict=False,
+                         **{name: value.to(other.dtype) for name, value in inputs.items()})[0].float()
+    return float((compared - reference).norm() / reference.norm())
+
+
 def test_bf16_transformer_runs_beside_a_float32_vae(wan):
     """With dtype bf16 the transformer computes in bf16 (diffusers' float32 islands kept) while the VAE encodes
     and decodes float32 latents; the frames are as far from the float32 render as diffusers' own two-pass bf16
-    path's (the tiny VAE magnifies bf16 rounding of the weights: about 14 levels on average for both)."""
+    path's (the tiny VAE magnifies bf16 rounding of the weights: about 14 levels on average for both); one
+    transformer forward is within 2 % of float32's."""
     import torch
 
     bf16 = backend(wan, dtype={"cpu": "bfloat16"})
@@ -91,6 +109,7 @@ def test_bf16_transformer_runs_beside_a_float32_vae(wan):
     assert pipe.transformer.scale_shift_table.dtype == torch.float32  # diffusers keeps its norms in float32
     described = bf16.speed_ups(5.0)
     assert (described["transformer_dtype"], described["vae_dtype"]) == ("bfloat16", "float32")
+    assert forward_difference(backend(wan).pipeline.transformer, pipe.transformer) < 0.02  # measured: 0.007
     float32 = frames(wan)
     ours, diffusers_own = np.abs(fast - float32).mean(), np.abs(two_pass - float32).mean()
     assert 0 < ours < 20 and ours <= 1.25 * diffusers_own  # measured: 14.1 and 13.4 levels
@@ -162,3 +181,30 @@ def test_speed_up_settings_are_refused_for_other_backends(tmp_path):
 
     with pytest.raises(CatalogError, match="passthrough backend has no compile setting"):
         load_catalog([catalog], tmp_path)
+
+
+def run_gpu_bench(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROJECT / "bench" / "gpu.py"), *arguments], capture_output=True,
+                          text=True, timeout=900, cwd=PROJECT)
+
+
+def test_gpu_bench_without_cuda_says_so_and_gives_no_figures():
+    """bench/gpu.py on a machine without CUDA exits 0 saying so, with no table."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the benchmark would run")
+    done = run_gpu_bench()
+    assert done.returncode == 0
+    assert "no CUDA device" in done.stdout and "frames/s" not in done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_bench_cpu_smoke_runs_every_row():
+    """bench/gpu.py --cpu-smoke runs the plain pipeline and every hotshot row on the CPU and says it gave no
+    figures (about 2 minutes)."""
+    done = run_gpu_bench("--cpu-smoke")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("diffusers", "hotshot"))]
+    assert len(rows) == 6 * 3
+    assert "smoke only, not figures" in done.stdout
