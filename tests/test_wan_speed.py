@@ -67,6 +67,19 @@ def test_batched_guidance_gives_the_two_pass_frames_in_half_the_calls(wan):
     assert not two_pass.speed_ups(5.0)["batched_cfg"]
 
 
+def test_batched_guidance_pairs_the_video_to_video_pipeline_too(models_dir):
+    """Wan video-to-video (another diffusers pipeline, same transformer call) gets the two-pass frames within
+    1 level from one batched forward per step."""
+    spec = load_catalog([CATALOG], models_dir)["tiny-wan-v2v"]
+    make_tiny(spec)
+    request = request_for(spec, count=9, cfg=5.0)
+
+    batched = load_backend(spec, "cpu").render_chunk(request).astype(int)
+    two_pass = load_backend(spec.model_copy(update={"batched_cfg": False}), "cpu").render_chunk(request)
+
+    assert np.abs(batched - two_pass.astype(int)).max() <= 1
+
+
 def forward_difference(float32, other) -> float:
     """The relative difference of one transformer forward of `other` from `float32`'s, on seeded inputs."""
     import torch
