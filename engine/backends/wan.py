@@ -11,6 +11,7 @@ backend classes, which set `spec`, `device`, `pipeline` and `_adapters`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +43,19 @@ class WanMixin:
     _adapters: dict[str, str]
     _attention: str = ""
 
+    def _transformers(self) -> list:
+        """The pipeline's denoisers: Wan 2.2 layouts add a `transformer_2` for the low-noise steps."""
+        pipe = self.pipeline
+        return [part for part in (pipe.transformer, getattr(pipe, "transformer_2", None)) if part is not None]
+
     def _prepare_speed_ups(self) -> None:
         """Check the attention path and compile the blocks once, when the model loads (the model cache keeps it)."""
-        transformer = self.pipeline.transformer
-        self._attention = attention_path(transformer) if self.spec.fused_attention else \
-            "scaled_dot_product_attention"
-        if self.spec.compile:
-            compile_blocks(transformer)
+        self._attention = "scaled_dot_product_attention"
+        for transformer in self._transformers():
+            if self.spec.fused_attention:
+                self._attention = attention_path(transformer)
+            if self.spec.compile:
+                compile_blocks(transformer)
 
     def _batches_guidance(self, cfg: float) -> bool:
         return self.spec.batched_cfg and cfg > 1.0  # diffusers runs no unconditional pass at cfg <= 1
@@ -68,7 +75,9 @@ class WanMixin:
                         prompt=request.prompt, negative_prompt=request.negative_prompt,
                         do_classifier_free_guidance=True, max_sequence_length=self.spec.max_sequence_length,
                         device=pipe._execution_device)
-                with batched_guidance(pipe.transformer, negative, request.cfg):
+                with ExitStack() as hooks:
+                    for transformer in self._transformers():
+                        hooks.enter_context(batched_guidance(transformer, negative, request.cfg))
                     return run({"prompt": None, "negative_prompt": None, "prompt_embeds": embeds,
                                 "guidance_scale": 1.0})
         except RuntimeError as exc:
@@ -84,7 +93,7 @@ class WanMixin:
         kernels = (FUSED_CUDA if device_kind(self.device) == "cuda" else FUSED_CPU) if self.spec.fused_attention \
             else ("MATH",)
         return {
-            "transformer_dtype": str(pipe.transformer.dtype).removeprefix("torch."),
+            "transformer_dtype": str(self._transformers()[0].dtype).removeprefix("torch."),
             "vae_dtype": str(pipe.vae.dtype).removeprefix("torch."),
             "text_encoder_dtype": str(pipe.text_encoder.dtype).removeprefix("torch."),
             "batched_cfg": self._batches_guidance(cfg),
