@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +77,7 @@ class Setup:
 
 
 class Plain:
-    """The plain diffusers pipeline, built on first use and released before hotshot's rows load their own."""
+    """The plain diffusers pipeline, built on first use (only in the process measuring its row)."""
 
     def __init__(self, build) -> None:
         self._build = build
@@ -86,9 +88,6 @@ class Plain:
             self._pipe = self._build()
             self._pipe.set_progress_bar_config(disable=True)
         return self._pipe
-
-    def release(self) -> None:
-        self._pipe = None
 
 
 @dataclass
@@ -181,8 +180,6 @@ def hotshot_job(setup: Setup, settings: dict, source: Path, frames: int, name: s
 
 def run_hotshot(setup: Setup, name: str, cache: ModelCache, source: Path, frames: int) -> Row:
     """engine.render of the clip's first `frames` frames with this row's speed-ups."""
-    import shutil
-
     job = hotshot_job(setup, LADDER[name], source, frames, f"{name}-{frames}")
     shutil.rmtree(job.work_dir, ignore_errors=True)
     reset_peak(setup.device)
@@ -201,26 +198,34 @@ def run_hotshot(setup: Setup, name: str, cache: ModelCache, source: Path, frames
                peak_gib(setup.device))
 
 
-def measure(setup: Setup, rows: list[str]) -> list[Row]:
+def measure_row(setup: Setup, name: str) -> list[Row]:
+    """One row at every clip length, after a warm-up of its kind."""
     longest = max(setup.lengths)
     source = clip(longest, f"{setup.width}x{setup.height}")
+    if name == "diffusers":
+        frames = decoded(source, setup.width, setup.height, longest)
+        run_plain(setup, frames[: setup.chunk])  # warm-up
+        return [run_plain(setup, frames[:length]) for length in setup.lengths]
+    cache = ModelCache()
+    # Warm-up: load, weight hashes, and with compile both chunk shapes (chunks after the first have a
+    # reference frame, one more latent frame).
+    warm = 2 * setup.chunk - setup.overlap if LADDER[name]["compile"] else setup.chunk
+    run_hotshot(setup, name, cache, source, min(warm, longest))
+    return [run_hotshot(setup, name, cache, source, length) for length in setup.lengths]
+
+
+def measure(args, rows: list[str]) -> list[Row]:
+    """Each row in a process of its own, so that no row's models, compiled code or allocator cache count in
+    another's peak memory; a row that fails is reported and the others still run."""
     found: list[Row] = []
     for name in rows:
-        if name == "diffusers":
-            frames = decoded(source, setup.width, setup.height, longest)
-            run_plain(setup, frames[: setup.chunk])  # warm-up
-            found += [run_plain(setup, frames[:length]) for length in setup.lengths]
-            setup.plain.release()
-            reset_peak(setup.device)
+        command = [sys.executable, __file__, "--one-row", name, "--steps", str(args.steps),
+                   "--lengths", *map(str, args.lengths), *(["--cpu-smoke"] if args.cpu_smoke else [])]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT)
+        if done.returncode != 0:
+            print(f"{TITLES[name]}: failed ({done.stderr.strip().splitlines()[-1:] or done.returncode})")
             continue
-        cache = ModelCache()
-        # Warm-up: load, weight hashes, and with compile both chunk shapes (chunks after the first have a
-        # reference frame, one more latent frame).
-        warm = 2 * setup.chunk - setup.overlap if LADDER[name]["compile"] else setup.chunk
-        run_hotshot(setup, name, cache, source, min(warm, longest))
-        found += [run_hotshot(setup, name, cache, source, length) for length in setup.lengths]
-        del cache
-        reset_peak(setup.device)
+        found += [Row(**row) for row in json.loads(done.stdout.strip().splitlines()[-1])]
     return found
 
 
@@ -253,8 +258,11 @@ def cuda_setup(args) -> Setup:
     from engine.fullsize import build_full_wan_vace, full_wan_vace_pipeline
 
     folder = WORK / "wan-vace-1_3b-random"
-    if not (folder / "model_index.json").exists():
-        build_full_wan_vace(folder, dtype=torch.bfloat16)
+    if not folder.exists():  # built once (about 4 GB), under another name until complete
+        staging = folder.with_name(folder.name + ".part")
+        shutil.rmtree(staging, ignore_errors=True)
+        build_full_wan_vace(staging, dtype=torch.bfloat16)
+        staging.rename(folder)
     plain = Plain(lambda: full_wan_vace_pipeline("cuda", torch.bfloat16))
     return Setup("cuda", 832, 480, tuple(args.lengths), 81, 17, args.steps, plain, folder, "wan-vace-1_3b")
 
@@ -277,7 +285,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=6, help="denoising steps per chunk")
     parser.add_argument("--rows", nargs="+", choices=ROWS,
                         help="which rows to measure (default: all but 'none' on CUDA, all with --cpu-smoke)")
+    parser.add_argument("--one-row", choices=ROWS, help=argparse.SUPPRESS)  # the child process of one row
     args = parser.parse_args()
+    if args.one_row:
+        setup = smoke_setup(args) if args.cpu_smoke else cuda_setup(args)
+        print(json.dumps([asdict(row) for row in measure_row(setup, args.one_row)]))
+        return 0
     if not args.cpu_smoke:
         import torch
 
@@ -291,7 +304,7 @@ def main() -> int:
           f"{setup.width}x{setup.height}, {setup.steps} steps, CFG {CFG}, chunks of {setup.chunk} "
           f"(hotshot overlap {setup.overlap})")
     rows = args.rows or list(ROWS if args.cpu_smoke else DEFAULT_ROWS)
-    print(table(measure(setup, rows), args.cpu_smoke))
+    print(table(measure(args, rows), args.cpu_smoke))
     print(f"[{time.monotonic() - started:.0f} s in all]")
     return 0
 
