@@ -196,6 +196,18 @@ def test_speed_up_settings_are_refused_for_other_backends(tmp_path):
         load_catalog([catalog], tmp_path)
 
 
+def test_speed_up_settings_survive_the_trip_to_a_worker(wan, tmp_path):
+    """A model entry goes to a worker as data and is validated again there: unset speed-ups stay unset (other
+    backends' entries stay valid), set ones keep their values."""
+    shipped = load_catalog([CATALOG], tmp_path)
+    compiled = wan.model_copy(update={"compile": True, "batched_cfg": False})
+
+    again = {spec.id: ModelSpec.model_validate(spec.model_dump()) for spec in [*shipped.values(), compiled]}
+
+    assert again["passthrough"].compile is None
+    assert (again[wan.id].compile, again[wan.id].batched_cfg) == (True, False)
+
+
 def run_gpu_bench(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(PROJECT / "bench" / "gpu.py"), *arguments], capture_output=True,
                           text=True, timeout=900, cwd=PROJECT)

@@ -52,13 +52,18 @@ class WanMixin:
         """Check the attention path and compile the blocks once, when the model loads (the model cache keeps it)."""
         self._attention = "scaled_dot_product_attention"
         for transformer in self._transformers():
-            if self.spec.fused_attention:
+            if self._fused_attention:
                 self._attention = attention_path(transformer)
             if self.spec.compile:
                 compile_blocks(transformer)
 
     def _batches_guidance(self, cfg: float) -> bool:
-        return self.spec.batched_cfg and cfg > 1.0  # diffusers runs no unconditional pass at cfg <= 1
+        # diffusers runs no unconditional pass at cfg <= 1; unset in the catalog means on
+        return self.spec.batched_cfg is not False and cfg > 1.0
+
+    @property
+    def _fused_attention(self) -> bool:
+        return self.spec.fused_attention is not False  # unset in the catalog means on
 
     def _render_fast(self, request: ChunkRequest, run: Callable[[dict], np.ndarray]) -> np.ndarray:
         """Call `run` (which calls the pipeline with the arguments it is given on top of its own) with this
@@ -67,7 +72,7 @@ class WanMixin:
 
         pipe = self.pipeline
         try:
-            with attention_kernels(self.device, self.spec.fused_attention):
+            with attention_kernels(self.device, self._fused_attention):
                 if not self._batches_guidance(request.cfg):
                     return run({})
                 with torch.inference_mode():
@@ -90,7 +95,7 @@ class WanMixin:
         """What the Render Info records: the dtypes the parts really have and which speed-ups a render at `cfg`
         uses."""
         pipe = self.pipeline
-        kernels = (FUSED_CUDA if device_kind(self.device) == "cuda" else FUSED_CPU) if self.spec.fused_attention \
+        kernels = (FUSED_CUDA if device_kind(self.device) == "cuda" else FUSED_CPU) if self._fused_attention \
             else ("MATH",)
         return {
             "transformer_dtype": str(self._transformers()[0].dtype).removeprefix("torch."),
@@ -99,7 +104,7 @@ class WanMixin:
             "batched_cfg": self._batches_guidance(cfg),
             "attention": self._attention,
             "attention_kernels": [kernel.lower() for kernel in kernels],
-            "compile": self.spec.compile,
+            "compile": bool(self.spec.compile),
         }
 
     def _set_shift(self, shift: float) -> None:
