@@ -102,7 +102,8 @@ def attention_path(transformer) -> str:
 
 
 def compile_blocks(transformer) -> None:
-    """Compile the transformer's repeated blocks (each block class once; fixed shapes, a new shape compiles anew)."""
+    """Compile the transformer's repeated blocks in place: fixed shapes (a new shape compiles once more), and the
+    blocks of one class share the compiled code."""
     import shutil
 
     if shutil.which("cc") is None and shutil.which("gcc") is None:
