@@ -106,6 +106,13 @@ class ModelSpec(BaseModel):
     )
     offload: bool = Field(default=False, description="on CUDA, keep parts of the model in CPU memory until needed")
     vae_tiling: bool = Field(default=False, description="decode large frames tile by tile to save GPU memory")
+    # The speed-ups of the Wan backends; None (unset) is the backend's default, and other backends take none.
+    batched_cfg: bool | None = Field(default=None, description="Wan (default true): the conditional and "
+                                     "unconditional passes of classifier-free guidance in one batched forward")
+    fused_attention: bool | None = Field(default=None, description="Wan (default true): attention only through "
+                                         "PyTorch's fused SDPA kernels (false: its math kernel)")
+    compile: bool | None = Field(default=None, description="Wan (default false): torch.compile the transformer's "
+                                 "repeated blocks, once per loaded model and shape")
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     max_sequence_length: int = Field(default=512, ge=8)
     dtype: dict[str, str] = Field(default_factory=lambda: {"cpu": "float32", "cuda": "bfloat16"})
@@ -131,6 +138,10 @@ class ModelSpec(BaseModel):
                 raise ValueError(f"the {self.backend} backend has no weights; remove `path` and `hub`")
         elif (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of `path` (a local folder) or `hub` (a hub repository id)")
+        tuned = [name for name in ("batched_cfg", "fused_attention", "compile") if getattr(self, name) is not None]
+        if tuned and not FAMILIES[self.backend].speed_ups:
+            raise ValueError(f"the {self.backend} backend has no {', '.join(tuned)} setting; "
+                             "remove it (these speed-ups apply to the Wan backends)")
         if self.tiny and not self.id.startswith("tiny-"):
             raise ValueError("only models whose id starts with 'tiny-' may be marked tiny")
         if self.random_weights and (self.path is None or self.tiny):

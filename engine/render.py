@@ -257,6 +257,7 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
                               ("first chunk" if state.anchor else None)},
         "accelerator": {"lora": job.accelerator_lora, "scale": job.accelerator_lora_scale}
         if job.accelerator_lora else None,
+        "speed_ups": backend.speed_ups(job.cfg) if hasattr(backend, "speed_ups") else None,
         "image_sequence": sequence_manifest(job, timeline) if sinks.sequence else None,
         "mask": sinks.masks.describe() if sinks.masks else None,
         "strength": job.strength,

@@ -27,14 +27,15 @@ class Family:
     name: str
     module: str
     weightless: bool = False  # it renders without weights (nothing to download or build)
+    speed_ups: bool = False  # it honours the catalog's batched_cfg, fused_attention and compile settings
 
     def implementation(self):
         return importlib.import_module(self.module)
 
 
 FAMILIES: dict[str, Family] = {family.name: family for family in (
-    Family("wan-vace", "engine.backends.wan_vace"),
-    Family("wan-v2v", "engine.backends.wan_v2v"),
+    Family("wan-vace", "engine.backends.wan_vace", speed_ups=True),
+    Family("wan-v2v", "engine.backends.wan_v2v", speed_ups=True),
     Family("animatediff-v2v", "engine.backends.animatediff"),
     Family("passthrough", "engine.backends.passthrough", weightless=True),
     Family("keyframe-flow", "engine.backends.keyframe_flow", weightless=True),

@@ -70,17 +70,19 @@ def denoise_video(pipe, request: ChunkRequest, strength: float, **options) -> np
 
 def run_pipeline(pipe, request: ChunkRequest, **arguments) -> np.ndarray:
     """Call a diffusers video pipeline on one chunk with the request's prompts, size, CFG and seed, reporting
-    every step it runs; return its frames as uint8 RGB. `arguments` are the backend's own."""
+    every step it runs; return its frames as uint8 RGB. `arguments` are the backend's own, and win over these."""
     import torch
 
     def step_end(pipeline, step, timestep, tensors):
         request.on_step(step + 1, pipeline.num_timesteps)
         return {}
 
+    options = dict(prompt=request.prompt, negative_prompt=request.negative_prompt, height=request.height,
+                   width=request.width, guidance_scale=request.cfg,
+                   generator=torch.Generator(device="cpu").manual_seed(request.seed), output_type="np",
+                   callback_on_step_end=step_end)
+    options.update(arguments)  # a backend may replace the prompts and CFG (Wan's batched guidance does)
     with torch.inference_mode():
-        result = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt, height=request.height,
-                      width=request.width, guidance_scale=request.cfg,
-                      generator=torch.Generator(device="cpu").manual_seed(request.seed), output_type="np",
-                      callback_on_step_end=step_end, **arguments)
+        result = pipe(**options)
     frames = np.asarray(result.frames[0], dtype=np.float32)
     return (frames * 255.0).round().clip(0, 255).astype(np.uint8)

@@ -1,17 +1,32 @@
-"""What every Wan 2.1 backend shares: loading, the flow shift, the accelerator LoRA, and the tiny test parts.
+"""What every Wan 2.1 backend shares: loading, the flow shift, the accelerator LoRA, the speed-ups, and the tiny
+test parts.
 
 Wan VACE and Wan video-to-video differ in how they condition a window; they
-load the same way (the VAE in its own dtype), take the same scheduler shift and
-switch the same LoRA, through diffusers' Wan LoRA loader. `WanMixin` holds that
-for both backend classes, which set `spec`, `pipeline` and `_adapters`.
+load the same way (the VAE in its own dtype), take the same scheduler shift,
+switch the same LoRA, through diffusers' Wan LoRA loader, and render with the
+same speed-ups (`engine/backends/wan_speed.py`). `WanMixin` holds that for both
+backend classes, which set `spec`, `device`, `pipeline` and `_adapters`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
-from engine.backends import Accelerator
+import numpy as np
+
+from engine.backends import Accelerator, ChunkRequest
 from engine.backends.common import pipeline_source, place
+from engine.backends.wan_speed import (
+    FUSED_CPU,
+    FUSED_CUDA,
+    attention_kernels,
+    attention_path,
+    batched_guidance,
+    compile_blocks,
+    kernel_failure,
+)
 from engine.catalog import ModelSpec
 from engine.devices import device_kind, dtype_named
 from engine.errors import WeightsMissingError
@@ -20,11 +35,77 @@ TINY_LORA = "accelerator-lora/pytorch_lora_weights.safetensors"
 
 
 class WanMixin:
-    """Shift and accelerator switching for a backend holding a diffusers Wan pipeline."""
+    """Shift, accelerator switching and speed-ups for a backend holding a diffusers Wan pipeline."""
 
     spec: ModelSpec
+    device: str
     pipeline: object
     _adapters: dict[str, str]
+    _attention: str = ""
+
+    def _transformers(self) -> list:
+        """The pipeline's denoisers: Wan 2.2 layouts add a `transformer_2` for the low-noise steps."""
+        pipe = self.pipeline
+        return [part for part in (pipe.transformer, getattr(pipe, "transformer_2", None)) if part is not None]
+
+    def _prepare_speed_ups(self) -> None:
+        """Check the attention path and compile the blocks once, when the model loads (the model cache keeps it)."""
+        self._attention = "scaled_dot_product_attention"
+        for transformer in self._transformers():
+            if self._fused_attention:
+                self._attention = attention_path(transformer)
+            if self.spec.compile:
+                compile_blocks(transformer)
+
+    def _batches_guidance(self, cfg: float) -> bool:
+        # diffusers runs no unconditional pass at cfg <= 1; unset in the catalog means on
+        return self.spec.batched_cfg is not False and cfg > 1.0
+
+    @property
+    def _fused_attention(self) -> bool:
+        return self.spec.fused_attention is not False  # unset in the catalog means on
+
+    def _render_fast(self, request: ChunkRequest, run: Callable[[dict], np.ndarray]) -> np.ndarray:
+        """Call `run` (which calls the pipeline with the arguments it is given on top of its own) with this
+        model's speed-ups in force."""
+        import torch
+
+        pipe = self.pipeline
+        try:
+            with attention_kernels(self.device, self._fused_attention):
+                if not self._batches_guidance(request.cfg):
+                    return run({})
+                with torch.inference_mode():
+                    embeds, negative = pipe.encode_prompt(
+                        prompt=request.prompt, negative_prompt=request.negative_prompt,
+                        do_classifier_free_guidance=True, max_sequence_length=self.spec.max_sequence_length,
+                        device=pipe._execution_device)
+                with ExitStack() as hooks:
+                    for transformer in self._transformers():
+                        hooks.enter_context(batched_guidance(transformer, negative, request.cfg))
+                    return run({"prompt": None, "negative_prompt": None, "prompt_embeds": embeds,
+                                "guidance_scale": 1.0})
+        except RuntimeError as exc:
+            failure = kernel_failure(exc, self.spec, self.device)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    def speed_ups(self, cfg: float) -> dict:
+        """What the Render Info records: the dtypes the parts really have and which speed-ups a render at `cfg`
+        uses."""
+        pipe = self.pipeline
+        kernels = (FUSED_CUDA if device_kind(self.device) == "cuda" else FUSED_CPU) if self._fused_attention \
+            else ("MATH",)
+        return {
+            "transformer_dtype": str(self._transformers()[0].dtype).removeprefix("torch."),
+            "vae_dtype": str(pipe.vae.dtype).removeprefix("torch."),
+            "text_encoder_dtype": str(pipe.text_encoder.dtype).removeprefix("torch."),
+            "batched_cfg": self._batches_guidance(cfg),
+            "attention": self._attention,
+            "attention_kernels": [kernel.lower() for kernel in kernels],
+            "compile": bool(self.spec.compile),
+        }
 
     def _set_shift(self, shift: float) -> None:
         """Give the flow-matching scheduler this shift (UniPC calls it `flow_shift`)."""

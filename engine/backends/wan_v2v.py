@@ -37,6 +37,7 @@ class WanV2VBackend(WanMixin):
         self.device = device
         self.pipeline = pipeline
         self._adapters: dict[str, str] = {}
+        self._prepare_speed_ups()
 
     def render_chunk(self, request: ChunkRequest) -> np.ndarray:
         check(self.spec, Asked.of_chunk(request))
@@ -45,7 +46,8 @@ class WanV2VBackend(WanMixin):
         self._set_shift(request.shift)
         self._use_accelerator(request.accelerator)
 
-        return denoise_video(pipe, request, strength, max_sequence_length=self.spec.max_sequence_length)
+        return self._render_fast(request, lambda fast: denoise_video(
+            pipe, request, strength, max_sequence_length=self.spec.max_sequence_length, **fast))
 
 
 def load(spec: ModelSpec, device: str) -> WanV2VBackend:

@@ -37,6 +37,7 @@ class WanVaceBackend(WanMixin):
         self.device = device
         self.pipeline = pipeline
         self._adapters: dict[str, str] = {}
+        self._prepare_speed_ups()
 
     def render_chunk(self, request: ChunkRequest) -> np.ndarray:
         check(self.spec, Asked.of_chunk(request))
@@ -62,9 +63,10 @@ class WanVaceBackend(WanMixin):
                     for keep in request.keep]
         reference = Image.fromarray(request.reference) if request.reference is not None else None
 
-        return run_pipeline(pipe, request, video=video, mask=mask, reference_images=reference, num_frames=count,
-                            num_inference_steps=request.steps, max_sequence_length=self.spec.max_sequence_length,
-                            conditioning_scale=scale)
+        return self._render_fast(request, lambda fast: run_pipeline(
+            pipe, request, video=video, mask=mask, reference_images=reference, num_frames=count,
+            num_inference_steps=request.steps, max_sequence_length=self.spec.max_sequence_length,
+            conditioning_scale=scale, **fast))
 
 
 def load(spec: ModelSpec, device: str) -> WanVaceBackend:
