@@ -255,6 +255,7 @@ def table(found: list[Row], smoke: bool) -> str:
 
 def cuda_setup(args) -> Setup:
     import torch
+
     from engine.fullsize import build_full_wan_vace, full_wan_vace_pipeline
 
     folder = WORK / "wan-vace-1_3b-random"
