@@ -81,6 +81,9 @@ class RenderJob(BaseModel):
     manifest: Path
     work_dir: Path
     device: str = "auto"
+    overlap: bool = Field(default=True, description="decode the next chunk and finish the last one beside the "
+                                                    "diffusion of the current one; false: one stage at a time, "
+                                                    "in the render's own thread (the same output, for debugging)")
     done_chunks: dict[int, float] = Field(
         default_factory=dict, description="chunks recorded as finished earlier, with their render seconds"
     )
