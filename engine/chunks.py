@@ -329,6 +329,7 @@ class ChunkLoop:
             self._stored_up_to = chunk.index
             self._stored.notify_all()
 
+
 def raw_needed_from(plan: ChunkPlan, chunk: Chunk) -> int:
     """The first frame of `chunk`'s raw output the next chunk reads (its known frames and crossfade): the
     checkpoint keeps only the frames from there on."""
