@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     defer_full_clips: DeferFullClips | None = None
     notify: list[NotifyRoute] = Field(default_factory=list, description="job-end notifications per watch root")
     keep_failed_checkpoints_hours: float = Field(default=72.0, ge=0)
+    render_overlap: bool = Field(default=True, description="decode and encode beside diffusion; false: one "
+                                                          "stage at a time (same output; for debugging)")
     web_bind: str = Field(default="127.0.0.1:8765", description="HOST:PORT `hotshot web` listens on")
     web_token: str | None = Field(default=None, min_length=16,
                                   description="secret the web workspace asks for; required off loopback")

@@ -64,6 +64,7 @@ class Setup:
     captioner: CaptionerSpec | None = None
     control_cache: Path | None = None
     hash_cache: Path | None = None
+    render_overlap: bool = True
 
 
 def load_setup(settings, device_kind: str, history=None) -> Setup:
@@ -82,6 +83,7 @@ def load_setup(settings, device_kind: str, history=None) -> Setup:
         credits_per_gpu_second=settings.credits_per_gpu_second,
         history=history or (lambda model, device: []), controls=controls, captioner=captioner,
         control_cache=settings.state_dir / "controls", hash_cache=settings.state_dir / "hashes",
+        render_overlap=settings.render_overlap,
     )
 
 
@@ -423,6 +425,7 @@ def render_job(job: Job, store: Store, setup: Setup, work_root: Path) -> RenderJ
         control_catalog=setup.controls if uses_controls or settings.get("auto_prompt") else None,
         control_cache=setup.control_cache if uses_controls else None,
         hash_cache=setup.hash_cache,
+        overlap=setup.render_overlap,
         auto_prompt=bool(settings.get("auto_prompt")),
         captioner=setup.captioner if settings.get("auto_prompt") else None,
         negative_from_model=job.settings["negative_prompt"]["from"] == "model",

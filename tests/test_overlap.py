@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import threading
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from engine.catalog import ModelSpec
 from engine.errors import DiskFullError, Interrupted, MediaError
 from engine.models import ModelCache
 from engine.render import render
-from tests.harness import sha
+from tests.harness import drain, settings_for, sha, write_request
 from tests.helpers import Recorder, make_clip, make_job
 
 CACHE = ModelCache()
@@ -119,3 +121,19 @@ def test_an_encoding_error_behind_stops_the_render_with_its_message(tmp_path, cl
         assert [record.index for record in events.chunks] == [0]
     assert messages[0] == messages[1]
     assert not hotshot_threads()
+
+
+def test_the_render_overlap_setting_reaches_the_render(tmp_path, media, models_dir):
+    """`render_overlap = false` in the daemon's settings renders one stage at a time: the Render Info says so and
+    no stage of a chunk starts before the previous stage of the loop ended."""
+    settings = settings_for(tmp_path, models_dir, render_overlap=False)
+    shot = settings.roots[0] / "sh010"
+    shot.mkdir()
+    shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
+    write_request(shot / "r.render.json", model="passthrough", frame_range=[0, 40], output_size=64,
+                  context={"size": 17, "overlap": 5})
+    drain(settings)
+    stages = json.loads((shot / "plate_r001.render-info.json").read_text())["timing"]["stages"]
+    assert stages["overlap"] is False
+    loop = sorted((span["start"], span["end"]) for span in stages["spans"])
+    assert len(loop) >= 12 and all(later[0] >= earlier[1] for earlier, later in pairwise(loop))
