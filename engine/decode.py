@@ -101,6 +101,11 @@ class FrameReader:
                 )
             yield frame
 
+    def _read_exactly(self, size: int) -> bytearray | None:
+        """The next `size` bytes of ffmpeg's output, or None if it ended first (for readers of other layouts)."""
+        data = bytearray(size)
+        return data if self._read_into(memoryview(data)) else None
+
     def _read_into(self, buffer: memoryview) -> bool:
         """Fill `buffer` from ffmpeg's output (read straight into the frame: no copy); False if it ended first."""
         stdout = self._process.stdout
