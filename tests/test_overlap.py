@@ -47,8 +47,9 @@ def hotshot_threads() -> list[str]:
 
 
 def test_decoding_and_encoding_run_beside_diffusion_with_identical_output(tmp_path, clip):
-    """With the sleeping backend, the next chunk's decoding ends and the previous chunk's encoding starts while
-    the current chunk diffuses; one stage at a time (overlap off) they do not; both give the same bytes."""
+    """With the sleeping backend, the next chunk is decoded before the current one's diffusion ends (it does not
+    wait for it) and the previous chunk is encoded during it; one stage at a time (overlap off), each waits for
+    the one before; both give the same bytes."""
     overlapped = render(make_job(tmp_path, SLEEP, clip, "on"), None, CACHE)
     serial = render(make_job(tmp_path, SLEEP, clip, "off", overlap=False), None, CACHE)
     assert sha(Path(overlapped.output)) == sha(Path(serial.output))
