@@ -1,4 +1,5 @@
-"""hotshot's overhead: the same frames through hotshot end to end vs direct pipeline calls.
+"""hotshot's overhead: the same frames through hotshot end to end vs direct pipeline calls, and whether the
+render loop's stages run side by side.
 
 Three timings of one 3-chunk render (tiny model, 256x144):
 
@@ -10,7 +11,13 @@ Three timings of one 3-chunk render (tiny model, 256x144):
   (start-up, ingest, a fresh worker process that loads the model, the render,
   status files).
 
-    .venv/bin/python bench/overhead.py
+Then the stages of a render with the sleeping backend (engine/backends/sleep.py: each diffusion step waits,
+using no CPU, as a GPU busy diffusing leaves the CPU free), 640x360, with the overlap on and off: the chunk
+loop's wall time, the sum of the stage times and the slowest stage (decode, diffuse, blend, store =
+checkpoint + encode, one thread each). With the overlap, wall comes close to the slowest stage.
+
+    .venv/bin/python bench/overhead.py            # all of it
+    .venv/bin/python bench/overhead.py stages     # only the stages of the sleeping render
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import torch
 from _common import PROJECT, WORK, clip, tiny_spec
 from PIL import Image
 
+from engine.catalog import ModelSpec
 from engine.decode import read_frames
 from engine.geometry import output_dims
 from engine.job import RenderJob
@@ -90,7 +98,47 @@ def daemon_drain(source) -> float:
     return time.monotonic() - started
 
 
+SLEEP = ModelSpec(id="sleep-bench", name="Sleeps instead of diffusing", backend="sleep", context_default=41,
+                  context_overlap_default=9, steps=2, cfg=1.0, calibration={"cpu": 0.035, "cuda": 0.035},
+                  capabilities={"reference_frame": True})
+STAGE_FRAMES, STAGE_SIZE = 201, 640
+THREADS = {"decode": ("decode",), "diffuse": ("diffuse",), "blend": ("blend",), "store": ("checkpoint", "encode")}
+
+
+def stages(source, cache, overlap: bool) -> tuple[float, dict[str, float]]:
+    """The chunk loop's wall time and each thread's busy seconds, from the Render Info's stage spans."""
+    out = WORK / f"overhead-stages-{overlap}.mp4"
+    stat = source.stat()
+    job = RenderJob(job_id=1, render_id="stages", source=source, source_size=stat.st_size,
+                    source_mtime_ns=stat.st_mtime_ns, frame_range=(0, STAGE_FRAMES - 1), output_size=STAGE_SIZE,
+                    model=SLEEP, prompt="", negative_prompt="", steps=SLEEP.steps, cfg=1.0, seed=SEED, shift=3.0,
+                    context_size=SLEEP.context_default, context_overlap=SLEEP.context_overlap_default, output=out,
+                    manifest=out.with_suffix(".json"), work_dir=WORK / f"overhead-stages-{overlap}",
+                    overlap=overlap)
+    shutil.rmtree(job.work_dir, ignore_errors=True)
+    timing = render(job, None, cache).manifest_data["timing"]["stages"]
+    wall = max(span["end"] for span in timing["spans"]) - min(span["start"] for span in timing["spans"])
+    busy = {thread: sum(timing["seconds"].get(stage, 0.0) for stage in names) for thread, names in THREADS.items()}
+    return wall, busy
+
+
+def print_stages() -> None:
+    source = clip(STAGE_FRAMES, "640x360")
+    cache = ModelCache()
+    print(f"{STAGE_FRAMES} frames, {STAGE_SIZE}x360, sleeping backend ({SLEEP.steps} steps, context "
+          f"{SLEEP.context_default}/{SLEEP.context_overlap_default}), best of 2")
+    for overlap in (True, False):
+        wall, busy = min((stages(source, cache, overlap) for _ in range(2)), key=lambda result: result[0])
+        slowest = max(busy, key=busy.get)
+        print(f"overlap {'on ' if overlap else 'off'}: chunk loop {wall:6.2f} s wall, "
+              f"stages sum {sum(busy.values()):6.2f} s, slowest {slowest} {busy[slowest]:6.2f} s  "
+              f"({', '.join(f'{name} {seconds:.2f}' for name, seconds in busy.items())})")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["stages"]:
+        print_stages()
+        return
     spec = tiny_spec()
     source = clip(FRAMES)
     cache = ModelCache()
@@ -104,6 +152,7 @@ def main() -> None:
     print(f"engine.render()       : {engine_s:7.2f} s   ratio {engine_s / direct_s:.2f}")
     print(f"hotshot run --drain   : {daemon_s:7.2f} s   ratio {daemon_s / direct_s:.2f} "
           "(includes process start-up and model load)")
+    print_stages()
 
 
 if __name__ == "__main__":

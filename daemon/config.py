@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     keep_failed_checkpoints_hours: float = Field(default=72.0, ge=0)
     archive_after_days: float = Field(default=0.0, ge=0,
                                       description="finished jobs older than this move to the archive; 0 = never")
+    render_overlap: bool = Field(default=True, description="decode and encode beside diffusion; false: one "
+                                                          "stage at a time (same output; for debugging)")
     web_bind: str = Field(default="127.0.0.1:8765", description="HOST:PORT `hotshot web` listens on")
     web_token: str | None = Field(default=None, min_length=16,
                                   description="secret the web workspace asks for; required off loopback")

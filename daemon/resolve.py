@@ -65,6 +65,7 @@ class Setup:
     control_cache: Path | None = None
     hash_cache: Path | None = None
     device_memory: int | None = None  # bytes a job may use on its device (the device_memory_gb setting)
+    render_overlap: bool = True
 
 
 def load_setup(settings, device_kind: str, history=None) -> Setup:
@@ -84,6 +85,7 @@ def load_setup(settings, device_kind: str, history=None) -> Setup:
         history=history or (lambda model, device: []), controls=controls, captioner=captioner,
         control_cache=settings.state_dir / "controls", hash_cache=settings.state_dir / "hashes",
         device_memory=int(settings.device_memory_gb * 2**30) if getattr(settings, "device_memory_gb", None) else None,
+        render_overlap=settings.render_overlap,
     )
 
 
@@ -425,6 +427,7 @@ def render_job(job: Job, store: Store, setup: Setup, work_root: Path) -> RenderJ
         control_catalog=setup.controls if uses_controls or settings.get("auto_prompt") else None,
         control_cache=setup.control_cache if uses_controls else None,
         hash_cache=setup.hash_cache,
+        overlap=setup.render_overlap,
         auto_prompt=bool(settings.get("auto_prompt")),
         captioner=setup.captioner if settings.get("auto_prompt") else None,
         negative_from_model=job.settings["negative_prompt"]["from"] == "model",

@@ -7,6 +7,8 @@ and read as raw RGB. Only one frame is held here at a time.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import select
 import subprocess
 import threading
@@ -20,6 +22,14 @@ from engine.errors import MediaError
 from engine.media_safety import OWN_GROUP, compile_command, fenced_input
 
 STALL_SECONDS = 120.0
+PIPE_FRAMES = 2  # a pipe to or from ffmpeg holds this many frames (Linux's default is 64 KiB, a tenth of a frame)
+
+
+def widen_pipe(pipe, frame_bytes: int) -> None:
+    """Let `pipe` hold a few whole frames, so that ffmpeg and hotshot wake each other per frame rather than per
+    64 KiB (where the system refuses, the pipe stays as it was: only slower)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_FRAMES * frame_bytes)
 
 
 class FrameReader:
@@ -50,12 +60,19 @@ class FrameReader:
         self._process = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **OWN_GROUP
         )
+        widen_pipe(self._process.stdout, self.width * self.height * 3)
         self._stderr_thread = threading.Thread(target=self._collect_stderr, daemon=True)
         self._stderr_thread.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    def stop(self) -> None:
+        """End the decoder early (from another thread): a read waiting on it sees the stream end."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
 
     def close(self) -> None:
         if self._process is None:
@@ -72,10 +89,9 @@ class FrameReader:
     def __iter__(self) -> Iterator[np.ndarray]:
         assert self._process is not None, "use FrameReader as a context manager"
         expected = self.last - self.first + 1
-        frame_bytes = self.width * self.height * 3
         for number in range(expected):
-            data = self._read_exactly(frame_bytes)
-            if data is None:
+            frame = np.empty((self.height, self.width, 3), np.uint8)
+            if not self._read_into(memoryview(frame).cast("B")):
                 self._process.wait()
                 detail = self._stderr[-1] if self._stderr else "the stream ended early"
                 raise MediaError(
@@ -83,21 +99,26 @@ class FrameReader:
                     f"decoding stopped at frame {self.first + number} of the range "
                     f"{self.first}-{self.last} ({detail}); the file may be truncated or damaged",
                 )
-            yield np.frombuffer(data, dtype=np.uint8).reshape(self.height, self.width, 3)
+            yield frame
 
-    def _read_exactly(self, size: int) -> bytes | None:
+    def _read_exactly(self, size: int) -> bytearray | None:
+        """The next `size` bytes of ffmpeg's output, or None if it ended first (for readers of other layouts)."""
+        data = bytearray(size)
+        return data if self._read_into(memoryview(data)) else None
+
+    def _read_into(self, buffer: memoryview) -> bool:
+        """Fill `buffer` from ffmpeg's output (read straight into the frame: no copy); False if it ended first."""
         stdout = self._process.stdout
-        chunks, remaining = [], size
-        while remaining:
+        filled, size = 0, len(buffer)
+        while filled < size:
             ready, _, _ = select.select([stdout], [], [], self.stall_seconds)
             if not ready:
                 raise MediaError(self.path, f"ffmpeg produced no frame for {self.stall_seconds:g} s")
-            data = stdout.read1(remaining)
-            if not data:
-                return None
-            chunks.append(data)
-            remaining -= len(data)
-        return b"".join(chunks)
+            count = stdout.readinto1(buffer[filled:])
+            if not count:
+                return False
+            filled += count
+        return True
 
     def _collect_stderr(self) -> None:
         for raw in self._process.stderr:

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 def resolve_device(requested: str) -> str:
     """`auto` means the first CUDA device when there is one, else the CPU."""
+    if requested == "cpu":
+        return requested  # nothing to ask torch (a render without a torch model never imports it)
     import torch
 
     if requested == "auto":

@@ -24,6 +24,7 @@ import numpy as np
 
 from engine import faults, files
 from engine.codecs import COLOUR_TAGS, DEFAULT_CODEC, output_codec
+from engine.decode import widen_pipe
 from engine.errors import DISK_FULL_MESSAGES, DiskFullError, EncodeError, MediaError
 from engine.media_safety import OWN_GROUP, compile_command, fenced_input, last_line
 from engine.probe import VideoInfo, probe
@@ -53,13 +54,14 @@ def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: s
         )
         process = subprocess.Popen(compile_command(stream), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, **OWN_GROUP)
+        widen_pipe(process.stdin, width * height * 3)
         errors: list[bytes] = []
         reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
         reader.start()
         count = 0
         try:
             for frame in frames:
-                process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+                process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).data)  # no copy of the frame
                 count += 1
                 if count == 1 and fault_point:
                     faults.reached(fault_point)  # the segment is half-written
@@ -80,16 +82,17 @@ def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: s
 
 def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, audio: AudioCut | None,
                work_dir: Path | None = None, timeout: float = 3600.0, codec: str = DEFAULT_CODEC,
-               timecode: str | None = None) -> VideoInfo:
+               timecode: str | None = None, segment_frames: list[int] | None = None) -> VideoInfo:
     """Join the segments into `final` (atomically, in `codec`'s container), adding the source audio and the start
     timecode when given; return what the output holds.
 
     ffmpeg writes the joined file in the work folder, where nobody else writes; it is checked there and
     copied in beside the source through a temporary file hotshot creates itself, then renamed into place.
+    `segment_frames`: each segment's frame count when the caller knows it (else each segment is probed).
     """
     work = work_dir or final.parent
     joined = work / "segments.txt"
-    joined.write_text(concat_list(segments, fps))
+    joined.write_text(concat_list(segments, fps, segment_frames))
     tmp = work / f".{final.name}.joined.{os.getpid()}.part"
     try:
         chosen = output_codec(codec)
@@ -124,7 +127,7 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, au
     return replace(written, path=str(final))
 
 
-def concat_list(segments: list[Path], fps: str) -> str:
+def concat_list(segments: list[Path], fps: str, segment_frames: list[int] | None = None) -> str:
     """The concat demuxer's list of segments, each with its exact duration.
 
     Left to itself the demuxer starts each segment where the previous file's duration says, which MP4 and MOV
@@ -132,9 +135,10 @@ def concat_list(segments: list[Path], fps: str) -> str:
     given to the microsecond, rounded from the exact running total so that rounding never accumulates.
     """
     rate = Fraction(fps)
+    counts = segment_frames if segment_frames is not None else [probe(segment).frame_count for segment in segments]
     lines, frames, start = [], 0, 0
-    for segment in segments:
-        frames += probe(segment).frame_count
+    for segment, count in zip(segments, counts, strict=True):
+        frames += count
         end = round(Fraction(frames) / rate * 1_000_000)
         seconds, micro = divmod(end - start, 1_000_000)
         lines.append(f"file '{_quote(segment)}'\nduration {seconds}.{micro:06d}\n")

@@ -83,6 +83,9 @@ class RenderJob(BaseModel):
     device: str = "auto"
     device_memory: int | None = Field(default=None, gt=0, description="bytes the job may use on its device, "
                                       "instead of what is detected (the device_memory_gb setting)")
+    overlap: bool = Field(default=True, description="decode the next chunk and finish the last one beside the "
+                                                    "diffusion of the current one; false: one stage at a time, "
+                                                    "in the render's own thread (the same output, for debugging)")
     done_chunks: dict[int, float] = Field(
         default_factory=dict, description="chunks recorded as finished earlier, with their render seconds"
     )

@@ -19,6 +19,8 @@ log = structlog.get_logger("hotshot.models")
 
 def footprint(backend: Backend) -> int:
     """Bytes of parameters and buffers of a backend's torch modules (0 for a backend without any)."""
+    if not any(hasattr(backend, name) for name in ("pipeline", "extra_modules", "model")):
+        return 0  # a weightless backend: no need to import torch to know
     import torch
 
     modules = []

@@ -4,43 +4,45 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import structlog
 
 from engine import faults
-from engine.backends import Accelerator, ChunkRequest
-from engine.blend import segment_frames
 from engine.checkpoint import WorkFolder
+from engine.chunks import (
+    ChunkLoop,
+    LockedEvents,
+    Pinned,
+    RenderState,
+    Sinks,
+    SourceWindow,
+    raw_needed_from,
+    raw_shape,
+    run_chunks,
+    timeline_frames,
+)
 from engine.codecs import output_codec
-from engine.colour import ColourStats, colour_stats, match_colour
+from engine.colour import ColourStats, colour_stats
 from engine.controls import unload_models
 from engine.decode import FrameReader
 from engine.devices import resolve_device
-from engine.encode import AudioCut, encode_segment, mux_output
-from engine.errors import FrameRangeError, Interrupted, MediaError, SettingsError
+from engine.encode import AudioCut, mux_output
+from engine.errors import FrameRangeError, MediaError, SettingsError
 from engine.estimate import render_work
 from engine.files import write_json_atomic
 from engine.geometry import output_dims
-from engine.guidance import (
-    Control,
-    chunk_controls,
-    prepare_controls,
-    write_previews,
-    write_prompt,
-)
-from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob, RenderResult, SilentEvents
-from engine.keyframes import Keyframe, check_keyframes, check_painted_windows, keyframe_positions, load_keyframes
+from engine.guidance import prepare_controls, write_previews, write_prompt
+from engine.job import Progress, RenderEvents, RenderJob, RenderResult, SilentEvents
+from engine.keyframes import check_keyframes, check_painted_windows, keyframe_positions, load_keyframes
 from engine.manifest import build_manifest, record_inputs
 from engine.masks import Compositor, MaskSource
 from engine.memory import Shape as MemoryShape
 from engine.memory import apply as apply_memory_plan
 from engine.memory import plan as plan_memory
 from engine.models import ModelCache
+from engine.overlap import StageClock
 from engine.plan import Chunk, ChunkPlan, plan_warnings
 from engine.probe import probe
 from engine.sequence import SequenceWriter
@@ -51,43 +53,6 @@ from engine.timeline import Timeline, build_timeline, plan_timeline
 from engine.timing import source_timing, timing_warnings
 
 log = structlog.get_logger("hotshot.engine")
-
-
-@dataclass
-class Sinks:
-    """Where finished frames go besides the MP4, and what they pass through first."""
-
-    sequence: SequenceWriter | None = None
-    compositor: Compositor | None = None
-    masks: MaskSource | None = None
-
-
-@dataclass
-class Pinned:
-    """Frames the request pins, by timeline position: shown exactly on their own frame."""
-
-    style: Still | None = None
-    keyframes: dict[int, Keyframe] = field(default_factory=dict)
-
-    def in_chunk(self, chunk: Chunk, buffer: int) -> dict[int, np.ndarray]:
-        """Position in the chunk's window -> the pinned frame there."""
-        frames = {position - chunk.start: keyframe.still.frame for position, keyframe in self.keyframes.items()
-                  if chunk.start <= position < chunk.end}
-        if self.style is not None and chunk.index == 0:
-            frames[buffer] = self.style.frame
-        return frames
-
-
-@dataclass
-class RenderState:
-    """What carries over from one chunk to the next (and is restored from checkpoints on resume)."""
-
-    previous_raw: np.ndarray | None = None
-    last_final: np.ndarray | None = None
-    anchor: ColourStats | None = None
-    frames_out: int = 0
-    chunk_seconds: dict[int, float] = field(default_factory=dict)
-    diffusion_seconds: float = 0.0  # time inside the model in this attempt (the rest of a chunk is frames work)
 
 
 def render(job: RenderJob, events: RenderEvents | None = None, cache: ModelCache | None = None) -> RenderResult:
@@ -161,7 +126,8 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
         controls = prepare_controls(job, timeline, width, height, device)
     with parts.part("auto_prompt"):
         written = write_prompt(job, work, cache, device)
-    unload_models()  # the control and people-counting models, used by both, before the diffusion model loads
+    if controls or job.auto_prompt:  # the control and people-counting models, before the diffusion model loads
+        unload_models()
     if written:
         job = job.model_copy(update={"prompt": written["prompt"], "negative_prompt": written["negative_prompt"]})
 
@@ -179,7 +145,7 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     # 6. Find the checkpoint to resume from.
     resume_at, previous_raw, last_final = work.resume_point(
         set(job.done_chunks), len(plan.chunks), lambda index: raw_shape(plan.chunks[index], height, width),
-        (height, width, 3),
+        (height, width, 3), lambda index: raw_needed_from(plan, plan.chunks[index]),
     )
     state = RenderState(previous_raw, last_final)
     state.chunk_seconds = {index: job.done_chunks.get(index, 0.0) for index in range(resume_at)}
@@ -196,24 +162,22 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
             log.warning("the image sequence's earlier frames are gone; rendering from the first chunk")
             resume_at, state = 0, RenderState(anchor=state.anchor)
 
-    # 7. Render chunk by chunk: decode, diffuse, correct colour, checkpoint, composite, encode the segment.
+    # 7. Render chunk by chunk: decode the next chunk's window, diffuse, correct colour; then, beside the next
+    #    chunk's diffusion, blend, checkpoint and encode the segment (engine/chunks.py).
+    clock = StageClock()
     if resume_at < len(plan.chunks):
         from_position = plan.chunks[resume_at].start
         decode_from = timeline.sources[from_position]
         if job.mask:
             sinks.compositor = Compositor(MaskSource(job.mask, width, height, aspect), job.source, first, last,
                                           state.frames_out)
+        loop = ChunkLoop(job, plan, timeline, backend, pinned, reference, state, work, sinks, controls, width,
+                         height, timing.output_fps, resume_at, LockedEvents(events), clock)
         try:
             with FrameReader(job.source, decode_from, last, width, height) as reader:
                 window = SourceWindow(timeline_frames(iter(reader), decode_from, timeline, from_position),
                                       from_position)
-                for chunk in plan.chunks[resume_at:]:
-                    reason = events.stop_requested()
-                    if reason:
-                        raise Interrupted(reason, chunk.index)
-                    with structlog.contextvars.bound_contextvars(chunk=chunk.index):
-                        render_chunk(job, plan, timeline, chunk, window, backend, pinned, reference, state, work,
-                                     sinks, controls, width, height, timing.output_fps, resume_at, events)
+                run_chunks(loop, window, job.overlap, reader.stop)
         finally:
             if sinks.compositor:
                 sinks.compositor.close()
@@ -230,7 +194,8 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     audio = AudioCut(str(job.source), timing.audio_start, timing.audio_duration) if source.has_audio else None
     output = mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], timing.output_fps,
                         timeline.frame_count, job.output, audio, job.work_dir, codec=codec.name,
-                        timecode=str(start_timecode.plus(first)) if start_timecode else None)
+                        timecode=str(start_timecode.plus(first)) if start_timecode else None,
+                        segment_frames=segment_frame_counts(plan.chunks, timeline))
     if sinks.sequence is not None:
         sinks.sequence.publish()
     control_entries = write_previews(controls, job, timing.output_fps)
@@ -274,6 +239,8 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     parts.seconds["output"] = max(seconds - sum(parts.seconds.values()), 0.0)
     manifest["timing"].update(
         cpu_seconds=round(cpu_seconds, 3),  # all threads of this process: how much of the CPU it had
+        stages={"overlap": job.overlap, "seconds": {name: round(value, 3) for name, value in clock.totals().items()},
+                "spans": [span.to_dict() for span in clock.spans]},
         parts={name: round(value, 3) for name, value in parts.seconds.items()},
         work=render_work(plan, timeline.frame_count, width, height, job.steps, job.cfg,
                          sum(control.computed for control in controls), written is not None, model_load),
@@ -283,131 +250,6 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
                         len(plan.chunks) - resume_at, resume_at, seconds, manifest, output.to_dict())
 
 
-def render_chunk(job: RenderJob, plan: ChunkPlan, timeline: Timeline, chunk: Chunk, window: SourceWindow, backend,
-                 pinned: Pinned, reference: Still | None, state: RenderState, work: WorkFolder, sinks: Sinks,
-                 controls: list[Control], width: int, height: int, fps: str, resume_at: int,
-                 events: RenderEvents) -> None:
-    """Diffuse one chunk, checkpoint it, and encode the final frames it completes."""
-    started = time.monotonic()
-    previous = plan.chunks[chunk.index - 1] if chunk.index else None
-
-    # The window's frames; frames shared with the previous chunk, the style frame and keyframes are kept.
-    sources = window.take(chunk.start, chunk.end)
-    sources += [sources[-1]] * (chunk.render_frames - len(sources))
-    frames = list(sources)
-    keep = [False] * chunk.render_frames
-    if chunk.known:
-        offset = chunk.start - previous.start
-        frames[: chunk.known] = list(state.previous_raw[offset : offset + chunk.known])
-        keep[: chunk.known] = [True] * chunk.known
-    pins = pinned.in_chunk(chunk, timeline.buffer)
-    for place, frame in pins.items():
-        frames[place] = frame
-        keep[place] = True
-
-    def on_step(step: int, steps: int) -> None:
-        events.progress(Progress(chunk.index + 1, len(plan.chunks), step, steps, state.frames_out,
-                                 timeline.frame_count, resume_at))
-
-    request = ChunkRequest(
-        frames, keep, width, height, job.prompt, job.negative_prompt, job.steps, job.cfg, job.shift, chunk.seed,
-        reference=chunk_reference(job, chunk, pinned.style, reference, state),
-        accelerator=Accelerator(job.accelerator_lora, job.accelerator_lora_scale) if job.accelerator_lora else None,
-        mask=chunk_masks(chunk, timeline, keep, sinks.masks) if sinks.masks else None,
-        strength=job.strength,
-        controls=chunk_controls(controls, chunk, timeline),
-        sources=sources,
-        on_step=on_step,
-    )
-    diffusing = time.monotonic()
-    raw = backend.render_chunk(request)
-    state.diffusion_seconds += time.monotonic() - diffusing
-    faults.reached("chunk")
-    expected = raw_shape(chunk, height, width)
-    if raw.shape != expected:
-        raise RuntimeError(f"backend returned frames of shape {raw.shape}, expected {expected}")
-
-    # Colour consistency pulls every frame toward the anchor (the style frame, else the first chunk).
-    if job.color_consistency > 0:
-        if state.anchor is None:
-            state.anchor = colour_stats(raw[timeline.buffer :])
-            work.save_anchor(state.anchor.to_dict())
-        matched = np.stack([match_colour(frame, state.anchor, job.color_consistency) for frame in raw])
-        for place in pins:  # the frames the request pinned are shown as the model rendered them
-            matched[place] = raw[place]
-        raw = matched
-    work.save_raw(chunk.index, raw)
-
-    events.progress(Progress(chunk.index + 1, len(plan.chunks), job.steps, job.steps, state.frames_out,
-                             timeline.frame_count, resume_at, phase="encoding"))
-    finals = segment_frames(chunk, raw, previous, state.previous_raw)
-    count = encode_segment(output_frames(chunk, finals, timeline, state, sinks), width, height, fps,
-                           work.segment_path(chunk.index), fault_point="chunk", codec=job.output_codec)
-    work.save_final(chunk.index, state.last_final)
-    work.drop_old_raw(chunk.index)
-    seconds = time.monotonic() - started
-    state.chunk_seconds[chunk.index] = seconds
-    state.previous_raw = raw
-    first = job.frame_range[0]
-    faults.reached("chunk")
-    events.chunk_done(ChunkRecord(chunk.index, timeline.sources[chunk.start], timeline.sources[chunk.end - 1],
-                                  chunk.seed, seconds, str(work.raw_path(chunk.index)),
-                                  str(work.segment_path(chunk.index))))
-    log.info("chunk done", seconds=round(seconds, 3), diffused=chunk.render_frames, output_frames=count,
-             first_output=first + state.frames_out - count if count else None)
-
-
-def output_frames(chunk: Chunk, finals: Iterator[np.ndarray], timeline: Timeline, state: RenderState,
-                  sinks: Sinks) -> Iterator[np.ndarray]:
-    """The output frames a chunk completes: warm-up frames dropped, interpolated frames filled in,
-    the source composited back outside an inpainting mask."""
-    from engine.interpolate import interpolate_frame
-
-    for position, frame in zip(range(chunk.emit_start, chunk.emit_end), finals, strict=True):
-        index = timeline.output_index(position)
-        if index is None:
-            continue
-        previous_index = timeline.output_index(position - 1) if position > timeline.buffer else None
-        if previous_index is not None:
-            gap = index - previous_index
-            for between in range(previous_index + 1, index):
-                middle = interpolate_frame(state.last_final, frame, (between - previous_index) / gap)
-                yield _emit(between, middle, timeline.first, state, sinks)
-        state.last_final = _emit(index, frame, timeline.first, state, sinks)
-        yield state.last_final
-
-
-def _emit(index: int, frame: np.ndarray, first: int, state: RenderState, sinks: Sinks) -> np.ndarray:
-    if sinks.compositor is not None:
-        frame = sinks.compositor.apply(index, frame)
-    if sinks.sequence is not None:
-        sinks.sequence.write(first + index, frame)
-    state.frames_out = index + 1
-    return frame
-
-
-def chunk_masks(chunk: Chunk, timeline: Timeline, keep: list[bool], masks: MaskSource) -> list[np.ndarray]:
-    """The inpainting mask of each frame of the window (kept frames: nothing to regenerate, nothing read, so the
-    mask is read forward only, each frame once)."""
-    positions = list(range(chunk.start, chunk.end))
-    positions += [positions[-1]] * (chunk.render_frames - len(positions))
-    blank = np.zeros((masks.height, masks.width), np.float32)
-    return [blank if kept else masks.at(timeline.sources[position])
-            for position, kept in zip(positions, keep, strict=True)]
-
-
-def chunk_reference(job: RenderJob, chunk: Chunk, style: Still | None, reference: Still | None,
-                    state: RenderState) -> np.ndarray | None:
-    """The appearance reference: the reference (else style) frame, or with a dynamic reference,
-    after the first chunk, the previous chunk's last output frame."""
-    if not job.model.capabilities.reference_frame:
-        return None
-    base = reference or style
-    if chunk.index > 0 and job.dynamic_reference:
-        return state.last_final
-    return base.frame if base is not None else None
-
-
 def colour_anchor(job: RenderJob, style: Still | None, work: WorkFolder) -> ColourStats | None:
     if job.color_consistency <= 0:
         return None
@@ -415,6 +257,13 @@ def colour_anchor(job: RenderJob, style: Still | None, work: WorkFolder) -> Colo
         return colour_stats(style.frame)
     saved = work.load_anchor()
     return ColourStats.from_dict(saved) if saved else None
+
+
+def segment_frame_counts(chunks: list[Chunk], timeline: Timeline) -> list[int]:
+    """How many output frames each chunk's segment holds (what its encoding counted; the output's own frame
+    count is checked once it is joined)."""
+    ends = [output_frames_before(chunk, timeline) for chunk in chunks[1:]] + [timeline.frame_count]
+    return [end - start for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def output_frames_before(chunk: Chunk, timeline: Timeline) -> int:
@@ -446,22 +295,6 @@ def memory_shape(plan: ChunkPlan, width: int, height: int, cfg: float, reference
     return MemoryShape(frames, width, height, 2 if cfg > 1 else 1, reference)
 
 
-def raw_shape(chunk: Chunk, height: int, width: int) -> tuple[int, int, int, int]:
-    return (chunk.render_frames, height, width, 3)
-
-
-def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: Timeline,
-                    from_position: int) -> Iterator[np.ndarray]:
-    """The decoded frame for each timeline position from `from_position` on (repeats where the timeline repeats)."""
-    number, frame = decode_from - 1, None
-    for position in range(from_position, timeline.positions):
-        wanted = timeline.sources[position]
-        while number < wanted:
-            frame = next(decoded)
-            number += 1
-        yield frame
-
-
 class Stopwatch:
     """Seconds spent in each named part of a render (the cost estimates are fitted from them)."""
 
@@ -475,23 +308,3 @@ class Stopwatch:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
-
-
-class SourceWindow:
-    """Timeline frames read once, in order, kept only while a chunk may still need them."""
-
-    def __init__(self, frames: Iterator[np.ndarray], first_index: int = 0) -> None:
-        self._frames = frames
-        self._held: deque[np.ndarray] = deque()
-        self._held_from = first_index
-
-    def take(self, start: int, end: int) -> list[np.ndarray]:
-        while self._held_from < start:
-            if self._held:
-                self._held.popleft()
-            else:
-                next(self._frames)
-            self._held_from += 1
-        while self._held_from + len(self._held) < end:
-            self._held.append(next(self._frames))
-        return list(self._held)[start - self._held_from : end - self._held_from]

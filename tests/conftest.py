@@ -30,7 +30,7 @@ def no_leaked_threads():
 def _counts(thread: threading.Thread) -> bool:
     name = type(thread).__name__ + thread.name
     return not thread.daemon or any(word in name for word in ("Observer", "Emitter", "APScheduler", "reader",
-                                                              "thread worker"))
+                                                              "thread worker", "hotshot-"))
 
 
 @pytest.fixture(params=["thread", pytest.param("process", marks=pytest.mark.slow)])

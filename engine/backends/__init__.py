@@ -28,6 +28,7 @@ class Family:
     module: str
     weightless: bool = False  # it renders without weights (nothing to download or build)
     speed_ups: bool = False  # it honours the catalog's batched_cfg, fused_attention and compile settings
+    shipped: bool = True  # offered in config/models.toml; False: named only by tests and benchmarks
 
     def implementation(self):
         return importlib.import_module(self.module)
@@ -39,6 +40,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
     Family("animatediff-v2v", "engine.backends.animatediff"),
     Family("passthrough", "engine.backends.passthrough", weightless=True),
     Family("keyframe-flow", "engine.backends.keyframe_flow", weightless=True),
+    Family("sleep", "engine.backends.sleep", weightless=True, shipped=False),  # waits instead of diffusing
 )}
 BACKEND_NAMES: tuple[str, ...] = tuple(FAMILIES)
 

@@ -1,0 +1,455 @@
+"""One chunk through the render loop, in three stages: decoded, diffused, finished.
+
+- decoded (a thread ahead): the window's source frames, its control videos and inpainting masks;
+- diffused (the render's thread): known and pinned frames put in, the model, colour consistency;
+- finished (a thread behind): crossfade, interpolation, compositing, the image sequence, the checkpoint and
+  the encoded segment, then the chunk is reported done.
+
+`run_chunks` joins them with the bounded hand-overs of engine/overlap.py. Each stage keeps to what it owns:
+the decoder the source window, the render's thread the raw frames and the colour anchor, the finisher the
+final frames; what crosses from one to the next goes in the hand-over (and the last final frame, which a
+dynamic reference needs, through `FinalFrames`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from engine import faults
+from engine.backends import Accelerator, ChunkRequest, ControlFrames
+from engine.blend import segment_frames
+from engine.checkpoint import WorkFolder
+from engine.colour import ColourStats, colour_stats, match_colour
+from engine.encode import encode_segment
+from engine.errors import Interrupted
+from engine.guidance import Control, chunk_controls
+from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob
+from engine.keyframes import Keyframe
+from engine.masks import Compositor, MaskSource
+from engine.overlap import Ahead, Behind, StageClock
+from engine.plan import Chunk, ChunkPlan
+from engine.sequence import SequenceWriter
+from engine.stills import Still
+from engine.timeline import Timeline
+
+log = structlog.get_logger("hotshot.engine")
+
+
+@dataclass
+class Sinks:
+    """Where finished frames go besides the MP4, and what they pass through first."""
+
+    sequence: SequenceWriter | None = None
+    compositor: Compositor | None = None
+    masks: MaskSource | None = None
+
+
+@dataclass
+class Pinned:
+    """Frames the request pins, by timeline position: shown exactly on their own frame."""
+
+    style: Still | None = None
+    keyframes: dict[int, Keyframe] = field(default_factory=dict)
+
+    def in_chunk(self, chunk: Chunk, buffer: int) -> dict[int, np.ndarray]:
+        """Position in the chunk's window -> the pinned frame there."""
+        frames = {position - chunk.start: keyframe.still.frame for position, keyframe in self.keyframes.items()
+                  if chunk.start <= position < chunk.end}
+        if self.style is not None and chunk.index == 0:
+            frames[buffer] = self.style.frame
+        return frames
+
+
+@dataclass
+class RenderState:
+    """What carries over from one chunk to the next (and is restored from checkpoints on resume).
+
+    `previous_raw` and `anchor` belong to the diffusion stage, `last_final` and `frames_out` to the finishing
+    stage (the diffusion stage reads `frames_out` for progress only)."""
+
+    previous_raw: np.ndarray | None = None
+    last_final: np.ndarray | None = None
+    anchor: ColourStats | None = None
+    frames_out: int = 0
+    chunk_seconds: dict[int, float] = field(default_factory=dict)
+    diffusion_seconds: float = 0.0  # time inside the model in this attempt (the rest of a chunk is frames work)
+
+
+@dataclass
+class Decoded:
+    """A chunk's window as the decoder hands it over: source frames and what guides them."""
+
+    chunk: Chunk
+    sources: list[np.ndarray]
+    keep: list[bool]
+    pins: dict[int, np.ndarray]
+    masks: list[np.ndarray] | None
+    controls: list[ControlFrames]
+
+
+@dataclass
+class Blended:
+    """A chunk's final frames (the output frames it completes), with what its checkpoint keeps."""
+
+    chunk: Chunk
+    raw: np.ndarray
+    finals: list[np.ndarray]
+    last_final: np.ndarray | None
+    frames_out: int
+
+
+@dataclass
+class Diffused:
+    """A chunk's raw frames as the model (and colour consistency) left them, with the previous chunk's."""
+
+    chunk: Chunk
+    raw: np.ndarray
+    previous_raw: np.ndarray | None
+
+
+class FinalFrames:
+    """The last final frame after each finished chunk, handed from the finishing stage to the diffusion stage
+    (a dynamic reference is the previous chunk's last output frame)."""
+
+    def __init__(self, done_before: int, frame: np.ndarray | None) -> None:
+        self._condition = threading.Condition()
+        self._frames: dict[int, np.ndarray | None] = {done_before - 1: frame}
+        self._failed = False
+
+    def publish(self, index: int, frame: np.ndarray | None) -> None:
+        with self._condition:
+            self._frames = {index: frame}
+            self._condition.notify_all()
+
+    def fail(self) -> None:
+        with self._condition:
+            self._failed = True
+            self._condition.notify_all()
+
+    def after(self, index: int) -> np.ndarray | None:
+        """The last final frame once chunk `index`'s frames are final; raises `StageFailed` if finishing failed."""
+        with self._condition:
+            self._condition.wait_for(lambda: index in self._frames or self._failed)
+            if index not in self._frames:
+                raise StageFailed
+            return self._frames[index]
+
+
+class StageFailed(Exception):
+    """A finishing stage failed while the diffusion stage waited on it (its own error is raised instead)."""
+
+
+class LockedEvents:
+    """The caller's events, called from one stage at a time (a caller's sink need not be thread-safe)."""
+
+    def __init__(self, events: RenderEvents) -> None:
+        self._events = events
+        self._lock = threading.Lock()
+
+    def progress(self, progress: Progress) -> None:
+        with self._lock:
+            self._events.progress(progress)
+
+    def chunk_done(self, record: ChunkRecord) -> None:
+        with self._lock:
+            self._events.chunk_done(record)
+
+    def stop_requested(self) -> str | None:
+        with self._lock:
+            return self._events.stop_requested()
+
+
+@dataclass
+class ChunkLoop:
+    """Everything the stages of one render share, read-only, and the state they hand on."""
+
+    job: RenderJob
+    plan: ChunkPlan
+    timeline: Timeline
+    backend: object
+    pinned: Pinned
+    reference: Still | None
+    state: RenderState
+    work: WorkFolder
+    sinks: Sinks
+    controls: list[Control]
+    width: int
+    height: int
+    fps: str
+    resume_at: int
+    events: RenderEvents
+    clock: StageClock = field(default_factory=StageClock)
+
+    def __post_init__(self) -> None:
+        self.finals = FinalFrames(self.resume_at, self.state.last_final)
+        self._finished_at = time.monotonic()
+        self._stored = threading.Condition()
+        self._stored_up_to = self.resume_at - 1
+        self._store_failed = False
+        self._stop_after: dict[int, str | None] = {}
+
+    def stop_after(self, index: int) -> str | None:
+        """Once chunk `index` is stored: the reason to stop the caller gave then (None: go on).
+
+        A render stops between chunks when its caller asks: where it would have asked, one stage at a time,
+        before the next chunk, it is asked when the chunk is stored; the next chunk, diffused meanwhile, is
+        then dropped, so a render stops after the same chunk with or without the overlap."""
+        with self._stored:
+            self._stored.wait_for(lambda: self._stored_up_to >= index or self._store_failed)
+            if self._stored_up_to < index:
+                raise StageFailed
+            return self._stop_after.pop(index, None)
+
+    # 1. decoded
+    def decoded(self, window: SourceWindow) -> Iterator[Decoded]:
+        for chunk in self.plan.chunks[self.resume_at:]:
+            with self.clock.stage("decode", chunk.index):
+                sources = window.take(chunk.start, chunk.end)
+                sources += [sources[-1]] * (chunk.render_frames - len(sources))
+                keep = [index < chunk.known for index in range(chunk.render_frames)]
+                pins = self.pinned.in_chunk(chunk, self.timeline.buffer)
+                for place in pins:
+                    keep[place] = True
+                masks = chunk_masks(chunk, self.timeline, keep, self.sinks.masks) if self.sinks.masks else None
+                controls = chunk_controls(self.controls, chunk, self.timeline)
+            yield Decoded(chunk, sources, keep, pins, masks, controls)
+
+    # 2. diffused
+    def diffuse(self, decoded: Decoded) -> Diffused:
+        job, chunk, state = self.job, decoded.chunk, self.state
+        frames = list(decoded.sources)
+        if chunk.known:
+            offset = chunk.start - self.plan.chunks[chunk.index - 1].start
+            frames[: chunk.known] = list(state.previous_raw[offset : offset + chunk.known])
+        for place, frame in decoded.pins.items():
+            frames[place] = frame
+
+        def on_step(step: int, steps: int) -> None:
+            self.events.progress(Progress(chunk.index + 1, len(self.plan.chunks), step, steps, state.frames_out,
+                                          self.timeline.frame_count, self.resume_at))
+
+        request = ChunkRequest(
+            frames, decoded.keep, self.width, self.height, job.prompt, job.negative_prompt, job.steps, job.cfg,
+            job.shift, chunk.seed,
+            reference=self.chunk_reference(chunk),
+            accelerator=Accelerator(job.accelerator_lora, job.accelerator_lora_scale) if job.accelerator_lora
+            else None,
+            mask=decoded.masks,
+            strength=job.strength,
+            controls=decoded.controls,
+            sources=decoded.sources,
+            on_step=on_step,
+        )
+        with self.clock.stage("diffuse", chunk.index):
+            diffusing = time.monotonic()
+            raw = self.backend.render_chunk(request)
+            state.diffusion_seconds += time.monotonic() - diffusing
+            faults.reached("chunk")
+            expected = raw_shape(chunk, self.height, self.width)
+            if raw.shape != expected:
+                raise RuntimeError(f"backend returned frames of shape {raw.shape}, expected {expected}")
+
+            # Colour consistency pulls every frame toward the anchor (the style frame, else the first chunk).
+            if job.color_consistency > 0:
+                if state.anchor is None:
+                    state.anchor = colour_stats(raw[self.timeline.buffer :])
+                    self.work.save_anchor(state.anchor.to_dict())
+                matched = np.stack([match_colour(frame, state.anchor, job.color_consistency) for frame in raw])
+                for place in decoded.pins:  # the frames the request pinned are shown as the model rendered them
+                    matched[place] = raw[place]
+                raw = matched
+        diffused = Diffused(chunk, raw, state.previous_raw)
+        state.previous_raw = raw
+        return diffused
+
+    def chunk_reference(self, chunk: Chunk) -> np.ndarray | None:
+        """The appearance reference: the reference (else style) frame, or with a dynamic reference,
+        after the first chunk, the previous chunk's last output frame."""
+        if not self.job.model.capabilities.reference_frame:
+            return None
+        if chunk.index > 0 and self.job.dynamic_reference:
+            return self.finals.after(chunk.index - 1)
+        base = self.reference or self.pinned.style
+        return base.frame if base is not None else None
+
+    # 3. finished: blended (final frames, the image sequence), then stored (checkpoint, encoded segment)
+    def blend(self, diffused: Diffused) -> Blended:
+        chunk = diffused.chunk
+        previous = self.plan.chunks[chunk.index - 1] if chunk.index else None
+        with structlog.contextvars.bound_contextvars(chunk=chunk.index), self.clock.stage("blend", chunk.index):
+            try:
+                finals = list(output_frames(chunk, segment_frames(chunk, diffused.raw, previous,
+                                                                  diffused.previous_raw),
+                                            self.timeline, self.state, self.sinks))
+            except BaseException:
+                self.finals.fail()
+                raise
+        self.finals.publish(chunk.index, self.state.last_final)
+        return Blended(chunk, diffused.raw, finals, self.state.last_final, self.state.frames_out)
+
+    def store(self, blended: Blended) -> None:
+        try:
+            self._store(blended)
+        except BaseException:
+            with self._stored:
+                self._store_failed = True
+                self._stored.notify_all()
+            raise
+
+    def _store(self, blended: Blended) -> None:
+        chunk, work = blended.chunk, self.work
+        with structlog.contextvars.bound_contextvars(chunk=chunk.index):
+            with self.clock.stage("checkpoint", chunk.index):
+                work.save_raw(chunk.index, blended.raw, raw_needed_from(self.plan, chunk))
+            with self.clock.stage("encode", chunk.index):
+                count = encode_segment(blended.finals, self.width, self.height, self.fps,
+                                       work.segment_path(chunk.index), fault_point="chunk", codec=self.job.output_codec)
+            with self.clock.stage("checkpoint", chunk.index):
+                work.save_final(chunk.index, blended.last_final)
+                work.drop_old_raw(chunk.index)
+            now = time.monotonic()
+            seconds, self._finished_at = now - self._finished_at, now
+            self.state.chunk_seconds[chunk.index] = seconds
+            faults.reached("chunk")
+            self.events.chunk_done(ChunkRecord(chunk.index, self.timeline.sources[chunk.start],
+                                               self.timeline.sources[chunk.end - 1], chunk.seed, seconds,
+                                               str(work.raw_path(chunk.index)), str(work.segment_path(chunk.index))))
+            log.info("chunk done", seconds=round(seconds, 3), diffused=chunk.render_frames, output_frames=count,
+                     first_output=self.job.frame_range[0] + blended.frames_out - count if count else None)
+        reason = self.events.stop_requested()
+        with self._stored:
+            self._stop_after[chunk.index] = reason
+            self._stored_up_to = chunk.index
+            self._stored.notify_all()
+
+
+def raw_needed_from(plan: ChunkPlan, chunk: Chunk) -> int:
+    """The first frame of `chunk`'s raw output the next chunk reads (its known frames and crossfade): the
+    checkpoint keeps only the frames from there on."""
+    if chunk.index + 1 >= len(plan.chunks):
+        return chunk.render_frames
+    return plan.chunks[chunk.index + 1].start - chunk.start
+
+
+def run_chunks(loop: ChunkLoop, window: SourceWindow, overlap: bool, stop_decoding: Callable[[], None]) -> None:
+    """Render the chunks from `loop.resume_at` on, the stages side by side when `overlap` (engine/overlap.py).
+
+    The first error of any stage is raised here as it was raised there; before this returns or raises, the
+    chunks already diffused are finished (checkpointed and reported) and the decoder is stopped."""
+    ahead = Ahead(lambda: loop.decoded(window), overlap, "hotshot-decode")
+    storing = Behind(loop.store, overlap, "hotshot-store")
+    blending = Behind(lambda diffused: storing.put(loop.blend(diffused)), overlap, "hotshot-blend")
+    try:
+        for decoded in ahead:
+            blending.check()
+            reason = loop.events.stop_requested()
+            if reason:
+                _finish(blending, storing)  # the chunks handed over are finished and reported before it stops
+                raise Interrupted(reason, decoded.chunk.index)
+            index = decoded.chunk.index
+            with structlog.contextvars.bound_contextvars(chunk=index):
+                try:
+                    diffused = loop.diffuse(decoded)
+                    reason = loop.stop_after(index - 1) if index > loop.resume_at else None
+                except StageFailed:
+                    _finish(blending, storing)  # raises the error of the stage that failed
+                    raise
+            if reason:
+                _finish(blending, storing)
+                raise Interrupted(reason, index)
+            blending.put(diffused)
+        _finish(blending, storing)
+    finally:
+        blending.abandon()
+        storing.abandon()
+        ahead.close(stop_decoding)
+
+
+def _finish(blending: Behind, storing: Behind) -> None:
+    """Wait until every chunk handed over is blended and stored; raise the first error of either."""
+    try:
+        blending.finish()
+    finally:
+        storing.finish()
+
+
+def output_frames(chunk: Chunk, finals: Iterator[np.ndarray], timeline: Timeline, state: RenderState,
+                  sinks: Sinks) -> Iterator[np.ndarray]:
+    """The output frames a chunk completes: warm-up frames dropped, interpolated frames filled in,
+    the source composited back outside an inpainting mask."""
+    from engine.interpolate import interpolate_frame
+
+    for position, frame in zip(range(chunk.emit_start, chunk.emit_end), finals, strict=True):
+        index = timeline.output_index(position)
+        if index is None:
+            continue
+        previous_index = timeline.output_index(position - 1) if position > timeline.buffer else None
+        if previous_index is not None:
+            gap = index - previous_index
+            for between in range(previous_index + 1, index):
+                middle = interpolate_frame(state.last_final, frame, (between - previous_index) / gap)
+                yield _emit(between, middle, timeline.first, state, sinks)
+        state.last_final = _emit(index, frame, timeline.first, state, sinks)
+        yield state.last_final
+
+
+def _emit(index: int, frame: np.ndarray, first: int, state: RenderState, sinks: Sinks) -> np.ndarray:
+    if sinks.compositor is not None:
+        frame = sinks.compositor.apply(index, frame)
+    if sinks.sequence is not None:
+        sinks.sequence.write(first + index, frame)
+    state.frames_out = index + 1
+    return frame
+
+
+def chunk_masks(chunk: Chunk, timeline: Timeline, keep: list[bool], masks: MaskSource) -> list[np.ndarray]:
+    """The inpainting mask of each frame of the window (kept frames: nothing to regenerate, nothing read, so the
+    mask is read forward only, each frame once)."""
+    positions = list(range(chunk.start, chunk.end))
+    positions += [positions[-1]] * (chunk.render_frames - len(positions))
+    blank = np.zeros((masks.height, masks.width), np.float32)
+    return [blank if kept else masks.at(timeline.sources[position])
+            for position, kept in zip(positions, keep, strict=True)]
+
+
+def raw_shape(chunk: Chunk, height: int, width: int) -> tuple[int, int, int, int]:
+    return (chunk.render_frames, height, width, 3)
+
+
+def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: Timeline,
+                    from_position: int) -> Iterator[np.ndarray]:
+    """The decoded frame for each timeline position from `from_position` on (repeats where the timeline repeats)."""
+    number, frame = decode_from - 1, None
+    for position in range(from_position, timeline.positions):
+        wanted = timeline.sources[position]
+        while number < wanted:
+            frame = next(decoded)
+            number += 1
+        yield frame
+
+
+class SourceWindow:
+    """Timeline frames read once, in order, kept only while a chunk may still need them."""
+
+    def __init__(self, frames: Iterator[np.ndarray], first_index: int = 0) -> None:
+        self._frames = frames
+        self._held: deque[np.ndarray] = deque()
+        self._held_from = first_index
+
+    def take(self, start: int, end: int) -> list[np.ndarray]:
+        while self._held_from < start:
+            if self._held:
+                self._held.popleft()
+            else:
+                next(self._frames)
+            self._held_from += 1
+        while self._held_from + len(self._held) < end:
+            self._held.append(next(self._frames))
+        return list(self._held)[start - self._held_from : end - self._held_from]
