@@ -36,14 +36,18 @@ def is_ignored(path: Path, root: Path) -> bool:
 
 def kind_of(path: Path) -> str | None:
     """'video', 'request' or None for anything hotshot does not read."""
-    name = path.name.lower()
+    return kind_of_name(path.name)
+
+
+def kind_of_name(name: str) -> str | None:
+    """`kind_of` for a bare file name (the reconcile scan asks it of every file, without making paths)."""
+    name = name.lower()
     if name.endswith(REQUEST_SUFFIX):
         return "request"
-    if CONTROL_PREVIEW.search(name):
+    dot = name.rfind(".")
+    if not 0 < dot < len(name) - 1 or name[dot:] not in VIDEO_EXTENSIONS:  # Path.suffix's rule
         return None
-    if path.suffix.lower() in VIDEO_EXTENSIONS:
-        return "video"
-    return None
+    return None if CONTROL_PREVIEW.search(name) else "video"
 
 
 def status_path(request: Path) -> Path:

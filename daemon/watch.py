@@ -24,6 +24,8 @@ class _Forward(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
+        if event.is_directory and event.event_type in ("modified", "attrib", "closed"):
+            return  # a folder is modified by every file written in it; those files' own events say it
         kind = "folder" if event.is_directory else "file"
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:
