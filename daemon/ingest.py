@@ -8,12 +8,13 @@ reason. Nothing here renders or blocks for long.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -34,7 +35,7 @@ from daemon.errors import FileRefused, RequestError
 from daemon.request import RenderRequest, parse_request
 from daemon.resolve import Setup, resolve
 from daemon.schedule import Schedule
-from daemon.shots import is_render, read_shot
+from daemon.shots import ShotFacts, is_render, read_shot
 from daemon.sources import fixed_identity
 from daemon.stability import StableFile
 from daemon.states import ErrorKind, Job, JobState, MediaKind, MediaState
@@ -72,6 +73,16 @@ def not_a_video(path: Path) -> str | None:
     return None
 
 
+@dataclass
+class Batch:
+    """Files registered in one transaction, and what is left to do once it is committed: the status files
+    of its jobs and the cancels its requests ask for. Each shot folder is read once per batch."""
+
+    jobs: list[int] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    shots: dict[Path, ShotFacts] = field(default_factory=dict)
+
+
 class Ingest:
     def __init__(self, store: Store, settings: Settings, setup: Setup, clock: Callable[[], float],
                  publish: Callable[[int], None], schedule: Schedule,
@@ -83,6 +94,20 @@ class Ingest:
         self.setup = setup
         self.schedule = schedule
         self.cancel_request = cancel_request
+        self._batch: Batch | None = None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """Register files in one transaction (a sequence drop is thousands of them); the caller writes the
+        batch's status files once it is committed. Until they are written the store notes the first job
+        without one (`Store.note_unpublished`), in the same transaction, so a crash loses no status file: the
+        next start writes them."""
+        self._batch = batch = Batch()
+        try:
+            with self.store.immediate():
+                yield batch
+        finally:
+            self._batch = None
 
     # -- stable files ---------------------------------------------------------
 
@@ -152,6 +177,8 @@ class Ingest:
                 values.update(state=MediaState.UNREADABLE, probe=None, error=exc.reason)
         faults.reached("ingest")
         self.store.save_media(path, shot_id, **values)
+        if self._batch is not None:
+            self._batch.shots.pop(path.parent, None)  # the shot's requests resolve against this video
         log.info("media registered", kind=kind, state=values["state"], error=values.get("error"))
         return shot_id
 
@@ -193,6 +220,15 @@ class Ingest:
         request_row = {"shot_id": shot_id, "path": str(path), "content_hash": digest,
                        "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
         job_id = self.store.enqueue(request_row, job, cancels_older=CANCELLED_BY_FIELD if cancel else None)
+        batch = self._batch
+        if batch is not None:
+            if not batch.jobs:
+                self.store.note_unpublished(job_id)
+            batch.jobs.append(job_id)
+            if cancel:
+                batch.cancels.append(str(path))
+            log.info("request registered", job=job_id, state=job["state"], error=job.get("error"))
+            return shot_id
         faults.reached("ingest")
         if cancel:
             self.cancel_request(str(path), CANCELLED_BY_FIELD)  # running jobs stop on their worker
@@ -214,7 +250,7 @@ class Ingest:
     def _resolution(self, request: RenderRequest, path: Path, root: Path, shot_id: int,
                     seed: int | None = None) -> dict:
         self.schedule.start_of(request)  # a `when` not understood fails at once, before the source is there
-        shot = read_shot(path.parent, root, self.store, self.settings.allow_hard_links)
+        shot = self._shot(path.parent, root)
         resolution = resolve(request, shot, self.setup, seed)
         values = {
             "state": resolution.state,
@@ -231,6 +267,16 @@ class Ingest:
             if not self.schedule.may_start(start.window, start.at):
                 values.update(state=JobState.WAITING, wait_reason=self.schedule.describe(start.window, start.at))
         return values
+
+    def _shot(self, folder: Path, root: Path) -> ShotFacts:
+        """The shot's facts; within a batch read once (listing a folder of a thousand requests for each of
+        them made registration quadratic), and read again after a video of it was registered."""
+        if self._batch is None:
+            return read_shot(folder, root, self.store, self.settings.allow_hard_links)
+        facts = self._batch.shots.get(folder)
+        if facts is None:
+            facts = self._batch.shots[folder] = read_shot(folder, root, self.store, self.settings.allow_hard_links)
+        return facts
 
     # -- waiting jobs ---------------------------------------------------------
 

@@ -19,6 +19,7 @@ from daemon.states import ACTIVE_STATES, CommandState, MediaKind, MediaState
 from daemon.transitions import JobTransitions
 
 __all__ = ["Store", "connect", "utc_iso", "utc_now"]
+UNPUBLISHED = "unpublished since job"  # the flag naming the first job whose status file may be missing
 
 
 class Store(JobTransitions):
@@ -167,6 +168,28 @@ class Store(JobTransitions):
             "SELECT data FROM events WHERE kind = 'costs' AND json_extract(data, '$.model') = ? "
             "AND json_extract(data, '$.device') = ? ORDER BY id DESC LIMIT ?", (model, device, limit))
         return [row["data"] for row in rows]
+
+    # -- status files not written yet -----------------------------------------
+
+    def note_unpublished(self, job_id: int) -> None:
+        """Inside a registering transaction: jobs from `job_id` on may have no status file yet. An earlier
+        note that was never cleared (its status files were not all written) is kept."""
+        self.db.execute("INSERT INTO flags (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+                        (UNPUBLISHED, str(job_id), utc_now()))
+
+    def unpublished_since(self) -> int | None:
+        """The first job whose status file may not have been written (a crash came between), or None."""
+        value = self.flag(UNPUBLISHED)
+        return int(value) if value else None
+
+    def published(self, job_id: int) -> None:
+        """The status files of the jobs from `job_id` on are written: forget the note (unless an earlier,
+        still unfinished batch made it)."""
+        with self.db.atomic():
+            self.db.execute("DELETE FROM flags WHERE name = ? AND value = ?", (UNPUBLISHED, str(job_id)))
+
+    def job_ids_since(self, job_id: int) -> list[int]:
+        return [row[0] for row in self.db.execute("SELECT id FROM jobs WHERE id >= ? ORDER BY id", (job_id,))]
 
     # -- flags and commands --------------------------------------------------
 
