@@ -81,6 +81,7 @@ class Batch:
     jobs: list[int] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
     shots: dict[Path, ShotFacts] = field(default_factory=dict)
+    real_folders: dict[Path, str] = field(default_factory=dict)
 
 
 class Ingest:
@@ -116,7 +117,7 @@ class Ingest:
         root = root_of(stable.path, self.settings.roots)
         if root is None:
             return None
-        if os.path.realpath(stable.path.parent) != str(stable.path.parent):
+        if self._real_folder(stable.path.parent) != str(stable.path.parent):
             # A shot folder (or one above it) is a link: what it leads to is not in the watch root.
             log.warning("ignored: a folder on its way is a link", path=str(stable.path))
             return None
@@ -238,8 +239,9 @@ class Ingest:
 
     def _read_request(self, path: Path, root: Path) -> tuple[bytes, str | None]:
         """The request's bytes (up to one over the limit), or nothing and why it is not read."""
-        real = Path(os.path.realpath(path))
-        if Path(os.path.realpath(root)) not in real.parents:
+        real = Path(os.path.realpath(path) if os.path.islink(path) else os.path.join(self._real_folder(path.parent),
+                                                                                     path.name))
+        if Path(self._real_folder(root)) not in real.parents:
             return b"", f"the request file is a link that leads outside the watch root (to {real}); it is not read"
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe would block the daemon until someone wrote
         with os.fdopen(fd, "rb") as handle:
@@ -267,6 +269,15 @@ class Ingest:
             if not self.schedule.may_start(start.window, start.at):
                 values.update(state=JobState.WAITING, wait_reason=self.schedule.describe(start.window, start.at))
         return values
+
+    def _real_folder(self, folder: Path) -> str:
+        """`os.path.realpath` of a folder, once per batch (it looks at every folder on the way)."""
+        if self._batch is None:
+            return os.path.realpath(folder)
+        real = self._batch.real_folders.get(folder)
+        if real is None:
+            real = self._batch.real_folders[folder] = os.path.realpath(folder)
+        return real
 
     def _shot(self, folder: Path, root: Path) -> ShotFacts:
         """The shot's facts; within a batch read once (listing a folder of a thousand requests for each of

@@ -48,14 +48,18 @@ def candidate_files(root: Path, listdir: Listdir = os.scandir) -> Iterator[Path]
         yield Path(entry.path)
 
 
-def changed_files(roots: list[Path], known: dict[str, tuple[int, int]]) -> Iterator[Path]:
-    """Candidates whose (size, mtime) differs from what the database recorded."""
+def changed_files(roots: list[Path], known: dict[str, tuple[int, int]],
+                  seen: set[str] | None = None) -> Iterator[Path]:
+    """Candidates whose (size, mtime) differs from what the database recorded. `seen`, if given, gets the
+    path of every candidate found, so that the caller can tell what is gone without a stat of its own."""
     for root in roots:
         for entry in candidate_entries(root):
             try:
                 st = entry.stat()
             except OSError:
                 continue
+            if seen is not None:
+                seen.add(entry.path)
             if known.get(entry.path) != (st.st_size, st.st_mtime_ns):
                 yield Path(entry.path)
 

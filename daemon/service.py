@@ -357,15 +357,18 @@ class Daemon:
         """Compare the roots that are there with the database: observe what changed, note what vanished."""
         present = [root for root in self.settings.roots if self.roots.available(root) and self._root_present(root)]
         known = {**self.store.known_files(), **self.failed_files.unchanged()}
-        for path in changed_files(present, known):
+        seen: set[str] = set()
+        for path in changed_files(present, known, seen):
             self.tracker.observe(path)
-        for path in self.store.present_media():
-            if root_of(path, present) is not None and not path.exists():
+        # What the scan saw is there; only the rest is looked at again (a hidden folder is not scanned).
+        for name in self.store.present_media():
+            path = Path(name)
+            if name not in seen and root_of(path, present) is not None and not path.exists():
                 self.ingest.file_gone(path)
                 self._dirty_folders.add(path.parent)
-        for job in self.store.jobs(ACTIVE_STATES):
-            request = Path(job.request_path)
-            if root_of(request, present) is not None and not request.exists():
+        for name in self.store.active_request_paths():
+            request = Path(name)
+            if name not in seen and root_of(request, present) is not None and not request.exists():
                 self._gone_requests.setdefault(request, time.monotonic())
         self.jobs.requeue_orphans()
         self._sweep_work_folders()
