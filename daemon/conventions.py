@@ -27,11 +27,13 @@ CONTROL_PREVIEW = re.compile(r"\.control-[a-z+]+\.mp4$")
 
 def is_ignored(path: Path, root: Path) -> bool:
     """Hidden and temporary names, at any level below the root, are never looked at."""
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
+    text, prefix = str(path), os.path.join(str(root), "")
+    if text == str(root):
+        return path.name.endswith(TEMPORARY_SUFFIXES)
+    if not text.startswith(prefix):
         return True
-    return any(part.startswith(".") for part in parts) or path.name.endswith(TEMPORARY_SUFFIXES)
+    return any(part.startswith(".") for part in text[len(prefix):].split("/")) \
+        or path.name.endswith(TEMPORARY_SUFFIXES)
 
 
 def kind_of(path: Path) -> str | None:
@@ -97,8 +99,12 @@ def render_stem(original_stem: str, number: int) -> str:
 
 
 def root_of(path: Path, roots: list[Path]) -> Path | None:
+    """The watch root `path` is in (or is), or None. Compared as text (as `Path.parents` would, without making
+    every parent): the daemon asks this of every event."""
+    text = str(path)
     for root in roots:
-        if path == root or root in path.parents:
+        prefix = os.path.join(str(root), "")
+        if text == str(root) or text.startswith(prefix):
             return root
     return None
 

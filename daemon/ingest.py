@@ -9,6 +9,7 @@ reason. Nothing here renders or blocks for long.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import stat
@@ -102,13 +103,17 @@ class Ingest:
         """Register files in one transaction (a sequence drop is thousands of them); the caller writes the
         batch's status files once it is committed. Until they are written the store notes the first job
         without one (`Store.note_unpublished`), in the same transaction, so a crash loses no status file: the
-        next start writes them."""
+        next start writes them. The measured costs the estimates are fitted to are read once per batch (no
+        render ends within one)."""
         self._batch = batch = Batch()
+        history = self.setup.history
+        self.setup.history = functools.cache(history)
         try:
             with self.store.immediate():
                 yield batch
         finally:
             self._batch = None
+            self.setup.history = history
 
     # -- stable files ---------------------------------------------------------
 
