@@ -87,15 +87,13 @@ class Batch:
 
 class Ingest:
     def __init__(self, store: Store, settings: Settings, setup: Setup, clock: Callable[[], float],
-                 publish: Callable[[int], None], schedule: Schedule,
-                 cancel_request: Callable[[str, str], None]) -> None:
+                 publish: Callable[[int], None], schedule: Schedule) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.publish = publish
         self.setup = setup
         self.schedule = schedule
-        self.cancel_request = cancel_request
         self._batch: Batch | None = None
 
     @contextlib.contextmanager
@@ -118,7 +116,9 @@ class Ingest:
     # -- stable files ---------------------------------------------------------
 
     def file_stable(self, stable: StableFile) -> int | None:
-        """Register a file that stopped changing; return the id of its shot."""
+        """Register a file that stopped changing, within a `batch()`; return the id of its shot."""
+        if self._batch is None:
+            raise RuntimeError("files are registered within Ingest.batch(), which writes their status files")
         root = root_of(stable.path, self.settings.roots)
         if root is None:
             return None
@@ -227,19 +227,12 @@ class Ingest:
                        "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
         job_id = self.store.enqueue(request_row, job, cancels_older=CANCELLED_BY_FIELD if cancel else None)
         batch = self._batch
-        if batch is not None:
-            if not batch.jobs:
-                self.store.note_unpublished(job_id)
-            batch.jobs.append(job_id)
-            if cancel:
-                batch.cancels.append(str(path))
-            log.info("request registered", job=job_id, state=job["state"], error=job.get("error"))
-            return shot_id
-        faults.reached("ingest")
+        if not batch.jobs:
+            self.store.note_unpublished(job_id)
+        batch.jobs.append(job_id)  # its status file is written once the batch is committed
         if cancel:
-            self.cancel_request(str(path), CANCELLED_BY_FIELD)  # running jobs stop on their worker
+            batch.cancels.append(str(path))
         log.info("request registered", job=job_id, state=job["state"], error=job.get("error"))
-        self.publish(job_id)
         return shot_id
 
     def _read_request(self, path: Path, root: Path) -> tuple[bytes, str | None]:
@@ -277,8 +270,6 @@ class Ingest:
 
     def _real_folder(self, folder: Path) -> str:
         """`os.path.realpath` of a folder, once per batch (it looks at every folder on the way)."""
-        if self._batch is None:
-            return os.path.realpath(folder)
         real = self._batch.real_folders.get(folder)
         if real is None:
             real = self._batch.real_folders[folder] = os.path.realpath(folder)

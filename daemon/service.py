@@ -124,8 +124,7 @@ class Daemon:
         self.jobs = Jobs(self.store, settings, self.setup, self.schedule, self.workers, self.commands,
                          self.publish, self.display, self.roots, self.unknown_messages)
         self.commands.stop_running = self.jobs.stop_running
-        self.ingest = Ingest(self.store, settings, self.setup, clock, self.publish, self.schedule,
-                             self.commands.cancel_request)
+        self.ingest = Ingest(self.store, settings, self.setup, clock, self.publish, self.schedule)
         self.failed_files = FailedFiles()
         self.notifications = NotificationQueue()
         self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
