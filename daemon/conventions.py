@@ -27,23 +27,29 @@ CONTROL_PREVIEW = re.compile(r"\.control-[a-z+]+\.mp4$")
 
 def is_ignored(path: Path, root: Path) -> bool:
     """Hidden and temporary names, at any level below the root, are never looked at."""
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
+    text, prefix = str(path), os.path.join(str(root), "")
+    if text == str(root):
+        return path.name.endswith(TEMPORARY_SUFFIXES)
+    if not text.startswith(prefix):
         return True
-    return any(part.startswith(".") for part in parts) or path.name.endswith(TEMPORARY_SUFFIXES)
+    return any(part.startswith(".") for part in text[len(prefix):].split("/")) \
+        or path.name.endswith(TEMPORARY_SUFFIXES)
 
 
 def kind_of(path: Path) -> str | None:
     """'video', 'request' or None for anything hotshot does not read."""
-    name = path.name.lower()
+    return kind_of_name(path.name)
+
+
+def kind_of_name(name: str) -> str | None:
+    """`kind_of` for a bare file name (the reconcile scan asks it of every file, without making paths)."""
+    name = name.lower()
     if name.endswith(REQUEST_SUFFIX):
         return "request"
-    if CONTROL_PREVIEW.search(name):
+    dot = name.rfind(".")
+    if not 0 < dot < len(name) - 1 or name[dot:] not in VIDEO_EXTENSIONS:  # Path.suffix's rule
         return None
-    if path.suffix.lower() in VIDEO_EXTENSIONS:
-        return "video"
-    return None
+    return None if CONTROL_PREVIEW.search(name) else "video"
 
 
 def status_path(request: Path) -> Path:
@@ -93,8 +99,12 @@ def render_stem(original_stem: str, number: int) -> str:
 
 
 def root_of(path: Path, roots: list[Path]) -> Path | None:
+    """The watch root `path` is in (or is), or None. Compared as text (as `Path.parents` would, without making
+    every parent): the daemon asks this of every event."""
+    text = str(path)
     for root in roots:
-        if path == root or root in path.parents:
+        prefix = os.path.join(str(root), "")
+        if text == str(root) or text.startswith(prefix):
             return root
     return None
 

@@ -8,12 +8,14 @@ reason. Nothing here renders or blocks for long.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -34,7 +36,7 @@ from daemon.errors import FileRefused, RequestError
 from daemon.request import RenderRequest, parse_request
 from daemon.resolve import Setup, resolve
 from daemon.schedule import Schedule
-from daemon.shots import is_render, read_shot
+from daemon.shots import ShotFacts, is_render, read_shot
 from daemon.sources import fixed_identity
 from daemon.stability import StableFile
 from daemon.states import ErrorKind, Job, JobState, MediaKind, MediaState
@@ -72,26 +74,55 @@ def not_a_video(path: Path) -> str | None:
     return None
 
 
+@dataclass
+class Batch:
+    """Files registered in one transaction, and what is left to do once it is committed: the status files
+    of its jobs and the cancels its requests ask for. Each shot folder is read once per batch."""
+
+    jobs: list[int] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    shots: dict[Path, ShotFacts] = field(default_factory=dict)
+    real_folders: dict[Path, str] = field(default_factory=dict)
+
+
 class Ingest:
     def __init__(self, store: Store, settings: Settings, setup: Setup, clock: Callable[[], float],
-                 publish: Callable[[int], None], schedule: Schedule,
-                 cancel_request: Callable[[str, str], None]) -> None:
+                 publish: Callable[[int], None], schedule: Schedule) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.publish = publish
         self.setup = setup
         self.schedule = schedule
-        self.cancel_request = cancel_request
+        self._batch: Batch | None = None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """Register files in one transaction (a sequence drop is thousands of them); the caller writes the
+        batch's status files once it is committed. Until they are written the store notes the first job
+        without one (`Store.note_unpublished`), in the same transaction, so a crash loses no status file: the
+        next start writes them. The measured costs the estimates are fitted to are read once per batch (no
+        render ends within one)."""
+        self._batch = batch = Batch()
+        history = self.setup.history
+        self.setup.history = functools.cache(history)
+        try:
+            with self.store.immediate():
+                yield batch
+        finally:
+            self._batch = None
+            self.setup.history = history
 
     # -- stable files ---------------------------------------------------------
 
     def file_stable(self, stable: StableFile) -> int | None:
-        """Register a file that stopped changing; return the id of its shot."""
+        """Register a file that stopped changing, within a `batch()`; return the id of its shot."""
+        if self._batch is None:
+            raise RuntimeError("files are registered within Ingest.batch(), which writes their status files")
         root = root_of(stable.path, self.settings.roots)
         if root is None:
             return None
-        if os.path.realpath(stable.path.parent) != str(stable.path.parent):
+        if self._real_folder(stable.path.parent) != str(stable.path.parent):
             # A shot folder (or one above it) is a link: what it leads to is not in the watch root.
             log.warning("ignored: a folder on its way is a link", path=str(stable.path))
             return None
@@ -152,6 +183,8 @@ class Ingest:
                 values.update(state=MediaState.UNREADABLE, probe=None, error=exc.reason)
         faults.reached("ingest")
         self.store.save_media(path, shot_id, **values)
+        if self._batch is not None:
+            self._batch.shots.pop(path.parent, None)  # the shot's requests resolve against this video
         log.info("media registered", kind=kind, state=values["state"], error=values.get("error"))
         return shot_id
 
@@ -193,17 +226,20 @@ class Ingest:
         request_row = {"shot_id": shot_id, "path": str(path), "content_hash": digest,
                        "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
         job_id = self.store.enqueue(request_row, job, cancels_older=CANCELLED_BY_FIELD if cancel else None)
-        faults.reached("ingest")
+        batch = self._batch
+        if not batch.jobs:
+            self.store.note_unpublished(job_id)
+        batch.jobs.append(job_id)  # its status file is written once the batch is committed
         if cancel:
-            self.cancel_request(str(path), CANCELLED_BY_FIELD)  # running jobs stop on their worker
+            batch.cancels.append(str(path))
         log.info("request registered", job=job_id, state=job["state"], error=job.get("error"))
-        self.publish(job_id)
         return shot_id
 
     def _read_request(self, path: Path, root: Path) -> tuple[bytes, str | None]:
         """The request's bytes (up to one over the limit), or nothing and why it is not read."""
-        real = Path(os.path.realpath(path))
-        if Path(os.path.realpath(root)) not in real.parents:
+        real = Path(os.path.realpath(path) if os.path.islink(path) else os.path.join(self._real_folder(path.parent),
+                                                                                     path.name))
+        if Path(self._real_folder(root)) not in real.parents:
             return b"", f"the request file is a link that leads outside the watch root (to {real}); it is not read"
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe would block the daemon until someone wrote
         with os.fdopen(fd, "rb") as handle:
@@ -214,7 +250,7 @@ class Ingest:
     def _resolution(self, request: RenderRequest, path: Path, root: Path, shot_id: int,
                     seed: int | None = None) -> dict:
         self.schedule.start_of(request)  # a `when` not understood fails at once, before the source is there
-        shot = read_shot(path.parent, root, self.store, self.settings.allow_hard_links)
+        shot = self._shot(path.parent, root)
         resolution = resolve(request, shot, self.setup, seed)
         values = {
             "state": resolution.state,
@@ -231,6 +267,23 @@ class Ingest:
             if not self.schedule.may_start(start.window, start.at):
                 values.update(state=JobState.WAITING, wait_reason=self.schedule.describe(start.window, start.at))
         return values
+
+    def _real_folder(self, folder: Path) -> str:
+        """`os.path.realpath` of a folder, once per batch (it looks at every folder on the way)."""
+        real = self._batch.real_folders.get(folder)
+        if real is None:
+            real = self._batch.real_folders[folder] = os.path.realpath(folder)
+        return real
+
+    def _shot(self, folder: Path, root: Path) -> ShotFacts:
+        """The shot's facts; within a batch read once (listing a folder of a thousand requests for each of
+        them made registration quadratic), and read again after a video of it was registered."""
+        if self._batch is None:
+            return read_shot(folder, root, self.store, self.settings.allow_hard_links)
+        facts = self._batch.shots.get(folder)
+        if facts is None:
+            facts = self._batch.shots[folder] = read_shot(folder, root, self.store, self.settings.allow_hard_links)
+        return facts
 
     # -- waiting jobs ---------------------------------------------------------
 

@@ -54,14 +54,25 @@ class Jobs:
         self.unknown = unknown or UnknownMessages()
         self.clock = schedule.clock
         self.live: dict[int, LiveJob] = {}
+        self._closed_windows: frozenset[str] | None = None  # as of the last look at queued jobs
         self.finished: list[int] = []
 
     # -- start times ----------------------------------------------------------
 
     def review_scheduled(self, waiting: list[Job]) -> None:
-        """Release waiting jobs whose start came; send queued jobs whose window shut back to wait."""
+        """Release waiting jobs whose start came; send queued jobs whose window shut back to wait.
+
+        Queued jobs are looked at only when the set of closed windows changed (and once at the start, for
+        jobs of windows no longer configured): a job is queued in a window only while it is open, and
+        finding them reads every queued job, which a facility's queue of thousands made a cost of every turn
+        of an idle loop."""
         for job in waiting:
             self._review_start(job)
+        now = self.schedule.now()
+        closed = frozenset(name for name, window in self.schedule.windows.items() if not window.is_open(now))
+        if closed == self._closed_windows:
+            return
+        self._closed_windows = closed
         for job in self.store.in_windows(JobState.QUEUED):
             if not self.schedule.may_start(job.window, None):
                 self.wait_for_start(job, self.schedule.describe(job.window, None))

@@ -4,6 +4,11 @@ It walks every root (skipping hidden and temporary names) and reports the
 videos and requests that the database does not know in their current state,
 so files dropped while the daemon was down, or whose events were lost, are
 found. It only stats files; reading them is the ingest step's job.
+
+It runs at start-up and every `reconcile_seconds` over every file of every
+root, so it costs about what `find -printf` costs: names are looked at as
+strings, only videos and requests are stat'ed, and a `Path` is made only for
+what it reports.
 """
 
 from __future__ import annotations
@@ -13,39 +18,50 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from daemon.conventions import kind_of
+from daemon.conventions import kind_of_name
 
 OWN_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)\.part$")
+Listdir = Callable[[str], Iterator[os.DirEntry]]
 
 
-def candidate_files(root: Path, listdir: Callable[[Path], Iterator[os.DirEntry]] = os.scandir) -> Iterator[Path]:
-    """Every video and request under `root`, not following symlinked folders."""
-    pending = [root]
+def candidate_entries(root: Path, listdir: Listdir = os.scandir) -> Iterator[os.DirEntry]:
+    """The directory entry of every video and request under `root`, not following symlinked folders."""
+    pending = [os.fspath(root)]
     while pending:
         folder = pending.pop()
         try:
-            entries = list(listdir(folder))
+            for entry in listdir(folder):
+                name = entry.name
+                if name[0] == ".":
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif kind_of_name(name):
+                    yield entry
         except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                pending.append(Path(entry.path))
-            elif kind_of(Path(entry.name)):
-                yield Path(entry.path)
+            continue  # gone or unreadable meanwhile: the next scan looks again
 
 
-def changed_files(roots: list[Path], known: dict[str, tuple[int, int]]) -> Iterator[Path]:
-    """Candidates whose (size, mtime) differs from what the database recorded."""
+def candidate_files(root: Path, listdir: Listdir = os.scandir) -> Iterator[Path]:
+    """Every video and request under `root`, not following symlinked folders."""
+    for entry in candidate_entries(root, listdir):
+        yield Path(entry.path)
+
+
+def changed_files(roots: list[Path], known: dict[str, tuple[int, int]],
+                  seen: set[str] | None = None) -> Iterator[Path]:
+    """Candidates whose (size, mtime) differs from what the database recorded. `seen`, if given, gets the
+    path of every candidate found, so that the caller can tell what is gone without a stat of its own."""
     for root in roots:
-        for path in candidate_files(root):
+        for entry in candidate_entries(root):
             try:
-                st = path.stat()
+                st = entry.stat()
             except OSError:
                 continue
-            if known.get(str(path)) != (st.st_size, st.st_mtime_ns):
-                yield path
+            if seen is not None:
+                seen.add(entry.path)
+            if known.get(entry.path) != (st.st_size, st.st_mtime_ns):
+                yield Path(entry.path)
 
 
 def stale_temporaries(folders: list[Path]) -> Iterator[Path]:

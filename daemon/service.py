@@ -40,7 +40,7 @@ from daemon.control import (
 from daemon.conventions import is_ignored, kind_of, root_of, storable
 from daemon.errors import CommandRefused, ConfigError
 from daemon.gpus import device_kind, worker_devices
-from daemon.ingest import FailedFiles, Ingest
+from daemon.ingest import CANCELLED_BY_FIELD, Batch, FailedFiles, Ingest
 from daemon.jobs import Jobs
 from daemon.messages import (
     FromWorker,
@@ -61,10 +61,11 @@ from daemon.roots import CHECK_SECONDS, RootStates
 from daemon.scan import candidate_files, changed_files
 from daemon.schedule import Schedule
 from daemon.stability import StabilityTracker, StableFile
-from daemon.states import ACTIVE_STATES, FINISHED_STATES, CommandState, JobState
-from daemon.status_file import publish_newest
+from daemon.states import ACTIVE_STATES, FINISHED_STATES, CommandState, Job, JobState
+from daemon.status_file import publish_newest, publish_newest_many
 from daemon.store import Store
 from daemon.workers import ProcessWorker, Worker, make_pool
+from engine import faults
 from engine.errors import DiskFullError, is_disk_full
 from engine.files import FileLock
 
@@ -72,6 +73,9 @@ log = structlog.get_logger("hotshot.daemon")
 TICK_SECONDS = 0.1
 STEP_ERROR_LOG_SECONDS = 60.0
 EXIT_BUSY_SECONDS = 2.0
+# Files registered in one transaction at most: a sequence drop's status files appear batch by batch, and
+# the CLI never waits long for the write lock.
+BATCH_FILES = 500
 
 
 class Daemon:
@@ -121,8 +125,7 @@ class Daemon:
         self.jobs = Jobs(self.store, settings, self.setup, self.schedule, self.workers, self.commands,
                          self.publish, self.display, self.roots, self.unknown_messages)
         self.commands.stop_running = self.jobs.stop_running
-        self.ingest = Ingest(self.store, settings, self.setup, clock, self.publish, self.schedule,
-                             self.commands.cancel_request)
+        self.ingest = Ingest(self.store, settings, self.setup, clock, self.publish, self.schedule)
         self.failed_files = FailedFiles()
         self.notifications = NotificationQueue()
         self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
@@ -202,9 +205,12 @@ class Daemon:
         and tried again on a later turn; it never stops the daemon."""
         self._take_inbox(TICK_SECONDS)
         self._guarded("watch roots", self._check_roots)
-        for stable in sorted(self.tracker.poll(), key=lambda item: kind_of(item.path) != "video"):
-            self._register(stable)
-            self._dirty_folders.add(stable.path.parent)
+        stable = self.tracker.poll()
+        for video in [item for item in stable if kind_of(item.path) == "video"]:
+            self._register_batch([video])  # each alone: probing takes a while, and the lock is held meanwhile
+        requests = [item for item in stable if kind_of(item.path) != "video"]
+        for first in range(0, len(requests), BATCH_FILES):
+            self._register_batch(requests[first:first + BATCH_FILES])
         self._guarded("commands", self._take_commands)
         self._guarded("deleted requests", self._cancel_deleted_requests)
         self._guarded("waiting jobs", self._review_waiting)
@@ -238,20 +244,42 @@ class Daemon:
             self._failing_steps.discard(step)
             log.info("a failed step of the loop works again", step=step)
 
+    def _register_batch(self, stable: list[StableFile]) -> None:
+        """Ingest stable files in one transaction, then write their status files. A full disk or a database
+        that cannot be written fails the whole batch (its files are looked at again once they have been
+        stable again); anything else about one file fails that file alone (`failed_files`)."""
+        try:
+            with self.ingest.batch() as batch:
+                for item in stable:
+                    self._register(item)
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive a full disk or an unwritable database
+            self._step_failed("ingest", exc)
+            for item in stable:
+                self.tracker.observe(item.path)
+            return
+        self._step_works("ingest")
+        self._dirty_folders.update(item.path.parent for item in stable)
+        self._guarded("status files", self._registered, batch)
+
     def _register(self, stable: StableFile) -> None:
-        """Ingest one stable file. A full disk or a database that cannot be written fails the step (the file
-        is looked at again soon); anything else about this file fails the file alone (`failed_files`)."""
         try:
             self.ingest.file_stable(stable)
         except Exception as exc:  # noqa: BLE001 - one poison file must not stop the others being registered
             if isinstance(exc, sqlite3.OperationalError | DiskFullError) or is_disk_full(exc):
-                self._step_failed("ingest", exc)
-                self.tracker.observe(stable.path)  # looked at again once it has been stable again
-            else:
-                self.failed_files.failed(stable, exc)
+                raise
+            self.failed_files.failed(stable, exc)
         else:
             self.failed_files.registered(stable.path)
-            self._step_works("ingest")
+
+    def _registered(self, batch: Batch) -> None:
+        """A committed batch: stop the running jobs its requests cancel, then write its status files."""
+        for request in batch.cancels:
+            self.commands.cancel_request(request, CANCELLED_BY_FIELD)  # running jobs stop on their worker
+        for _job in batch.jobs:
+            faults.reached("ingest")  # registered, no status file yet: what a restart must make up for
+        self.publish_many(batch.jobs)
+        if batch.jobs:
+            self.store.published(batch.jobs[0])
 
     @property
     def finished(self) -> list[int]:
@@ -331,15 +359,18 @@ class Daemon:
         """Compare the roots that are there with the database: observe what changed, note what vanished."""
         present = [root for root in self.settings.roots if self.roots.available(root) and self._root_present(root)]
         known = {**self.store.known_files(), **self.failed_files.unchanged()}
-        for path in changed_files(present, known):
+        seen: set[str] = set()
+        for path in changed_files(present, known, seen):
             self.tracker.observe(path)
-        for path in self.store.present_media():
-            if root_of(path, present) is not None and not path.exists():
+        # What the scan saw is there; only the rest is looked at again (a hidden folder is not scanned).
+        for name in self.store.present_media():
+            path = Path(name)
+            if name not in seen and root_of(path, present) is not None and not path.exists():
                 self.ingest.file_gone(path)
                 self._dirty_folders.add(path.parent)
-        for job in self.store.jobs(ACTIVE_STATES):
-            request = Path(job.request_path)
-            if root_of(request, present) is not None and not request.exists():
+        for name in self.store.active_request_paths():
+            request = Path(name)
+            if name not in seen and root_of(request, present) is not None and not request.exists():
                 self._gone_requests.setdefault(request, time.monotonic())
         self.jobs.requeue_orphans()
         self._sweep_work_folders()
@@ -384,7 +415,14 @@ class Daemon:
         remove_stale_temporaries([*self.settings.roots, self.settings.work_dir])
 
     def _recover(self) -> None:
-        """After a stop or a crash: finish cancels that were under way, put running jobs back in the queue."""
+        """After a stop or a crash: write the status files a crash kept from being written, finish cancels
+        that were under way, put running jobs back in the queue."""
+        first = self.store.unpublished_since()
+        if first is not None:
+            job_ids = self.store.job_ids_since(first)
+            log.info("writing the status files of jobs registered just before the last stop", jobs=len(job_ids))
+            self.publish_many(job_ids)
+            self.store.published(first)
         self.jobs.requeue_orphans("the daemon restarted while this job ran; it resumes")
 
     # -- commands and cancels -------------------------------------------------
@@ -459,13 +497,20 @@ class Daemon:
     def publish(self, job_id: int) -> None:
         """Write the status file of a job, if it is the newest job of its request; announce how a job ended."""
         published = publish_newest(self.store, job_id)
-        if published is None:
-            return
-        job, path, document = published
+        if published is not None:
+            self._announce(*published)
+
+    def publish_many(self, job_ids: list[int]) -> None:
+        """`publish` for many jobs, their status files written side by side."""
+        for published in publish_newest_many(self.store, job_ids):
+            self._announce(*published)
+
+    def _announce(self, job: Job, path: Path, document: dict) -> None:
+        """Tell the notifiers how a job ended (once per ending)."""
         if job.state not in FINISHED_STATES:
-            self._announced.pop(job_id, None)  # a retried job is announced again when it ends
-        elif self._announced.get(job_id) != job.state:
-            self._announced[job_id] = job.state
+            self._announced.pop(job.id, None)  # a retried job is announced again when it ends
+        elif self._announced.get(job.id) != job.state:
+            self._announced[job.id] = job.state
             for notifier in self.notifiers.for_request(Path(job.request_path)):
                 self.notifications.submit(notifier, job.state, path, document)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.conventions import has_manifest, kind_of
@@ -30,6 +30,7 @@ class ShotFacts:
     files_on_disk: list[Path]
     output_paths: set[str]
     allow_hard_links: bool = False
+    known_originals: dict[frozenset[Path], list[Path]] = field(default_factory=dict, repr=False, compare=False)
 
     def recorded(self, path: Path) -> dict | None:
         return next((media for media in self.media if media["path"] == str(path)), None)
@@ -45,12 +46,16 @@ def is_render(path: Path, recorded: dict | None, output_paths: set[str]) -> bool
 def originals(shot: ShotFacts, exclude: set[Path] = frozenset()) -> list[Path]:
     """The shot's original videos, by name: recorded ones that are not missing, and videos on disk the database
     has not recorded (yet) that are not renders; less `exclude` (a mask video, say)."""
+    key = frozenset(exclude)
+    if key in shot.known_originals:  # a batch of a shot's requests asks once, not once a request
+        return list(shot.known_originals[key])
     recorded = {Path(media["path"]) for media in shot.media
                 if media["kind"] == MediaKind.ORIGINAL and media["state"] != MediaState.MISSING}
     unrecorded = {path for path in shot.files_on_disk
                   if kind_of(path) == "video" and not path.is_dir() and shot.recorded(path) is None
                   and not is_render(path, None, shot.output_paths)}
-    return sorted((recorded | unrecorded) - set(exclude))
+    shot.known_originals[key] = found = sorted((recorded | unrecorded) - set(exclude))
+    return list(found)
 
 
 def read_shot(folder: Path, root: Path, store: Store | None, allow_hard_links: bool = False,

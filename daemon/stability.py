@@ -52,24 +52,39 @@ class StabilityTracker:
             return
         current = self._watching.get(path)
         if current is None or (current.size, current.mtime_ns) != (st.st_size, st.st_mtime_ns):
-            self._watching[path] = _Watch(st.st_size, st.st_mtime_ns, self.clock())
+            self._restart(path, st)
 
     def forget(self, path: Path) -> None:
         self._watching.pop(path, None)
 
     def poll(self) -> list[StableFile]:
-        """Re-check every watched path; return (and stop watching) those that are stable."""
+        """Re-check the watched paths whose quiet period is over; return (and stop watching) those that are
+        stable, and restart the period of those that changed without an event saying so.
+
+        The paths are kept in the order their periods started, so a poll looks only at those that are due:
+        a sequence drop of thousands of files is not stat'ed again on every turn of the loop.
+        """
         now = self.clock()
+        due = []
+        for path, watch in self._watching.items():
+            if now - watch.since < self.stable_seconds:
+                break
+            due.append((path, watch))
         ready = []
-        for path, watch in list(self._watching.items()):
+        for path, watch in due:
             try:
                 st = self.stat(path)
             except OSError:
                 del self._watching[path]
                 continue
             if (st.st_size, st.st_mtime_ns) != (watch.size, watch.mtime_ns):
-                self._watching[path] = _Watch(st.st_size, st.st_mtime_ns, now)
-            elif now - watch.since >= self.stable_seconds:
+                self._restart(path, st, now)
+            else:
                 del self._watching[path]
                 ready.append(StableFile(path, watch.size, watch.mtime_ns))
         return ready
+
+    def _restart(self, path: Path, st: os.stat_result, now: float | None = None) -> None:
+        """(Re)start the quiet period of `path`, moving it to the end of the order."""
+        self._watching.pop(path, None)
+        self._watching[path] = _Watch(st.st_size, st.st_mtime_ns, self.clock() if now is None else now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
@@ -14,6 +15,9 @@ from engine.errors import DiskFullError
 from engine.files import write_json_atomic
 
 log = structlog.get_logger("hotshot.status")
+# Status files written at once after a batch of registrations. Each is still written to a temporary name,
+# flushed to disk and renamed; the flushes wait on the disk, not the CPU, and many at once share its work.
+WRITERS = 16
 
 MESSAGES = {
     JobState.WAITING: "waiting",
@@ -97,16 +101,35 @@ def publish_newest(store, job_id: int) -> tuple[Job, Path, dict] | None:
     An older version of an edited request never overwrites the status of the newer one. A status file
     that cannot be written (the shot folder is gone, the share is read-only) is logged, not raised.
     """
+    job = _newest(store, job_id)
+    return None if job is None else _write_logged(job)
+
+
+def publish_newest_many(store, job_ids: list[int]) -> list[tuple[Job, Path, dict]]:
+    """`publish_newest` for many jobs (a batch of registrations), their files written WRITERS at a time."""
+    jobs = [job for job_id in dict.fromkeys(job_ids) if (job := _newest(store, job_id)) is not None]
+    if len(jobs) <= 1:
+        written = [_write_logged(job) for job in jobs]
+    else:
+        with ThreadPoolExecutor(min(WRITERS, len(jobs)), thread_name_prefix="status-writer") as pool:
+            written = list(pool.map(_write_logged, jobs))
+    return [item for item in written if item is not None]
+
+
+def _newest(store, job_id: int) -> Job | None:
+    """The job, if it is the newest of its request."""
     job = store.job(job_id)
     if job is None:
         return None
     latest = store.latest_job_for(job.request_path)
-    if latest and latest.id != job_id:
-        return None
+    return None if latest and latest.id != job_id else job
+
+
+def _write_logged(job: Job) -> tuple[Job, Path, dict] | None:
     try:
         path, document = write_status(job)
     except (OSError, DiskFullError) as exc:
-        log.warning("status file not written", job=job_id, error=str(exc))
+        log.warning("status file not written", job=job.id, error=str(exc))
         return None
     return job, path, document
 

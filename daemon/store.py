@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
 __all__ = ["Store", "connect", "utc_iso", "utc_now"]
+UNPUBLISHED = "unpublished since job"  # the flag naming the first job whose status file may be missing
 
 
 class Store(JobTransitions):
@@ -55,6 +56,13 @@ class Store(JobTransitions):
 
     def _all(self, sql: str, params: tuple | list = ()) -> list[dict]:
         return [decode(dict(row)) for row in self.db.execute(sql, params).fetchall()]
+
+    def _insert(self, table: str, values: dict) -> int:
+        """Insert one row of already encoded values; return its id. Plain SQL: sqlite-utils' `insert` reads the
+        table's schema on every call, which registering a sequence drop did three times a request."""
+        columns = ", ".join(f"[{column}]" for column in values)
+        marks = ", ".join("?" * len(values))
+        return self.db.execute(f"INSERT INTO [{table}] ({columns}) VALUES ({marks})", list(values.values())).lastrowid
 
     # -- shots ---------------------------------------------------------------
 
@@ -102,10 +110,9 @@ class Store(JobTransitions):
     def media_in_shot(self, shot_id: int) -> list[dict]:
         return self._all("SELECT * FROM media WHERE shot_id = ? ORDER BY name", (shot_id,))
 
-    def present_media(self) -> list[Path]:
-        """Every video the database holds as there (not missing)."""
-        return [Path(row[0]) for row in self.db.execute("SELECT path FROM media WHERE state != ?",
-                                                        (MediaState.MISSING,)).fetchall()]
+    def present_media(self) -> list[str]:
+        """The path of every video the database holds as there (not missing)."""
+        return [row[0] for row in self.db.execute("SELECT path FROM media WHERE state != ?", (MediaState.MISSING,))]
 
     def save_media(self, path: Path, shot_id: int, **values: Any) -> int:
         """Insert or update the media row for `path`; return its id."""
@@ -134,13 +141,19 @@ class Store(JobTransitions):
 
     def known_files(self) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every media file and the latest version of every request, by path."""
-        seen = {row["path"]: (row["size"], row["mtime_ns"]) for row in
-                self._all("SELECT path, size, mtime_ns FROM media")}
-        for row in self._all(
+        seen = {path: (size, mtime_ns) for path, size, mtime_ns in
+                self.db.execute("SELECT path, size, mtime_ns FROM media")}
+        for path, size, mtime_ns in self.db.execute(
             "SELECT path, size, mtime_ns FROM requests WHERE id IN (SELECT MAX(id) FROM requests GROUP BY path)"
         ):
-            seen[row["path"]] = (row["size"], row["mtime_ns"])
+            seen[path] = (size, mtime_ns)
         return seen
+
+    def active_request_paths(self) -> list[str]:
+        """The request files that have a waiting, queued or running job."""
+        return [row[0] for row in self.db.execute(
+            f"SELECT DISTINCT request_path FROM jobs WHERE state IN ({','.join('?' * len(ACTIVE_STATES))})",
+            ACTIVE_STATES)]
 
     # -- chunks --------------------------------------------------------------
 
@@ -168,6 +181,28 @@ class Store(JobTransitions):
             "SELECT data FROM events WHERE kind = 'costs' AND json_extract(data, '$.model') = ? "
             "AND json_extract(data, '$.device') = ? ORDER BY id DESC LIMIT ?", (model, device, limit))
         return [row["data"] for row in rows]
+
+    # -- status files not written yet -----------------------------------------
+
+    def note_unpublished(self, job_id: int) -> None:
+        """Inside a registering transaction: jobs from `job_id` on may have no status file yet. An earlier
+        note that was never cleared (its status files were not all written) is kept."""
+        self.db.execute("INSERT INTO flags (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+                        (UNPUBLISHED, str(job_id), utc_now()))
+
+    def unpublished_since(self) -> int | None:
+        """The first job whose status file may not have been written (a crash came between), or None."""
+        value = self.flag(UNPUBLISHED)
+        return int(value) if value else None
+
+    def published(self, job_id: int) -> None:
+        """The status files of the jobs from `job_id` on are written: forget the note (unless an earlier,
+        still unfinished batch made it)."""
+        with self.db.atomic():
+            self.db.execute("DELETE FROM flags WHERE name = ? AND value = ?", (UNPUBLISHED, str(job_id)))
+
+    def job_ids_since(self, job_id: int) -> list[int]:
+        return [row[0] for row in self.db.execute("SELECT id FROM jobs WHERE id >= ? ORDER BY id", (job_id,))]
 
     # -- flags and commands --------------------------------------------------
 
@@ -201,7 +236,7 @@ class Store(JobTransitions):
 
     def _event(self, kind: str, job_id: int | None = None, shot_id: int | None = None, path: str | None = None,
                message: str | None = None, data: dict | None = None) -> None:
-        self.db["events"].insert(encode({
+        self._insert("events", encode({
             "at": utc_now(), "kind": kind, "job_id": job_id, "shot_id": shot_id, "path": path,
             "message": message, "data": data,
         }))

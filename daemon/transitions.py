@@ -133,10 +133,10 @@ class JobTransitions:
             raise JobStateError(0, "enqueue", state, NEW_JOB_STATES)
         now = utc_now()
         with self.db.atomic():
-            request_id = self.db["requests"].insert({**request, "created_at": now}).last_pk
-            job_id = self.db["jobs"].insert(encode({
+            request_id = self._insert("requests", {**request, "created_at": now})
+            job_id = self._insert("jobs", encode({
                 **job, "state": state, "request_id": request_id, "created_at": now, "updated_at": now,
-            })).last_pk
+            }))
             self._event("job created", job_id=job_id, shot_id=job.get("shot_id"), path=job["request_path"],
                         message=state)
             if cancels_older:

@@ -11,10 +11,27 @@ import contextlib
 import queue
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 from watchdog.observers.polling import PollingObserver
+
+# The events that can tell the daemon something. Opening and reading files (its own reads of every request,
+# ffprobe's and the workers' reads of every video) are not asked of the kernel at all.
+EVENTS = [FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent, DirMovedEvent,
+          FileModifiedEvent, FileAttribEvent, FileClosedEvent]
 
 
 class _Forward(FileSystemEventHandler):
@@ -24,6 +41,8 @@ class _Forward(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
+        if event.is_directory and event.event_type in ("modified", "attrib", "closed"):
+            return  # a folder is modified by every file written in it; those files' own events say it
         kind = "folder" if event.is_directory else "file"
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:
@@ -39,7 +58,7 @@ class Watcher:
         self.handler = _Forward(hints)
         self.watches: dict[Path, ObservedWatch] = {}
         for root in roots:
-            self.watches[root] = self.observer.schedule(self.handler, str(root), recursive=True)
+            self.watches[root] = self._schedule(root)
 
     def start(self) -> None:
         self.observer.start()
@@ -50,7 +69,10 @@ class Watcher:
         if old is not None:
             with contextlib.suppress(KeyError):
                 self.observer.unschedule(old)
-        self.watches[root] = self.observer.schedule(self.handler, str(root), recursive=True)
+        self.watches[root] = self._schedule(root)
+
+    def _schedule(self, root: Path) -> ObservedWatch:
+        return self.observer.schedule(self.handler, str(root), recursive=True, event_filter=EVENTS)
 
     def stop(self) -> None:
         self.observer.stop()

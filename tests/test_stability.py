@@ -35,6 +35,7 @@ def test_file_is_stable_only_after_a_quiet_period(tmp_path):
 
 
 def test_touching_restarts_the_quiet_period(tmp_path):
+    """A touch whose event says so restarts the quiet period at once."""
     clock = Clock()
     tracker = StabilityTracker(2.0, clock)
     path = tmp_path / "r.render.json"
@@ -42,11 +43,56 @@ def test_touching_restarts_the_quiet_period(tmp_path):
     tracker.observe(path)
     clock.now += 1.9
     os.utime(path, ns=(1, 1))
+    tracker.observe(path)
     assert tracker.poll() == []
     clock.now += 1.9
     assert tracker.poll() == []
     clock.now += 0.2
     assert len(tracker.poll()) == 1
+
+
+def test_a_touch_without_an_event_restarts_the_quiet_period_when_seen(tmp_path):
+    """A change no event announced (a lost event) is seen when the quiet period would end, and restarts it
+    from then: the file is never reported stable early."""
+    clock = Clock()
+    tracker = StabilityTracker(2.0, clock)
+    path = tmp_path / "r.render.json"
+    path.write_text("{}")
+    tracker.observe(path)
+    clock.now += 1.9
+    os.utime(path, ns=(1, 1))
+    clock.now += 0.2
+    assert tracker.poll() == []
+    clock.now += 1.9
+    assert tracker.poll() == []
+    clock.now += 0.1
+    assert [item.mtime_ns for item in tracker.poll()] == [1]
+
+
+def test_a_poll_looks_only_at_files_whose_quiet_period_is_over(tmp_path):
+    """Of a thousand files dropped one after another, a poll stats only those due, and returns them in the
+    order they arrived."""
+    clock = Clock()
+    looked: list = []
+
+    def stat(path):
+        looked.append(path)
+        return os.stat(path)
+
+    tracker = StabilityTracker(2.0, clock, stat)
+    paths = []
+    for index in range(1000):
+        paths.append(tmp_path / f"r{index:04d}.render.json")
+        paths[-1].write_text("{}")
+        tracker.observe(paths[-1])
+        clock.now += 0.001
+    looked.clear()
+    clock.now += 1.5  # 2.5 s after the first: the first half is due
+    ready = tracker.poll()
+    assert [item.path for item in ready] == paths[:len(ready)] and 490 <= len(ready) <= 510
+    assert looked == [item.path for item in ready]
+    clock.now += 1.0
+    assert [item.path for item in tracker.poll()] == paths[len(ready):] and len(tracker) == 0
 
 
 def test_vanished_files_are_forgotten(tmp_path):
