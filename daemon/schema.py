@@ -120,3 +120,10 @@ def m005_job_source_identity(db: Database) -> None:
     db["jobs"].add_column("source_mtime_ns", int)
     db["jobs"].add_column("source_inode", int)
     db["jobs"].add_column("source_ctime_ns", int)
+
+
+@migrations()
+def m006_chunk_rendered_by(db: Database) -> None:
+    """Where each chunk was rendered (node and worker, as JSON), for the Render Info of a render resumed
+    elsewhere."""
+    db["chunks"].add_column("rendered_by", str)

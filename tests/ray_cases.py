@@ -1,0 +1,122 @@
+"""The Ray cluster cases, run inside a network namespace of their own (tests/test_ray_cluster.py).
+
+`python -m tests.ray_cases CASE FOLDER MODELS` builds a real Ray cluster on this
+machine (`ray.cluster_utils.Cluster`: a head without CPUs and two worker nodes
+with one CPU each, so each render slot lands on a node of its own), runs the
+daemon against it over shot folders under FOLDER, and writes what it observed
+to FOLDER/result.json for the test to judge. It must run where Ray can only
+find 127.0.0.1 (`unshare --net`), and in a PID namespace so that nothing Ray
+started outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from daemon.store import Store
+from tests.conftest import DATA
+from tests.harness import RunningDaemon, chunks_done, settings_for, status_of, wait_for, wait_for_state, write_request
+
+STORE_BYTES = 80 * 2**20
+REQUEST = {"prompt": "charcoal sketch", "frame_range": [0, 59], "output_size": 96, "steps": 2, "seed": 11,
+           "context": {"size": 17, "overlap": 5}}
+
+
+def cluster(nodes: int = 2):
+    from ray.cluster_utils import Cluster
+
+    built = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": STORE_BYTES})
+    for _ in range(nodes):
+        built.add_node(num_cpus=1, object_store_memory=STORE_BYTES)
+    built.wait_for_nodes()
+    return built
+
+
+def shot(folder: Path, name: str, **request) -> Path:
+    path = folder / "root" / name
+    path.mkdir(parents=True)
+    shutil.copyfile(DATA / "chaplin.mp4", path / "plate.mp4")
+    return write_request(path / "r.render.json", **{**REQUEST, **request})
+
+
+def ray_settings(folder: Path, models: Path, built, **overrides):
+    """The harness's settings with two CPU render slots on `built`."""
+    return settings_for(folder, models, executor="ray", ray_address=built.address, ray_slots=2,
+                        ray_gpus_per_slot=0, log_level="info", **overrides)
+
+
+def rendered_by(request: Path) -> list[dict]:
+    info = json.loads(request.with_name("plate_r001.render-info.json").read_text())
+    return [chunk["rendered_by"] for chunk in info["chunk_plan"]["chunks"]]
+
+
+def spread(folder: Path, models: Path) -> dict:
+    """Two jobs, two slots on two nodes: each node renders one."""
+    built = cluster()
+    try:
+        requests = [shot(folder, f"sh{index:03d}", frame_range=[0, 29]) for index in (10, 20)]
+        settings = ray_settings(folder, models, built)
+        with RunningDaemon(settings) as running:
+            states = [wait_for_state(request, ("done", "failed"), 240)["state"] for request in requests]
+            store = Store.open(settings.database, read_only=True)
+            cluster_block = store.cluster()
+            store.close()
+            del running
+        return {"states": states, "rendered_by": [rendered_by(request) for request in requests],
+                "cluster": cluster_block, "nodes": [node.node_id for node in built.list_all_nodes()]}
+    finally:
+        built.shutdown()
+
+
+def node_lost(folder: Path, models: Path) -> dict:
+    """A node removed while it renders: the job finishes on the other node from its last checkpoint."""
+    built = cluster()
+    try:
+        request = shot(folder, "sh010")
+        settings = ray_settings(folder, models, built)
+        with RunningDaemon(settings) as running:
+            wait_for(lambda: chunks_done(settings.database) >= 2, 240, "two finished chunks")
+            slot = running.daemon.workers.holding(1)
+            lost = slot.where["node_id"]
+            node = next(node for node in built.worker_nodes if node.node_id == lost)
+            built.remove_node(node, allow_graceful=False)
+            status = wait_for_state(request, ("done", "failed"), 240)
+        return {"state": status["state"], "attempts": status["attempts"], "lost_node": lost,
+                "chunks_resumed": (status.get("outputs") or {}).get("chunks_resumed"),
+                "rendered_by": rendered_by(request)}
+    finally:
+        built.shutdown()
+
+
+def cancel(folder: Path, models: Path) -> dict:
+    """A cancel of a job rendering on a remote node: how long until it is cancelled."""
+    built = cluster()
+    try:
+        request = shot(folder, "sh010", steps=6)
+        settings = ray_settings(folder, models, built)
+        with RunningDaemon(settings) as running:
+            wait_for(lambda: (status_of(request) or {}).get("progress", {}).get("step", 0) >= 1, 240, "rendering")
+            store = Store.open(settings.database)
+            sent = time.monotonic()
+            store.submit_command("cancel", str(request))
+            store.close()
+            status = wait_for_state(request, ("cancelled", "done", "failed"), 120)
+            seconds = time.monotonic() - sent
+            del running
+        return {"state": status["state"], "seconds": seconds, "chunks": chunks_done(settings.database)}
+    finally:
+        built.shutdown()
+
+
+CASES = {"spread": spread, "node_lost": node_lost, "cancel": cancel}
+
+if __name__ == "__main__":
+    case, folder, models = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    started = time.monotonic()
+    result = CASES[case](folder, models)
+    result["seconds_total"] = round(time.monotonic() - started, 1)
+    (folder / "result.json").write_text(json.dumps(result, indent=1, default=str))
