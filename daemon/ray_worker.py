@@ -17,6 +17,8 @@ reported and gets no work.
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 import threading
 import time
 from typing import Any
@@ -25,13 +27,15 @@ import structlog
 
 from daemon.config import PathMapping, Settings
 from daemon.errors import ConfigError
-from daemon.messages import FromWorker, Inbox, Ready, Render, ToWorker, WorkerExited
+from daemon.messages import FromWorker, Inbox, Ready, ToWorker, WorkerExited
 from daemon.workers import Worker, WorkerPool
 
 log = structlog.get_logger("hotshot.ray")
 REPORT_WAIT_SECONDS = 1.0  # how long one pull of reports waits in the actor; bounds how fast a reader notices a stop
 CALL_SECONDS = 30.0  # a control call (send, kill) that has not come back by then finds the slot unreachable
-NODE_LOST_CODE = -1  # the exit code a slot whose actor died reports
+UNREACHABLE_SECONDS = 30.0  # an actor that does not answer this long is given up (its job resumes elsewhere)
+NODE_LOST_CODE = -1
+CONNECT_SECONDS = 5.0  # the exit code a slot whose actor died reports
 
 
 class PathMap:
@@ -50,9 +54,12 @@ class PathMap:
 
 def _mapped(value: Any, pairs: list[tuple[str, str]]) -> Any:
     """`value` with every string that is a path under a mapped prefix moved to the other side (the longest
-    matching prefix wins); dicts, lists, tuples and dataclass-free values walked through."""
+    matching prefix wins); dicts, lists, tuples and messages (dataclasses) walked through."""
     if not pairs:
         return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{field.name: _mapped(getattr(value, field.name), pairs)
+                                             for field in dataclasses.fields(value)})
     if isinstance(value, str):
         for source, target in sorted(pairs, key=lambda pair: len(pair[0]), reverse=True):
             if value == source or value.startswith(source.rstrip("/") + "/"):
@@ -78,6 +85,8 @@ def connect(settings: Settings):
     if ray.is_initialized():
         return ray
     address = settings.ray_address
+    if address is not None:
+        _check_reachable(address)
     options: dict = {"include_dashboard": False} if address is None else {}
     try:
         ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False, logging_level="WARNING",
@@ -94,6 +103,30 @@ def connect(settings: Settings):
                           f"{address or 'this machine'} has {gpus:g} GPUs: start its nodes with their GPUs "
                           "(`ray start --num-gpus N`), or set ray_gpus_per_slot = 0 for CPU slots")
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing listens at the cluster's address (Ray itself would retry for minutes)."""
+    where = address.removeprefix("ray://")
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            where = canonicalize_bootstrap_address("auto")
+        except Exception:  # noqa: BLE001 - a stale record of a cluster: the same as none
+            where = None
+        if not where:
+            raise ConfigError('ray_address = "auto" but no Ray cluster runs on this machine: start one with '
+                              '`ray start --head`, name its address (ray_address = "HEAD:6379"), or leave '
+                              'ray_address unset to start Ray with the daemon')
+    host, _, port = where.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_SECONDS):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot start with executor = \"ray\": nothing answers at ray_address = {address!r} "
+                          f"({exc}); start the cluster (`ray start --head` on the head node), fix ray_address, "
+                          "or set executor = \"local\"") from exc
 
 
 def slot_count(settings: Settings, ray) -> int:
@@ -175,7 +208,7 @@ class RayWorker(Worker):
         self.state = "ready"
         self._ready.set()
         log.info("render slot ready", worker=self.name, node=self.where.get("node"),
-                 node_ip=self.where.get("node_ip"), node_id=self.where.get("node_id"))
+                 node_ip=self.where.get("node_ip"), node_id=self.where.get("node_id"), pid=self.where.get("pid"))
         self.inbox.put(FromWorker(self.name, Ready(self.where.get("pid") or 0)))
         self._forward(actor)
 
@@ -191,23 +224,42 @@ class RayWorker(Worker):
         return None
 
     def _forward(self, actor) -> None:
+        """Pull the actor's reports onto the inbox until it dies, or stays unreachable for UNREACHABLE_SECONDS."""
+        import ray
+        from ray.exceptions import ActorDiedError
+
+        unreachable_since: float | None = None
         while not self._leaving.is_set():
             try:
-                import ray
-
                 reports = ray.get(actor.reports.remote(REPORT_WAIT_SECONDS), timeout=REPORT_WAIT_SECONDS + CALL_SECONDS)
             except Exception as exc:  # noqa: BLE001 - the actor died, its node was lost, or the head went away
                 if self._leaving.is_set():
                     return
-                self._ready.clear()
-                self.state = "lost"
-                self.lost_because = f"its Ray actor on node {self.where.get('node_ip')} was lost ({type(exc).__name__})"
-                log.warning("a render slot was lost", worker=self.name, node_id=self.where.get("node_id"),
-                            error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-                self.inbox.put(WorkerExited(self.name, None, NODE_LOST_CODE))
+                # A dead actor is final. One that does not answer may be a network blip (Ray says "temporarily
+                # unavailable"); after UNREACHABLE_SECONDS it is given up and killed, so its name is free again.
+                unreachable_since = unreachable_since or time.monotonic()
+                if not isinstance(exc, ActorDiedError) and time.monotonic() - unreachable_since < UNREACHABLE_SECONDS:
+                    time.sleep(REPORT_WAIT_SECONDS / 4)
+                    continue
+                self._lost(actor, exc)
                 return
+            unreachable_since = None
             for report in reports:
                 self.inbox.put(FromWorker(self.name, self.paths.to_daemon(report)))
+
+    def _lost(self, actor, exc: Exception) -> None:
+        import ray
+
+        self._ready.clear()
+        self.state = "lost"
+        self.lost_because = f"its Ray actor on node {self.where.get('node_ip')} was lost ({type(exc).__name__})"
+        log.warning("a render slot was lost", worker=self.name, node_id=self.where.get("node_id"),
+                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone, or the head is away
+            log.info("the lost actor could not be killed", worker=self.name)
+        self.inbox.put(WorkerExited(self.name, None, NODE_LOST_CODE))
 
     @property
     def alive(self) -> bool:
@@ -216,8 +268,7 @@ class RayWorker(Worker):
     def send(self, message: ToWorker) -> bool:
         if self.actor is None or not self.alive:
             return False
-        if isinstance(message, Render):
-            message = Render(self.paths.to_node(message.job))
+        message = self.paths.to_node(message)
         import ray
 
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,8 +45,8 @@ def shot(folder: Path, name: str, **request) -> Path:
 
 
 def ray_settings(folder: Path, models: Path, built, **overrides):
-    """The harness's settings with two CPU render slots on `built`."""
-    return settings_for(folder, models, executor="ray", ray_address=built.address, ray_slots=2,
+    """The harness's settings with two CPU render slots on the cluster `built` (or at that address)."""
+    return settings_for(folder, models, executor="ray", ray_address=getattr(built, "address", built), ray_slots=2,
                         ray_gpus_per_slot=0, log_level="info", **overrides)
 
 
@@ -80,7 +81,7 @@ def node_lost(folder: Path, models: Path) -> dict:
         settings = ray_settings(folder, models, built)
         with RunningDaemon(settings) as running:
             wait_for(lambda: chunks_done(settings.database) >= 2, 240, "two finished chunks")
-            slot = running.daemon.workers.holding(1)
+            slot = running.workers.holding(1)
             lost = slot.where["node_id"]
             node = next(node for node in built.worker_nodes if node.node_id == lost)
             built.remove_node(node, allow_graceful=False)
@@ -112,11 +113,100 @@ def cancel(folder: Path, models: Path) -> dict:
         built.shutdown()
 
 
-CASES = {"spread": spread, "node_lost": node_lost, "cancel": cancel}
+def serve_cluster(folder: Path, models: Path) -> dict:
+    """A cluster for another process's daemon: its address in FOLDER/address until FOLDER/stop appears."""
+    built = cluster()
+    try:
+        (folder / "address").write_text(built.address)
+        wait_for(lambda: (folder / "stop").exists(), 600, "the stop file")
+    finally:
+        built.shutdown()
+    return {}
+
+
+def separate_cluster(folder: Path, script: str = "") -> tuple[subprocess.Popen, str]:
+    """`serve_cluster` in a process of its own, after `script` (shell) set up its mount namespace."""
+    command = f"{script} exec {sys.executable} -m tests.ray_cases serve_cluster {folder} -"
+    process = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", command])
+    address = wait_for(lambda: (folder / "address").exists() and (folder / "address").read_text(), 120,
+                       "the cluster's address")
+    return process, address
+
+
+def stop_cluster(folder: Path, process: subprocess.Popen) -> None:
+    (folder / "stop").write_text("")
+    process.wait(60)
+
+
+def path_map(folder: Path, models: Path) -> dict:
+    """The nodes mount the shared storage under another name than the daemon, and cannot see the daemon's:
+    without a path map every node is refused at start-up; with one, the job renders."""
+    storage, farm = folder / "storage", folder / "farm"
+    storage.mkdir()
+    farm.mkdir()
+    process, address = separate_cluster(folder, f"mount --bind {storage} {farm} && "
+                                                f"mount -t tmpfs tmpfs {storage} &&")
+    try:
+        request = shot(storage, "sh010", frame_range=[0, 29])
+        unmapped = ray_settings(storage, models, address)
+        with RunningDaemon(unmapped) as running:
+            refused = wait_for(lambda: all(slot.state == "refused" for slot in running.workers) and
+                               [slot.status() for slot in running.workers], 120, "both slots refused")
+            time.sleep(2)
+            unmapped_state = status_of(request)["state"]
+        mapped = ray_settings(storage, models, address, path_map=[{"from": str(storage), "to": str(farm)}])
+        with RunningDaemon(mapped):
+            status = wait_for_state(request, ("done", "failed"), 240)
+        store = Store.open(mapped.database, read_only=True)
+        chunks = store.chunks(1)
+        store.close()
+        return {"refused": refused, "unmapped_state": unmapped_state, "state": status["state"],
+                "error": status.get("last_error"), "chunk_paths": [chunk["raw_path"] for chunk in chunks],
+                "storage": str(storage), "farm": str(farm),
+                "output": str(request.with_name("plate_r001.mp4")), "output_exists": request.with_name(
+                    "plate_r001.mp4").exists()}
+    finally:
+        stop_cluster(folder, process)
+
+
+def restart(folder: Path, models: Path) -> dict:
+    """The daemon killed mid-render (kill -9) and started again: it finds its actors, the job resumes."""
+    process, address = separate_cluster(folder)
+    try:
+        request = shot(folder, "sh010")
+        settings = ray_settings(folder, models, address)
+        config = folder / "hotshot.toml"
+        config.write_text("\n".join(f"{key} = {json.dumps(value)}" for key, value in {
+            "roots": [str(root) for root in settings.roots], "state_dir": str(settings.state_dir),
+            "models_dir": str(models), "catalogs": [str(path) for path in settings.catalogs],
+            "stable_seconds": 0.3, "executor": "ray", "ray_address": address, "ray_slots": 2,
+            "ray_gpus_per_slot": 0, "log_format": "json", "retry_backoff_seconds": 0.0}.items()))
+        log = folder / "first-daemon.log"
+        with log.open("w") as output:
+            first = subprocess.Popen([str(Path(sys.executable).with_name("hotshot")), "run", "--config", str(config)],
+                                     stdout=output, stderr=output)
+            wait_for(lambda: chunks_done(settings.database) >= 2, 240, "two finished chunks")
+            first.kill()
+            first.wait()
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        first_pids = sorted(line["pid"] for line in lines if line["event"] == "render slot ready")
+        with RunningDaemon(settings) as running:
+            status = wait_for_state(request, ("done", "failed"), 240)
+            found = sorted(slot.where.get("pid") for slot in running.workers)
+        return {"state": status["state"], "chunks_resumed": (status.get("outputs") or {}).get("chunks_resumed"),
+                "attempts": status["attempts"], "pids": found, "first_pids": first_pids,
+                "rendered_by": rendered_by(request)}
+    finally:
+        stop_cluster(folder, process)
+
+
+CASES = {"spread": spread, "node_lost": node_lost, "cancel": cancel, "path_map": path_map, "restart": restart,
+         "serve_cluster": serve_cluster}
 
 if __name__ == "__main__":
     case, folder, models = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     started = time.monotonic()
     result = CASES[case](folder, models)
-    result["seconds_total"] = round(time.monotonic() - started, 1)
-    (folder / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    if case != "serve_cluster":
+        result["seconds_total"] = round(time.monotonic() - started, 1)
+        (folder / "result.json").write_text(json.dumps(result, indent=1, default=str))
