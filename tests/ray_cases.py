@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from daemon.errors import ConfigError
+from daemon.service import Daemon
 from daemon.store import Store
 from tests.conftest import DATA
 from tests.harness import RunningDaemon, chunks_done, settings_for, status_of, wait_for, wait_for_state, write_request
@@ -46,8 +48,19 @@ def shot(folder: Path, name: str, **request) -> Path:
 
 def ray_settings(folder: Path, models: Path, built, **overrides):
     """The harness's settings with two CPU render slots on the cluster `built` (or at that address)."""
-    return settings_for(folder, models, executor="ray", ray_address=getattr(built, "address", built), ray_slots=2,
-                        ray_gpus_per_slot=0, log_level="info", **overrides)
+    values = {"executor": "ray", "ray_address": getattr(built, "address", built), "ray_slots": 2,
+              "ray_gpus_per_slot": 0, "log_level": "info", **overrides}
+    return settings_for(folder, models, **values)
+
+
+def settled(database: Path) -> dict | None:
+    """The cluster block `hotshot status` reads, once no slot holds a job (it is refreshed a moment later)."""
+    store = Store.open(database, read_only=True)
+    try:
+        block = store.cluster()
+    finally:
+        store.close()
+    return block if block and all(slot["job"] is None for slot in block["slots"]) else None
 
 
 def rendered_by(request: Path) -> list[dict]:
@@ -60,15 +73,18 @@ def spread(folder: Path, models: Path) -> dict:
     built = cluster()
     try:
         requests = [shot(folder, f"sh{index:03d}", frame_range=[0, 29]) for index in (10, 20)]
+        try:
+            Daemon(ray_settings(folder, models, built, ray_gpus_per_slot=1))
+            gpu_refusal = None
+        except ConfigError as exc:
+            gpu_refusal = str(exc)
         settings = ray_settings(folder, models, built)
-        with RunningDaemon(settings) as running:
+        with RunningDaemon(settings):
             states = [wait_for_state(request, ("done", "failed"), 240)["state"] for request in requests]
-            store = Store.open(settings.database, read_only=True)
-            cluster_block = store.cluster()
-            store.close()
-            del running
-        return {"states": states, "rendered_by": [rendered_by(request) for request in requests],
-                "cluster": cluster_block, "nodes": [node.node_id for node in built.list_all_nodes()]}
+            cluster_block = wait_for(lambda: settled(settings.database), 10, "the cluster block with both jobs' end")
+        return {"gpu_refusal": gpu_refusal, "states": states,
+                "rendered_by": [rendered_by(request) for request in requests], "cluster": cluster_block,
+                "nodes": [node.node_id for node in built.list_all_nodes()]}
     finally:
         built.shutdown()
 
@@ -99,7 +115,7 @@ def cancel(folder: Path, models: Path) -> dict:
     try:
         request = shot(folder, "sh010", steps=6)
         settings = ray_settings(folder, models, built)
-        with RunningDaemon(settings) as running:
+        with RunningDaemon(settings):
             wait_for(lambda: (status_of(request) or {}).get("progress", {}).get("step", 0) >= 1, 240, "rendering")
             store = Store.open(settings.database)
             sent = time.monotonic()
@@ -107,7 +123,6 @@ def cancel(folder: Path, models: Path) -> dict:
             store.close()
             status = wait_for_state(request, ("cancelled", "done", "failed"), 120)
             seconds = time.monotonic() - sent
-            del running
         return {"state": status["state"], "seconds": seconds, "chunks": chunks_done(settings.database)}
     finally:
         built.shutdown()
