@@ -22,7 +22,16 @@ from daemon.errors import ConfigError
 from daemon.service import Daemon
 from daemon.store import Store
 from tests.conftest import DATA
-from tests.harness import RunningDaemon, chunks_done, settings_for, status_of, wait_for, wait_for_state, write_request
+from tests.harness import (
+    RunningDaemon,
+    chunks_done,
+    settings_for,
+    sha,
+    status_of,
+    wait_for,
+    wait_for_state,
+    write_request,
+)
 
 STORE_BYTES = 80 * 2**20
 REQUEST = {"prompt": "charcoal sketch", "frame_range": [0, 59], "output_size": 96, "steps": 2, "seed": 11,
@@ -63,6 +72,11 @@ def settled(database: Path) -> dict | None:
     return block if block and all(slot["job"] is None for slot in block["slots"]) else None
 
 
+def output_sha(request: Path) -> str | None:
+    output = request.with_name("plate_r001.mp4")
+    return sha(output) if output.exists() else None
+
+
 def rendered_by(request: Path) -> list[dict]:
     info = json.loads(request.with_name("plate_r001.render-info.json").read_text())
     return [chunk["rendered_by"] for chunk in info["chunk_plan"]["chunks"]]
@@ -93,18 +107,21 @@ def node_lost(folder: Path, models: Path) -> dict:
     """A node removed while it renders: the job finishes on the other node from its last checkpoint."""
     built = cluster()
     try:
-        request = shot(folder, "sh010")
+        uninterrupted = shot(folder, "sh000")
         settings = ray_settings(folder, models, built)
         with RunningDaemon(settings) as running:
-            wait_for(lambda: chunks_done(settings.database) >= 2, 240, "two finished chunks")
-            slot = running.workers.holding(1)
+            wait_for_state(uninterrupted, ("done", "failed"), 240)
+            request = shot(folder, "sh010")
+            wait_for(lambda: chunks_done(settings.database, 2) >= 2, 240, "two finished chunks")
+            slot = running.workers.holding(2)
             lost = slot.where["node_id"]
             node = next(node for node in built.worker_nodes if node.node_id == lost)
             built.remove_node(node, allow_graceful=False)
             status = wait_for_state(request, ("done", "failed"), 240)
         return {"state": status["state"], "attempts": status["attempts"], "lost_node": lost,
                 "chunks_resumed": (status.get("outputs") or {}).get("chunks_resumed"),
-                "rendered_by": rendered_by(request)}
+                "rendered_by": rendered_by(request), "uninterrupted": output_sha(uninterrupted),
+                "interrupted": output_sha(request)}
     finally:
         built.shutdown()
 
@@ -208,9 +225,12 @@ def restart(folder: Path, models: Path) -> dict:
         with RunningDaemon(settings) as running:
             status = wait_for_state(request, ("done", "failed"), 240)
             found = sorted(slot.where.get("pid") for slot in running.workers)
+            uninterrupted = shot(folder, "sh000")
+            wait_for_state(uninterrupted, ("done", "failed"), 240)
         return {"state": status["state"], "chunks_resumed": (status.get("outputs") or {}).get("chunks_resumed"),
                 "attempts": status["attempts"], "pids": found, "first_pids": first_pids,
-                "rendered_by": rendered_by(request)}
+                "rendered_by": rendered_by(request), "uninterrupted": output_sha(uninterrupted),
+                "interrupted": output_sha(request)}
     finally:
         stop_cluster(folder, process)
 

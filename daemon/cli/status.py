@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.cli.cluster import cluster_data, cluster_lines
 from daemon.progress import describe
 from daemon.states import FINISHED_STATES, Job, JobState, MediaKind, MediaState
 from daemon.store import Store, utc_iso
@@ -43,6 +44,7 @@ def status_data(store: Store, daemon_pid: int | None = None) -> dict:
         "shots": shots,
         "queue": [_job(job) for job in store.queue()],
         "jobs": jobs,
+        "cluster": cluster_data(store),
     }
 
 
@@ -75,7 +77,9 @@ def status_text(data: dict, roots: list[Path]) -> str:
     roots = list(dict.fromkeys([*roots, *(Path(shot["root"]) for shot in data["shots"])]))
     daemon = data["daemon"]
     lines = [f"Daemon  {'running (pid ' + str(daemon['pid']) + ')' if daemon['running'] else 'not running'}"
-             + ("; claiming PAUSED (`hotshot resume` to go on)" if daemon["paused"] else ""), "", "Shots"]
+             + ("; claiming PAUSED (`hotshot resume` to go on)" if daemon["paused"] else "")]
+    lines += cluster_lines(data.get("cluster"), daemon["running"])
+    lines += ["", "Shots"]
     if not data["shots"]:
         lines.append("  (none yet)")
     for shot in data["shots"]:
