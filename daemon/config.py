@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     ray_slots: int | None = Field(default=None, ge=1,
                                   description="render slots (actors) on the cluster; default one per GPU, else one")
     ray_gpus_per_slot: float = Field(default=1.0, ge=0, description="GPUs each slot reserves; 0 = CPU slots")
+    ray_cpus_per_slot: float = Field(default=1.0, gt=0, description="CPUs each slot reserves (and torch's threads)")
     ray_namespace: str = Field(default="hotshot", min_length=1, description="where the named actors live")
     path_map: list[PathMapping] = Field(default_factory=list,
                                         description="daemon path prefix -> render node path prefix")

@@ -173,7 +173,8 @@ class RayWorker(Worker):
 
         gpus = self.settings.ray_gpus_per_slot
         options: dict = {"name": self.actor_name, "namespace": self.settings.ray_namespace, "lifetime": "detached",
-                         "get_if_exists": True, "max_concurrency": 4, "num_cpus": 1, "num_gpus": gpus,
+                         "get_if_exists": True, "max_concurrency": 4, "num_gpus": gpus,
+                         "num_cpus": self.settings.ray_cpus_per_slot,
                          "max_restarts": 0}
         return ray.remote(RenderSlot).options(**options).remote(self.actor_name, "auto" if gpus else "cpu",
                                                                  self.cache_bytes, self.log_level)

@@ -19,10 +19,8 @@ import pytest
 
 from daemon.cli.cluster import cluster_lines
 from daemon.errors import ConfigError
-from daemon.thread_worker import ThreadWorker
 from tests.conftest import PROJECT
-from tests.harness import drain, settings_for, sha, status_of
-from tests.ray_cases import shot
+from tests.harness import settings_for
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason='Ray is not installed (pip install -e ".[dev]" installs it)')
@@ -52,16 +50,6 @@ def raylets() -> list[str]:
         if "/raylet/raylet " in command:
             found.append(command[:120])
     return found
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, models_dir, tiny_spec):
-    """The cases' request rendered by a local worker without interruption."""
-    tmp = tmp_path_factory.mktemp("reference")
-    request = shot(tmp, "sh010")
-    drain(settings_for(tmp, models_dir), ThreadWorker)
-    assert status_of(request)["state"] == "done"
-    return sha(request.with_name("plate_r001.mp4"))
 
 
 def test_missing_ray_refuses_to_start(tmp_path, models_dir, monkeypatch):
@@ -113,7 +101,7 @@ def test_jobs_spread_over_both_nodes(tmp_path, models_dir, tiny_spec):
 @pytest.mark.slow
 @needs_ray
 @needs_namespaces
-def test_node_lost_mid_render_finishes_elsewhere(tmp_path, models_dir, reference):
+def test_node_lost_mid_render_finishes_elsewhere(tmp_path, models_dir, tiny_spec):
     """The node rendering a job is removed after two chunks: the job resumes on the other node from its
     checkpoints, without spending an attempt, and the output is byte-identical to an uninterrupted render of the
     same request on the cluster."""
@@ -156,7 +144,7 @@ def test_path_map_for_nodes_that_mount_storage_elsewhere(tmp_path, models_dir, t
 @pytest.mark.slow
 @needs_ray
 @needs_namespaces
-def test_daemon_restart_finds_its_actors(tmp_path, models_dir, reference):
+def test_daemon_restart_finds_its_actors(tmp_path, models_dir, tiny_spec):
     """kill -9 of the daemon mid-render: the next daemon finds the same named actors (same processes), drops the
     render the dead daemon left running, and the job resumes from its checkpoints, byte-identical to an
     uninterrupted render on the cluster."""
@@ -164,3 +152,28 @@ def test_daemon_restart_finds_its_actors(tmp_path, models_dir, reference):
     assert result["state"] == "done" and result["chunks_resumed"] >= 2
     assert result["pids"] == result["first_pids"] and len(result["pids"]) == 2
     assert result["interrupted"] == result["uninterrupted"]
+
+
+def test_path_map_translates_paths_both_ways_at_folder_boundaries():
+    """A job's paths go out with the nodes' prefix and come back with the daemon's; a folder that only starts
+    with the same letters, and text that is not a path, are left alone."""
+    from daemon.config import PathMapping
+    from daemon.messages import ChunkDone, Render
+    from daemon.ray_worker import PathMap
+
+    paths = PathMap([PathMapping.model_validate({"from": "/mnt/shots", "to": "/shots"}),
+                     PathMapping.model_validate({"from": "/mnt/shots/work", "to": "/scratch"})])
+    sent = paths.to_node(Render({"source": "/mnt/shots/sh010/plate.mp4", "work_dir": "/mnt/shots/work/job-000001",
+                                 "other": "/mnt/shotsold/plate.mp4", "prompt": "a /mnt/shots look",
+                                 "keyframes": [{"path": "/mnt/shots/sh010/key.png"}]}))
+    assert sent.job == {"source": "/shots/sh010/plate.mp4", "work_dir": "/scratch/job-000001",
+                        "other": "/mnt/shotsold/plate.mp4", "prompt": "a /mnt/shots look",
+                        "keyframes": [{"path": "/shots/sh010/key.png"}]}
+    back = paths.to_daemon(ChunkDone(1, {"raw_path": "/scratch/job-000001/chunk-0000.npy", "index": 0}))
+    assert back == ChunkDone(1, {"raw_path": "/mnt/shots/work/job-000001/chunk-0000.npy", "index": 0})
+
+
+def test_relative_path_map_is_refused(tmp_path, models_dir):
+    """A path_map entry that is not an absolute folder stops the start with the value in the message."""
+    with pytest.raises(ConfigError, match="path_map entries are absolute folders; 'shots' is not"):
+        settings_for(tmp_path, models_dir, path_map=[{"from": "shots", "to": "/shots"}])
