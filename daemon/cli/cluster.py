@@ -26,7 +26,7 @@ def cluster_lines(cluster: dict | None, daemon_running: bool) -> list[str]:
     age = time.time() - cluster["updated"]
     when = f"{age:.0f} s ago" if daemon_running else "when the daemon last ran"
     lines = ["", f"Cluster  Ray, {len(nodes)} node{'s' * (len(nodes) != 1)} ({cpus:g} CPUs, {gpus:g} GPUs), "
-                 f"{len(cluster['slots'])} render slots; as seen {when}"]
+                 f"{len(cluster['slots'])} render slot{'s' * (len(cluster['slots']) != 1)}; as seen {when}"]
     for slot in cluster["slots"]:
         where = f"node {slot['node_ip']} ({slot['node_id'][:8]})" if slot.get("node_id") else "not placed yet"
         doing = f"job {slot['job']}" if slot["job"] is not None else "idle" if slot["state"] == "ready" else ""
