@@ -78,6 +78,7 @@ bench: tiny
 	$(BIN)/python bench/web.py
 	$(BIN)/python bench/keyframe_flow.py
 	$(BIN)/python bench/compare_settings.py
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf var $(DEMO)/*.mp4 $(DEMO)/*.render-info.json $(DEMO)/*.status.json $(DEMO)/plate_r*/

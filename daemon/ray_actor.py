@@ -53,9 +53,12 @@ class _QueueEnd:
 class RenderSlot:
     """One render slot: a model cache and the worker loop, on whichever node Ray placed it."""
 
-    def __init__(self, name: str, device: str, cache_bytes: int | None, log_level: str) -> None:
+    def __init__(self, name: str, device: str, cache_bytes: int | None, log_level: str,
+                 fault_variables: dict[str, str] | None = None) -> None:
         from daemon import logs
+        from engine import faults
 
+        faults.adopt(fault_variables or {})  # the reliability tests' fault injection reaches the slots too
         logs.configure("json", log_level)
         logs.route_ml_libraries()
         self.name = name

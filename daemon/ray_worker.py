@@ -29,6 +29,7 @@ from daemon.config import PathMapping, Settings
 from daemon.errors import ConfigError
 from daemon.messages import FromWorker, Inbox, Ready, ToWorker, WorkerExited
 from daemon.workers import Worker, WorkerPool
+from engine import faults
 
 log = structlog.get_logger("hotshot.ray")
 REPORT_WAIT_SECONDS = 1.0  # how long one pull of reports waits in the actor; bounds how fast a reader notices a stop
@@ -177,7 +178,8 @@ class RayWorker(Worker):
                          "num_cpus": self.settings.ray_cpus_per_slot,
                          "max_restarts": 0}
         return ray.remote(RenderSlot).options(**options).remote(self.actor_name, "auto" if gpus else "cpu",
-                                                                 self.cache_bytes, self.log_level)
+                                                                 self.cache_bytes, self.log_level,
+                                                                 faults.environment())
 
     def _run(self) -> None:
         """Find or create the actor, prove its node can do the work, then forward its reports until it dies."""

@@ -145,6 +145,31 @@ def cancel(folder: Path, models: Path) -> dict:
         built.shutdown()
 
 
+def stall(folder: Path, models: Path) -> dict:
+    """A slot that hangs in the middle of a chunk is killed by the stall rule; the job is retried elsewhere."""
+    import os
+
+    from daemon import workers
+
+    workers.RESTART_SECONDS = 0.5
+    fault = folder / "fault"
+    fault.write_text("chunk 5 hang\n")
+    os.environ["HOTSHOT_FAULTS"] = str(fault)  # handed to the slots when they start
+    built = cluster()
+    try:
+        request = shot(folder, "sh010")
+        settings = ray_settings(folder, models, built, worker_stall_seconds=20.0)
+        with RunningDaemon(settings):
+            status = wait_for_state(request, ("done", "failed"), 240)
+        store = Store.open(settings.database, read_only=True)
+        retried = [event["message"] for event in store.events(status["job"]) if event["kind"] == "retry"]
+        store.close()
+        return {"state": status["state"], "attempts": status["attempts"], "retried": retried,
+                "fired": Path(f"{fault}.fired").exists(), "rendered_by": rendered_by(request)}
+    finally:
+        built.shutdown()
+
+
 def serve_cluster(folder: Path, models: Path) -> dict:
     """A cluster for another process's daemon: its address in FOLDER/address until FOLDER/stop appears."""
     built = cluster()
@@ -236,7 +261,7 @@ def restart(folder: Path, models: Path) -> dict:
 
 
 CASES = {"spread": spread, "node_lost": node_lost, "cancel": cancel, "path_map": path_map, "restart": restart,
-         "serve_cluster": serve_cluster}
+         "stall": stall, "serve_cluster": serve_cluster}
 
 if __name__ == "__main__":
     case, folder, models = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])

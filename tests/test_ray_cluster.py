@@ -127,6 +127,18 @@ def test_cancel_reaches_a_remote_render(tmp_path, models_dir, tiny_spec):
 @pytest.mark.slow
 @needs_ray
 @needs_namespaces
+def test_a_hung_slot_is_killed_by_the_stall_rule(tmp_path, models_dir, tiny_spec):
+    """A slot that stops reporting in the middle of a chunk is killed after `worker_stall_seconds`; the job is
+    retried (a second attempt) on a slot and finishes."""
+    result = run_case("stall", tmp_path, models_dir)
+    assert result["fired"]
+    assert result["state"] == "done" and result["attempts"] == 2
+    assert result["retried"] == ["the worker was killed: it made no progress for 20 s (worker_stall_seconds)"]
+
+
+@pytest.mark.slow
+@needs_ray
+@needs_namespaces
 def test_path_map_for_nodes_that_mount_storage_elsewhere(tmp_path, models_dir, tiny_spec):
     """The nodes see the shared storage under another name and not at all under the daemon's: without a path map
     both slots are refused at start-up with the root they cannot read and the job waits; with the map the job
