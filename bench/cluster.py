@@ -10,10 +10,14 @@ Each prints the time until the slots took work (start-up), jobs per minute
 (from the first job's start to the last one's end) and the per-job overhead:
 a job's time from claim to recorded end, less the render time its Render Info
 gives (dispatch, reports, path mapping, the result's way back, the database);
-and the CPU seconds of the daemon's own process (not its workers').
+the CPU seconds of the daemon's own process (not its workers'), and of those
+the CPU time its loop spent on each report of a worker (progress, chunk,
+result: the database update and the status file).
 Ray's nodes run on this machine, in a network namespace of their own (run as
 root; the script re-executes itself under `unshare`), so the figures show what
-hotshot adds, not a network's cost.
+hotshot adds, not a network's cost. Every renderer gets one torch thread
+(`OMP_NUM_THREADS=1`, what a one-CPU Ray slot gets), so the runs compare the
+executors, not thread counts.
 
     .venv/bin/python bench/cluster.py [--jobs N]
 """
@@ -68,13 +72,15 @@ def run(folder: Path, jobs: int, source: Path, models: Path, **executor) -> dict
     cpu = daemon_cpu()
     started = time.monotonic()
     daemon = Daemon(settings)
-    reports = 0
+    reports, handling = 0, 0.0
     handle_report = daemon.jobs.message
 
-    def counted(handle, report) -> None:  # counts the reports the daemon's loop handled
-        nonlocal reports
+    def counted(handle, report) -> None:  # counts the reports the daemon's loop handled, and their CPU time
+        nonlocal reports, handling
         reports += 1
+        before = time.thread_time()
         handle_report(handle, report)
+        handling += time.thread_time() - before
 
     daemon.jobs.message = counted
     daemon.run(drain=True)
@@ -93,7 +99,8 @@ def run(folder: Path, jobs: int, source: Path, models: Path, **executor) -> dict
         overheads.append(spent - info["timing"]["seconds"])
     span = (end - begin).total_seconds()
     return {"wall": wall, "startup": wall - span, "per_minute": 60 * len(rows) / span,
-            "overhead": sorted(overheads)[len(overheads) // 2], "cpu": cpu, "reports": reports}
+            "overhead": sorted(overheads)[len(overheads) // 2], "cpu": cpu, "reports": reports,
+            "per_report": handling / max(reports, 1)}
 
 
 def ray_run(folder: Path, jobs: int, source: Path, models: Path, nodes: int) -> dict:
@@ -120,7 +127,7 @@ def main() -> None:
             return
         script = f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} --jobs {args.jobs}"
         done = subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c",
-                               script], env={**os.environ, "HOTSHOT_BENCH_NAMESPACE": "1"})
+                               script], env={**os.environ, "HOTSHOT_BENCH_NAMESPACE": "1", "OMP_NUM_THREADS": "1"})
         sys.exit(done.returncode)
     tiny_spec()
     models = PROJECT / "var" / "models"
@@ -133,13 +140,13 @@ def main() -> None:
             "ray, 1 node (1 slot)": ray_run(folder / "run", args.jobs, source, models, 1),
             "ray, 2 nodes (2 slots)": ray_run(folder / "run", args.jobs, source, models, 2),
         }
-    print(f"\n{args.jobs} jobs of 41 frames (3 chunks, 2 steps, 96 px), tiny model, CPU")
+    print(f"\n{args.jobs} jobs of 41 frames (3 chunks, 2 steps, 96 px), tiny model, CPU, one torch thread each")
     print(f"{'executor':<28} {'start-up s':>10} {'jobs/min':>9} {'overhead/job s':>15} {'wall s':>7} "
           f"{'daemon CPU s':>13} {'reports':>8} {'CPU ms/report':>14}")
     for name, figure in figures.items():
         print(f"{name:<28} {figure['startup']:>10.1f} {figure['per_minute']:>9.1f} {figure['overhead']:>15.2f} "
               f"{figure['wall']:>7.1f} {figure['cpu']:>13.1f} {figure['reports']:>8} "
-              f"{1000 * figure['cpu'] / max(figure['reports'], 1):>14.1f}")
+              f"{1000 * figure['per_report']:>14.2f}")
 
 
 if __name__ == "__main__":
