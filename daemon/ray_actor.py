@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 from daemon import worker
-from daemon.messages import Done, Exit, Failed, Interrupted, Render, ToWorker, WorkerReport
+from daemon.messages import Done, Failed, Interrupted, Render, ToWorker, WorkerReport
 
 ATTACH_IDLE_SECONDS = 30.0  # how long a daemon that (re)attaches waits for a leftover render to unwind
 
@@ -136,12 +136,6 @@ class RenderSlot:
                 found.append(self.outbox.get_nowait())
             except queue.Empty:
                 return found
-
-    def leave(self) -> None:
-        """Stop the loop (the actor itself ends when the daemon kills it)."""
-        if self.busy():
-            self.control.cancel("the slot is leaving", self.control.job)
-        self.incoming.put(Exit())
 
 
 def _unreachable() -> None:

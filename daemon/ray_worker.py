@@ -28,6 +28,7 @@ import structlog
 from daemon.config import PathMapping, Settings
 from daemon.errors import ConfigError
 from daemon.messages import FromWorker, Inbox, Ready, ToWorker, WorkerExited
+from daemon.ray_actor import ATTACH_IDLE_SECONDS
 from daemon.workers import Worker, WorkerPool
 from engine import faults
 
@@ -200,7 +201,7 @@ class RayWorker(Worker):
                           node=self.where.get("node"), node_ip=self.where.get("node_ip"),
                           node_id=self.where.get("node_id"), problems=problems)
                 return
-            self.where = ray.get(actor.attach.remote(), timeout=CALL_SECONDS + 30)
+            self.where = ray.get(actor.attach.remote(), timeout=CALL_SECONDS + ATTACH_IDLE_SECONDS)
         except Exception as exc:  # noqa: BLE001 - any Ray failure here is a slot that did not start
             if not self._leaving.is_set():
                 log.warning("a render slot did not start", worker=self.name, error=f"{type(exc).__name__}: {exc}")
@@ -229,15 +230,20 @@ class RayWorker(Worker):
     def _forward(self, actor) -> None:
         """Pull the actor's reports onto the inbox until it dies, or stays unreachable for UNREACHABLE_SECONDS."""
         import ray
-        from ray.exceptions import ActorDiedError
+        from ray.exceptions import ActorDiedError, GetTimeoutError
 
         unreachable_since: float | None = None
+        pending = None
         while not self._leaving.is_set():
+            # A pull that is slow to answer is waited for again, not asked anew: its reports must not be lost.
+            pending = pending or actor.reports.remote(REPORT_WAIT_SECONDS)
             try:
-                reports = ray.get(actor.reports.remote(REPORT_WAIT_SECONDS), timeout=REPORT_WAIT_SECONDS + CALL_SECONDS)
+                reports = ray.get(pending, timeout=REPORT_WAIT_SECONDS + CALL_SECONDS)
             except Exception as exc:  # noqa: BLE001 - the actor died, its node was lost, or the head went away
                 if self._leaving.is_set():
                     return
+                if not isinstance(exc, GetTimeoutError):
+                    pending = None
                 # A dead actor is final. One that does not answer may be a network blip (Ray says "temporarily
                 # unavailable"); after UNREACHABLE_SECONDS it is given up and killed, so its name is free again.
                 unreachable_since = unreachable_since or time.monotonic()
@@ -246,7 +252,7 @@ class RayWorker(Worker):
                     continue
                 self._lost(actor, exc)
                 return
-            unreachable_since = None
+            unreachable_since, pending = None, None
             for report in reports:
                 self.inbox.put(FromWorker(self.name, self.paths.to_daemon(report)))
 
