@@ -79,6 +79,8 @@ bench: tiny
 	$(BIN)/python bench/keyframe_flow.py
 	$(BIN)/python bench/compare_settings.py
 	$(BIN)/python bench/gpu.py
+	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf var $(DEMO)/*.mp4 $(DEMO)/*.render-info.json $(DEMO)/*.status.json $(DEMO)/plate_r*/

@@ -39,6 +39,22 @@ class NotifyRoute(NotifySpec):
     root: Path | None = None
 
 
+class PathMapping(BaseModel):
+    """One shared-storage prefix as the daemon sees it (`from`) and as the render nodes mount it (`to`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: str = Field(alias="from", min_length=1)
+    target: str = Field(alias="to", min_length=1)
+
+    @field_validator("source", "target")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"path_map entries are absolute folders; {value!r} is not")
+        return value.rstrip("/") or "/"
+
+
 class Settings(BaseSettings):
     """Every setting of the daemon, with its default."""
 
@@ -68,6 +84,17 @@ class Settings(BaseSettings):
     model_cache_gb: float = Field(default=40.0, ge=0, description="models a worker keeps loaded; 0 = no limit")
     device_memory_gb: float | None = Field(default=None, gt=0, description="memory (GB) a job may use on its "
                                            "device, instead of the free memory detected (a shared GPU, tests)")
+    executor: Literal["local", "ray"] = Field(
+        default="local", description='"local": worker processes here; "ray": one Ray actor per slot of a cluster')
+    ray_address: str | None = Field(
+        default=None, description='"auto", "ray://host:port" or "host:port"; unset: start a Ray instance here')
+    ray_slots: int | None = Field(default=None, ge=1,
+                                  description="render slots (actors) on the cluster; default one per GPU, else one")
+    ray_gpus_per_slot: float = Field(default=1.0, ge=0, description="GPUs each slot reserves; 0 = CPU slots")
+    ray_cpus_per_slot: float = Field(default=1.0, gt=0, description="CPUs each slot reserves (and torch's threads)")
+    ray_namespace: str = Field(default="hotshot", min_length=1, description="where the named actors live")
+    path_map: list[PathMapping] = Field(default_factory=list,
+                                        description="daemon path prefix -> render node path prefix")
     status_every_seconds: float = Field(default=2.0, gt=0)
     worker_stall_seconds: float = Field(default=1800.0, ge=0, description="kill a worker silent this long; 0 = never")
     ffprobe_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -11,6 +11,7 @@ when it is cancelled.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -137,10 +138,19 @@ class Jobs:
                 if self.setup.device_kind == "cpu" and len(self.live) > 1:
                     for other in self.live.values():  # renders sharing the CPU run slower than alone
                         other.shared = True
-                handle.assign(job.id, spec.model_dump(mode="json"))
+                handle.assign(job.id, self._placed(spec.model_dump(mode="json"), handle))
                 log.info("job started", worker=handle.name, output=spec.output.name, resume=len(spec.done_chunks),
                          window=job.window)
                 self.publish(job.id)
+
+    def _placed(self, spec: dict, handle: Worker) -> dict:
+        """The job as sent to `handle`: its Render Info is to record where each chunk was rendered, this
+        attempt's chunks by `handle`, resumed ones where they were rendered before."""
+        earlier = {str(row["idx"]): json.loads(row["rendered_by"]) for row in self.store.chunks(spec["job_id"])
+                   if row.get("rendered_by")}
+        context = {**spec.get("manifest_context", {}),
+                   "rendered_by": {"this_attempt": handle.rendered_by(), "chunks": earlier}}
+        return {**spec, "manifest_context": context}
 
     def _without_load(self, job: Job, handle: Worker) -> Job:
         """The job with its estimate made for this worker: no model load when the worker holds the model."""
@@ -179,7 +189,7 @@ class Jobs:
                 case Progress(_, progress):
                     self._progress(job_id, progress)
                 case ChunkDone(_, record):
-                    self.store.add_chunk(job_id, record)
+                    self.store.add_chunk(job_id, {**record, "rendered_by": handle.rendered_by()})
                     self._progress(job_id, None, force_status=True)
                 case Done(_, result):
                     handle.job_id = None
@@ -342,6 +352,19 @@ class Jobs:
         self.fail(job_id, error, ErrorKind.TRANSIENT if retryable else ErrorKind.INPUT)
         remove_job_files(job, self.settings.work_dir, keep_checkpoints=True)
         log.warning("job failed", error=error)
+
+    def lost(self, job_id: int, reason: str) -> None:
+        """Its worker was lost through no fault of the job (a cluster node gone): back in line at once, its
+        attempt given back; it resumes from its last checkpoint on another worker."""
+        self._forget(job_id)
+        job = self.store.job(job_id)
+        if job.cancel_reason:
+            self._cancelled(job)
+            return
+        self.store.requeue(job_id, "interrupted", reason, uncount=True,
+                           error=f"{reason}; resumes from its last chunk on another worker")
+        log.warning("the job's worker was lost; it is queued again", reason=reason)
+        self.publish(job_id)
 
     def _interrupted(self, job_id: int, reason: str) -> None:
         """A worker stopped a job: cancelled, paused at its window's close, or stopped for a shutdown."""

@@ -26,6 +26,7 @@ from pathlib import Path
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from daemon import ray_worker
 from daemon.archive import Archiver
 from daemon.config import Settings
 from daemon.control import (
@@ -76,6 +77,7 @@ EXIT_BUSY_SECONDS = 2.0
 # Files registered in one transaction at most: a sequence drop's status files appear batch by batch, and
 # the CLI never waits long for the write lock.
 BATCH_FILES = 500
+CLUSTER_REFRESH_SECONDS = 30.0
 
 
 class Daemon:
@@ -89,6 +91,8 @@ class Daemon:
         for root in settings.roots:
             if not root.is_dir():
                 raise ConfigError(f"watch root {root} does not exist or is not a folder")
+        # Before anything is written: a cluster that cannot be joined stops the start and changes nothing.
+        self.ray = ray_worker.connect(settings) if settings.executor == "ray" else None
         self._lock = state_lock(settings.state_dir, wait_seconds=2.0)  # a CLI command may hold it for a moment
         if self._lock is None:
             raise ConfigError(f"another hotshot daemon is running with state dir {settings.state_dir}")
@@ -104,7 +108,8 @@ class Daemon:
             raise
         self.store = Store.open(settings.database)
         devices = worker_devices(settings.devices)
-        self.setup = load_setup(settings, device_kind(devices), self.store.cost_history)
+        kind = device_kind(devices) if self.ray is None else "cuda" if settings.ray_gpus_per_slot else "cpu"
+        self.setup = load_setup(settings, kind, self.store.cost_history)
         self.roots = RootStates(settings.roots, {root for root in settings.roots
                                                  if self.store.flag(f"mount {root}") == "1"},
                                 lambda root, mounted: self.store.set_flag(f"mount {root}", "1" if mounted else "0"))
@@ -117,9 +122,13 @@ class Daemon:
                                  policy.longer_than_frames if policy else 0)
         # On a terminal the bars stand for the workers' info lines, which would break them up.
         worker_level = "warning" if display and settings.log_level in ("debug", "info") else settings.log_level
-        self.workers = make_pool(devices, self.inbox, settings.log_format, worker_level,
-                                 int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None,
-                                 worker_kind)
+        cache_bytes = int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None
+        if self.ray is not None:
+            self.workers = ray_worker.make_ray_pool(settings, self.inbox, worker_level, cache_bytes)
+        else:
+            self.workers = make_pool(devices, self.inbox, settings.log_format, worker_level, cache_bytes, worker_kind)
+        self._cluster_published: tuple[float, dict | None] = (float("-inf"), None)
+        self._cluster_checked = float("-inf")
         self.setup.loaded = lambda model: any(model in handle.models for handle in self.workers)
         self.commands = Commands(self.store, settings, self.schedule, self.publish)
         self.jobs = Jobs(self.store, settings, self.setup, self.schedule, self.workers, self.commands,
@@ -177,6 +186,9 @@ class Daemon:
             scheduler.shutdown(wait=False)
             watcher.stop()
             self.workers.shutdown()
+            if self.ray is not None:
+                self._guarded("cluster", self._publish_cluster, True)
+                self.ray.shutdown()
             self.notifications.stop(timeout=30)
             self.store.close()
             self.release_locks()
@@ -220,6 +232,22 @@ class Daemon:
         if not self._stop.is_set() and not self.paused:
             self._guarded("dispatch", self.jobs.dispatch)
         self._guarded("archive", self.archiver.step)  # one small batch a turn while old finished jobs remain
+        if self.ray is not None:
+            self._guarded("cluster", self._publish_cluster)
+
+    def _publish_cluster(self, now: bool = False) -> None:
+        """Keep the cluster's picture for `hotshot status` in the database: when a slot changes, and at least
+        every CLUSTER_REFRESH_SECONDS (nodes come and go without telling the slots)."""
+        if not now and time.monotonic() - self._cluster_checked < self.settings.status_every_seconds:
+            return
+        self._cluster_checked = time.monotonic()
+        written, document = self._cluster_published
+        current = ray_worker.cluster_status(self.workers)
+        changed = {key: value for key, value in current.items() if key != "updated"} != \
+            {key: value for key, value in (document or {}).items() if key != "updated"}
+        if now or changed or time.monotonic() - written >= CLUSTER_REFRESH_SECONDS:
+            self.store.set_cluster(current)
+            self._cluster_published = (time.monotonic(), current)
 
     def _guarded(self, step: str, action: Callable, *args) -> bool:
         """Run one step of the loop; log a failure (once a minute per step) and carry on. True if it worked."""
@@ -488,6 +516,9 @@ class Daemon:
             if job and job.output_path:
                 folders.append(Path(job.output_path).parent)
             remove_stale_temporaries(folders)
+            if handle.lost_because and not handle.killed_because:
+                self.jobs.lost(job_id, handle.lost_because)
+                return
             error = f"the worker was killed: {handle.killed_because}" if handle.killed_because \
                 else f"the worker process died (exit code {code})"
             self.jobs.failed(job_id, error, retryable=True)

@@ -8,6 +8,7 @@ file read-only and never writes behind the daemon's back.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,6 +164,7 @@ class Store(JobTransitions):
                 "job_id": job_id, "idx": record["index"], "first_frame": record["start"],
                 "last_frame": record["end"], "seed": record["seed"], "seconds": record["seconds"],
                 "raw_path": record["raw_path"], "segment_path": record["segment_path"], "created_at": utc_now(),
+                "rendered_by": json.dumps(record["rendered_by"]) if record.get("rendered_by") else None,
             }, pk=("job_id", "idx"))
 
     def chunks(self, job_id: int) -> list[dict]:
@@ -209,6 +211,16 @@ class Store(JobTransitions):
     def flag(self, name: str) -> str | None:
         row = self._one("SELECT value FROM flags WHERE name = ?", (name,))
         return row["value"] if row else None
+
+    def set_cluster(self, document: dict) -> None:
+        """What the daemon knows of its Ray cluster now (nodes, slots), for `hotshot status`; no event."""
+        with self.db.atomic():
+            self.db["flags"].upsert({"name": "cluster", "value": json.dumps(document), "updated_at": utc_now()},
+                                    pk="name")
+
+    def cluster(self) -> dict | None:
+        value = self.flag("cluster")
+        return json.loads(value) if value else None
 
     def set_flag(self, name: str, value: str) -> None:
         with self.db.atomic():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -42,7 +43,8 @@ class Worker(ABC):
 
     `job_id` is the job it holds (set by `assign`, cleared by the daemon when the job's outcome arrives or the
     worker exits); `pid` its process once it is ready (None for a thread); `models` what it reported loaded;
-    `killed_because` why the daemon killed it, for the job's error.
+    `killed_because` why the daemon killed it, for the job's error; `lost_because` why it was lost through no
+    fault of its job (a cluster node gone), so its job is requeued without spending an attempt.
     """
 
     def __init__(self, name: str, device: str, inbox: Inbox, log_format: str, log_level: str,
@@ -57,6 +59,7 @@ class Worker(ABC):
         self.pid: int | None = None
         self.models: frozenset[str] = frozenset()
         self.killed_because: str | None = None
+        self.lost_because: str | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.device!r}, job={self.job_id})"
@@ -97,10 +100,15 @@ class Worker(ABC):
     def shutdown(self, timeout: float = 10.0) -> None:
         """Ask the worker to leave (after its current job's stop), waiting up to `timeout`; then end it."""
 
+    def rendered_by(self) -> dict:
+        """Where this worker renders, as the Render Info records it for each chunk."""
+        return {"node": socket.gethostname(), "worker": self.name}
+
     def _started(self) -> None:
         self.job_id = None
         self.models = frozenset()
         self.killed_because = None
+        self.lost_because = None
 
 
 class ProcessWorker(Worker):

@@ -83,6 +83,7 @@ def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: C
                     "seed": chunk.seed,
                     "seconds": round(chunk_seconds.get(chunk.index, 0.0), 3),
                     "resumed": chunk.index in resumed,
+                    "rendered_by": _rendered_by(context, chunk.index, chunk.index in resumed),
                 }
                 for chunk in plan.chunks
             ],
@@ -97,6 +98,15 @@ def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: C
         "versions": versions(),
         "warnings": warnings,
     }
+
+
+def _rendered_by(context: dict, index: int, resumed: bool) -> dict | None:
+    """Where the caller says a chunk was rendered (node, worker): this attempt's worker, or for a chunk resumed
+    from a checkpoint the one that rendered it then (None when the caller does not know)."""
+    placement = context.get("rendered_by") or {}
+    if resumed:
+        return (placement.get("chunks") or {}).get(str(index))
+    return placement.get("this_attempt")
 
 
 def _output_frames(chunk, timeline: Timeline) -> list[int] | None:

@@ -33,7 +33,8 @@ def test_the_daemon_process_never_imports_torch():
     processes (and the CLI commands that render: prompt, models check, make-tiny) load them. The web workspace
     (`hotshot web`) is as free of them: its Auto Prompt runs `hotshot prompt` in a child process."""
     code = ("import sys, daemon.service, daemon.cli, daemon.cli.estimate, daemon.cli.prompt, daemon.cli.model_check, "
-            "daemon.cli.status, daemon.web.app, daemon.web.server, engine.backends.wan_vace, engine.backends.wan_v2v, "
+            "daemon.cli.status, daemon.web.app, daemon.web.server, daemon.ray_worker, daemon.ray_actor, "
+            "engine.backends.wan_vace, engine.backends.wan_v2v, "
             "engine.backends.animatediff; "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT, timeout=60)

@@ -26,7 +26,8 @@ def test_migrations_apply_once(tmp_path):
     applied = store.db.execute("SELECT name FROM _sqlite_migrations").fetchall()
     names = [row[0] for row in applied]
     assert names == ["m001_initial", "m002_calibration", "m003_operations", "m004_media_identity",
-                     "m005_job_source_identity", "m006_archive_and_indexes"]
+                     "m005_job_source_identity", "m006_archive_and_indexes",
+                     "m007_chunk_rendered_by"]
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.cli.cluster import cluster_data, cluster_lines
 from daemon.listing import (
     JobFilter,
     first_in_line,
@@ -58,6 +59,7 @@ def status_data(store: Store, daemon_pid: int | None = None, wanted: JobFilter |
                  else None, "archived": wanted.archived, "order": wanted.order_words, "total": total,
                  "offset": wanted.offset, "limit": wanted.limit,
                  "next_offset": following if following < total else None},
+        "cluster": cluster_data(store),
     }
 
 
@@ -96,6 +98,7 @@ def status_text(data: dict, roots: list[Path], paged: bool = False) -> str:
              + ("; claiming PAUSED (`hotshot resume` to go on)" if daemon["paused"] else ""),
              "Jobs    " + _counts(counts, ACTIVE_STATES) + "; ended: " + _counts(counts, FINISHED_STATES)
              + f"; archived: {sum(totals['archived'].values()):,}"]
+    lines += cluster_lines(data.get("cluster"), daemon["running"])
     if paged:
         _page(data, roots, lines)
         if listing["shots"] is not None:

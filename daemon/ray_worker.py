@@ -1,0 +1,345 @@
+"""The daemon's side of render slots on a Ray cluster (`executor = "ray"`).
+
+`connect` joins the cluster (or starts a Ray instance here) before the daemon
+touches anything, so a missing Ray or an unreachable cluster stops the start
+with a clear message and changes nothing. Each `RayWorker` is one slot: a
+named, detached actor (daemon/ray_actor.py) in the settings' namespace, found
+again by a restarted daemon or created anew. It is a third `Worker` beside the
+process and thread workers: the daemon assigns, stops, cancels and kills it
+through the same calls, and its reports arrive on the inbox the same way,
+pulled from the actor by a thread of the daemon.
+
+Paths cross the path map twice: a job's paths are translated to the nodes'
+mounts on the way out, and the paths in reports back to the daemon's on the way
+in. A slot whose node cannot read the watch roots or write the work folder is
+reported and gets no work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from typing import Any
+
+import structlog
+
+from daemon.config import PathMapping, Settings
+from daemon.errors import ConfigError
+from daemon.messages import FromWorker, Inbox, Ready, ToWorker, WorkerExited
+from daemon.ray_actor import ATTACH_IDLE_SECONDS
+from daemon.workers import Worker, WorkerPool
+from engine import faults
+
+log = structlog.get_logger("hotshot.ray")
+REPORT_WAIT_SECONDS = 1.0  # how long one pull of reports waits in the actor; bounds how fast a reader notices a stop
+CALL_SECONDS = 30.0  # a control call (send, kill) that has not come back by then finds the slot unreachable
+UNREACHABLE_SECONDS = 30.0  # an actor that does not answer this long is given up (its job resumes elsewhere)
+NODE_LOST_CODE = -1
+CONNECT_SECONDS = 5.0  # the exit code a slot whose actor died reports
+
+
+class PathMap:
+    """Translates paths between the daemon's mounts and the render nodes' (`path_map`)."""
+
+    def __init__(self, mappings: list[PathMapping]) -> None:
+        self.out = [(entry.source, entry.target) for entry in mappings]
+        self.back = [(entry.target, entry.source) for entry in mappings]
+
+    def to_node(self, value: Any) -> Any:
+        return _mapped(value, self.out)
+
+    def to_daemon(self, value: Any) -> Any:
+        return _mapped(value, self.back)
+
+
+def _mapped(value: Any, pairs: list[tuple[str, str]]) -> Any:
+    """`value` with every string that is a path under a mapped prefix moved to the other side (the longest
+    matching prefix wins); dicts, lists, tuples and messages (dataclasses) walked through."""
+    if not pairs:
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{field.name: _mapped(getattr(value, field.name), pairs)
+                                             for field in dataclasses.fields(value)})
+    if isinstance(value, str):
+        for source, target in sorted(pairs, key=lambda pair: len(pair[0]), reverse=True):
+            if value == source or value.startswith(source.rstrip("/") + "/"):
+                return target + value[len(source):] if source != "/" else target.rstrip("/") + value
+        return value
+    if isinstance(value, dict):
+        return {key: _mapped(item, pairs) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_mapped(item, pairs) for item in value)
+    return value
+
+
+def connect(settings: Settings):
+    """Join the configured Ray cluster (or start Ray here when `ray_address` is unset); the `ray` module.
+
+    Raises ConfigError when Ray is not installed or the cluster cannot be reached.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError('executor = "ray" needs Ray, which is not installed: pip install "hotshot[ray]" '
+                          '(or set executor = "local")') from exc
+    if ray.is_initialized():
+        return ray
+    address = settings.ray_address
+    if address is not None:
+        _check_reachable(address)
+    options: dict = {"include_dashboard": False} if address is None else {}
+    try:
+        ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False, logging_level="WARNING",
+                 configure_logging=False, **options)
+    except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; each one means the same to the user
+        where = f"the Ray cluster at {address!r}" if address else "a Ray instance on this machine"
+        raise ConfigError(f"cannot start with executor = \"ray\": {where} cannot be reached ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else exc}); start the cluster (`ray start --head` "
+                          "on the head node), fix ray_address, or set executor = \"local\"") from exc
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if settings.ray_gpus_per_slot > gpus:
+        ray.shutdown()
+        raise ConfigError(f"ray_gpus_per_slot = {settings.ray_gpus_per_slot:g} but the Ray cluster at "
+                          f"{address or 'this machine'} has {gpus:g} GPUs: start its nodes with their GPUs "
+                          "(`ray start --num-gpus N`), or set ray_gpus_per_slot = 0 for CPU slots")
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing listens at the cluster's address (Ray itself would retry for minutes)."""
+    where = address.removeprefix("ray://")
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            where = canonicalize_bootstrap_address("auto")
+        except Exception:  # noqa: BLE001 - a stale record of a cluster: the same as none
+            where = None
+        if not where:
+            raise ConfigError('ray_address = "auto" but no Ray cluster runs on this machine: start one with '
+                              '`ray start --head`, name its address (ray_address = "HEAD:6379"), or leave '
+                              'ray_address unset to start Ray with the daemon')
+    host, _, port = where.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_SECONDS):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot start with executor = \"ray\": nothing answers at ray_address = {address!r} "
+                          f"({exc}); start the cluster (`ray start --head` on the head node), fix ray_address, "
+                          "or set executor = \"local\"") from exc
+
+
+def slot_count(settings: Settings, ray) -> int:
+    """Render slots: `ray_slots`, else one per GPU of the cluster (one CPU slot when it has none)."""
+    if settings.ray_slots:
+        return settings.ray_slots
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    per_slot = settings.ray_gpus_per_slot
+    return max(1, int(gpus // per_slot) if per_slot and gpus else 1)
+
+
+class RayWorker(Worker):
+    """One render slot: a named Ray actor, and a thread of the daemon that pulls its reports."""
+
+    settings: Settings  # set by `make_ray_pool`, shared by the slots of one daemon
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.actor = None
+        self.where: dict = {}
+        self.refused: list[str] = []
+        self.state = "starting"
+        self._ready = threading.Event()
+        self._leaving = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.paths = PathMap(self.settings.path_map)
+
+    def start(self) -> None:
+        self._ready.clear()
+        self._leaving.clear()
+        self._started()
+        self.state = "starting"
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-ray", daemon=True)
+        self._thread.start()
+
+    @property
+    def actor_name(self) -> str:
+        return f"hotshot-{self.name}"
+
+    def _actor(self):
+        import ray
+
+        from daemon.ray_actor import RenderSlot
+
+        gpus = self.settings.ray_gpus_per_slot
+        options: dict = {"name": self.actor_name, "namespace": self.settings.ray_namespace, "lifetime": "detached",
+                         "get_if_exists": True, "max_concurrency": 4, "num_gpus": gpus,
+                         "num_cpus": self.settings.ray_cpus_per_slot,
+                         "max_restarts": 0}
+        return ray.remote(RenderSlot).options(**options).remote(self.actor_name, "auto" if gpus else "cpu",
+                                                                 self.cache_bytes, self.log_level,
+                                                                 faults.environment())
+
+    def _run(self) -> None:
+        """Find or create the actor, prove its node can do the work, then forward its reports until it dies."""
+        import ray
+
+        try:
+            self.actor = actor = self._actor()
+            probe = actor.probe.remote(self.paths.to_node([str(root) for root in self.settings.roots]),
+                                       self.paths.to_node(str(self.settings.work_dir)))
+            problems = self._wait(probe)
+            if problems is None:
+                return
+            self.where = ray.get(actor.where.remote(), timeout=CALL_SECONDS)
+            if problems:
+                self.refused = problems
+                self.state = "refused"
+                log.error("a render node cannot do the work; it gets no jobs", worker=self.name,
+                          node=self.where.get("node"), node_ip=self.where.get("node_ip"),
+                          node_id=self.where.get("node_id"), problems=problems)
+                return
+            self.where = ray.get(actor.attach.remote(), timeout=CALL_SECONDS + ATTACH_IDLE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - any Ray failure here is a slot that did not start
+            if not self._leaving.is_set():
+                log.warning("a render slot did not start", worker=self.name, error=f"{type(exc).__name__}: {exc}")
+                self.state = "lost"
+                self.inbox.put(WorkerExited(self.name, None, NODE_LOST_CODE))
+            return
+        self.refused = []
+        self.state = "ready"
+        self._ready.set()
+        log.info("render slot ready", worker=self.name, node=self.where.get("node"),
+                 node_ip=self.where.get("node_ip"), node_id=self.where.get("node_id"), pid=self.where.get("pid"))
+        self.inbox.put(FromWorker(self.name, Ready(self.where.get("pid") or 0)))
+        self._forward(actor)
+
+    def _wait(self, reference) -> Any:
+        """The value of `reference`, waiting as long as the cluster needs to place the actor; None if the daemon
+        leaves meanwhile."""
+        import ray
+
+        while not self._leaving.is_set():
+            ready, _ = ray.wait([reference], timeout=REPORT_WAIT_SECONDS)
+            if ready:
+                return ray.get(reference)
+        return None
+
+    def _forward(self, actor) -> None:
+        """Pull the actor's reports onto the inbox until it dies, or stays unreachable for UNREACHABLE_SECONDS."""
+        import ray
+        from ray.exceptions import ActorDiedError, GetTimeoutError
+
+        unreachable_since: float | None = None
+        pending = None
+        while not self._leaving.is_set():
+            # A pull that is slow to answer is waited for again, not asked anew: its reports must not be lost.
+            pending = pending or actor.reports.remote(REPORT_WAIT_SECONDS)
+            try:
+                reports = ray.get(pending, timeout=REPORT_WAIT_SECONDS + CALL_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - the actor died, its node was lost, or the head went away
+                if self._leaving.is_set():
+                    return
+                if not isinstance(exc, GetTimeoutError):
+                    pending = None
+                # A dead actor is final. One that does not answer may be a network blip (Ray says "temporarily
+                # unavailable"); after UNREACHABLE_SECONDS it is given up and killed, so its name is free again.
+                unreachable_since = unreachable_since or time.monotonic()
+                if not isinstance(exc, ActorDiedError) and time.monotonic() - unreachable_since < UNREACHABLE_SECONDS:
+                    time.sleep(REPORT_WAIT_SECONDS / 4)
+                    continue
+                self._lost(actor, exc)
+                return
+            unreachable_since, pending = None, None
+            for report in reports:
+                self.inbox.put(FromWorker(self.name, self.paths.to_daemon(report)))
+
+    def _lost(self, actor, exc: Exception) -> None:
+        import ray
+
+        self._ready.clear()
+        self.state = "lost"
+        self.lost_because = f"its Ray actor on node {self.where.get('node_ip')} was lost ({type(exc).__name__})"
+        log.warning("a render slot was lost", worker=self.name, node_id=self.where.get("node_id"),
+                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone, or the head is away
+            log.info("the lost actor could not be killed", worker=self.name)
+        self.inbox.put(WorkerExited(self.name, None, NODE_LOST_CODE))
+
+    @property
+    def alive(self) -> bool:
+        return self._ready.is_set()
+
+    def send(self, message: ToWorker) -> bool:
+        if self.actor is None or not self.alive:
+            return False
+        message = self.paths.to_node(message)
+        import ray
+
+        try:
+            # Waited for: a cancel sent right after a job must not overtake it on the actor's threads.
+            ray.get(self.actor.send.remote(message), timeout=CALL_SECONDS)
+        except Exception:  # noqa: BLE001 - unreachable; the reader notices the loss and reports the exit
+            return False
+        return True
+
+    def kill(self, reason: str) -> None:
+        """End the actor (a hung render cannot stop itself); its job fails and is retried with `reason`."""
+        if self.actor is None:
+            return
+        import ray
+
+        self.killed_because = reason
+        try:
+            ray.kill(self.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            log.info("the actor was already gone", worker=self.name)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Leave the slot's actor running for the next daemon (models stay loaded); stop reading its reports.
+
+        A render still under way was asked to stop after its chunk by the daemon's stop; one that has not
+        finished by now is dropped when the next daemon attaches (its job is requeued, not lost)."""
+        self._leaving.set()
+        self._ready.clear()
+        self.state = "detached"
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def status(self) -> dict:
+        """What `hotshot status` shows of this slot."""
+        return {"slot": self.name, "actor": self.actor_name, "state": self.state, "job": self.job_id,
+                "node": self.where.get("node"), "node_ip": self.where.get("node_ip"),
+                "node_id": self.where.get("node_id"), "models": sorted(self.models), "problems": self.refused}
+
+    def rendered_by(self) -> dict:
+        return {"node": self.where.get("node"), "node_ip": self.where.get("node_ip"),
+                "node_id": self.where.get("node_id"), "actor": self.actor_name}
+
+
+def make_ray_pool(settings: Settings, inbox: Inbox, log_level: str, cache_bytes: int | None) -> WorkerPool:
+    """One `RayWorker` per render slot of the cluster `connect` joined."""
+    import ray
+
+    slots = slot_count(settings, ray)
+    kind = type("ConfiguredRayWorker", (RayWorker,), {"settings": settings})
+    return WorkerPool([kind(f"slot-{index}", "ray", inbox, "json", log_level, cache_bytes=cache_bytes)
+                       for index in range(slots)])
+
+
+def cluster_status(pool: WorkerPool) -> dict:
+    """The cluster as `hotshot status` shows it: its nodes and, per slot, where it runs and what it renders."""
+    import ray
+
+    try:
+        nodes = [{"node_id": node["NodeID"], "address": node["NodeManagerAddress"], "alive": node["Alive"],
+                  "cpus": node["Resources"].get("CPU", 0), "gpus": node["Resources"].get("GPU", 0)}
+                 for node in ray.nodes()]
+    except Exception:  # noqa: BLE001 - the head is away: the slots still say what they know
+        nodes = []
+    return {"executor": "ray", "updated": time.time(), "nodes": nodes,
+            "slots": [handle.status() for handle in pool if isinstance(handle, RayWorker)]}
