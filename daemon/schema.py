@@ -161,6 +161,9 @@ def m006_archive_and_indexes(db: Database) -> None:
         "CREATE INDEX idx_events_archive_job_id ON events_archive (job_id)",
     ):
         db.execute(sql)
+
+
+@migrations()
 def m007_chunk_rendered_by(db: Database) -> None:
     """Where each chunk was rendered (node and worker, as JSON), for the Render Info of a render resumed
     elsewhere."""
