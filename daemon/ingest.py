@@ -163,6 +163,14 @@ class Ingest:
             if existing["inode"] is None:
                 self.store.save_media(path, shot_id, **identity)
             return shot_id
+        job_id = self.store.running_output(shot_id, str(path))
+        if job_id is not None:
+            # A render's output appears (by rename) before its worker's result reaches the loop. The job's end
+            # records it, with its parent, its job and the engine's probe; registering it here first would
+            # probe it again and, for that moment, show it without its lineage (a render of it queued then
+            # would name the wrong root source). If the job ends otherwise, the next reconcile registers it.
+            log.debug("a running job's output: recorded when the job ends", job=job_id)
+            return shot_id
         kind = MediaKind.RENDER if is_render(path, existing, self.store.output_paths(shot_id)) else MediaKind.ORIGINAL
         values = {"kind": kind, **identity}
         why = refusal(path, root, st, self.settings.allow_hard_links, folders=False)

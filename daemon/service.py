@@ -44,6 +44,7 @@ from daemon.gpus import device_kind, worker_devices
 from daemon.ingest import CANCELLED_BY_FIELD, Batch, FailedFiles, Ingest
 from daemon.jobs import Jobs
 from daemon.messages import (
+    Done,
     FromWorker,
     Hint,
     HintSink,
@@ -346,6 +347,8 @@ class Daemon:
                 self.reconcile()
             case FromWorker(worker, report):
                 self.jobs.message(self.workers.named(worker), report)
+                if isinstance(report, Done):  # its output is registered now: jobs waiting for it look again
+                    self._dirty_folders.add(Path(report.result["output"]).parent)
             case WorkerExited(worker, pid, code):
                 self._worker_exit(self.workers.named(worker), pid, code)
             case WindowEdge(name, edge):

@@ -92,6 +92,12 @@ class JobTransitions:
             "SELECT output_path FROM jobs_archive WHERE shot_id = ? AND output_path IS NOT NULL",
             (shot_id, shot_id))}
 
+    def running_output(self, shot_id: int, path: str) -> int | None:
+        """The running job whose output `path` is (it may be published before the job's end is recorded)."""
+        row = self.db.execute("SELECT id FROM jobs WHERE state = ? AND shot_id = ? AND output_path = ?",
+                              (R, shot_id, path)).fetchone()
+        return row[0] if row else None
+
     def next_render_number(self, shot_id: int) -> int:
         row = self._one(
             "SELECT MAX(n) AS n FROM (SELECT MAX(render_number) AS n FROM jobs WHERE shot_id = ? "

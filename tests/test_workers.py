@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -12,7 +13,9 @@ from daemon.config import load_settings
 from daemon.errors import ConfigError
 from daemon.gpus import worker_devices
 from daemon.store import Store
+from engine.faults import ENV as FAULTS_ENV
 from tests.harness import RunningDaemon, settings_for, state_of, status_of, wait_for, write_request
+from tests.reliability.support import Faults
 
 JOB = {"output_size": 64, "steps": 2, "seed": 9, "frame_range": [0, 24], "context": {"size": 17, "overlap": 5}}
 
@@ -44,6 +47,31 @@ def test_two_cpu_workers_render_two_jobs_at_once_and_never_the_same_job_twice(tm
     claims = [event["job_id"] for event in store.events() if event["kind"] == "claimed"]
     store.close()
     assert sorted(claims) == [1, 2]
+
+
+def test_a_render_of_a_render_published_before_its_job_ended_keeps_its_lineage(tmp_path, media, models_dir,
+                                                                                 monkeypatch):
+    """A render's output can settle on disk before the daemon records its worker's result (here its Render
+    Info is held back 2 s). A request waiting for that render, taken at once by the other worker, still
+    records the whole chain from the original: the output is registered by the job's end, not as a new
+    file with no parent."""
+    faults = Faults(tmp_path / "faults")
+    monkeypatch.setenv(FAULTS_ENV, str(faults.path))
+    faults.arm("manifest", 1, "pause", "2")
+    settings = settings_for(tmp_path, models_dir, devices=["cpu", "cpu"], default_model="passthrough")
+    shot = settings.roots[0] / "sh010"
+    shot.mkdir()
+    shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
+    tiny = {"frame_range": [0, 8], "output_size": 64, "context": {"size": 9, "overlap": 2}}
+    first = write_request(shot / "a.render.json", **tiny)
+    second = write_request(shot / "b.render.json", source="plate_r001.mp4", **tiny)
+    with RunningDaemon(settings):
+        wait_for(lambda: state_of(second) in ("done", "failed"), 120, "the render of the render")
+    assert faults.fired(), "the Render Info was not held back"
+    assert state_of(first) == "done" and status_of(second)["outputs"]["video"] == "plate_r002.mp4"
+    manifest = json.loads((shot / "plate_r002.render-info.json").read_text())
+    assert manifest["lineage"] == {"root_source": "plate.mp4", "parent_render": "plate_r001.mp4",
+                                   "chain": ["plate.mp4", "plate_r001.mp4", "plate_r002.mp4"]}
 
 
 def test_a_worker_takes_the_job_whose_model_it_has_loaded_but_never_before_a_more_urgent_one(tmp_path):
