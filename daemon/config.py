@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     observer: Literal["native", "polling"] = "native"
     poll_seconds: float = Field(default=1.0, gt=0)
     stable_seconds: float = Field(default=2.0, ge=0)
-    reconcile_seconds: float = Field(default=30.0, gt=0)
+    # A safety net for lost events (each scan reads every folder of the roots: 100,000 files twice a minute
+    # were most of an idle daemon's CPU); the watcher's events and the start-up scan find files at once.
+    reconcile_seconds: float = Field(default=300.0, gt=0)
     source_wait_seconds: float = Field(default=600.0, ge=0)
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     allow_hard_links: bool = Field(default=False, description="read sources, stills and masks with several links")

@@ -15,6 +15,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,9 +45,12 @@ from daemon.status_file import write_refusal
 from daemon.store import Store, utc_now
 from engine import faults
 from engine.errors import MediaError
-from engine.probe import probe
+from engine.probe import VideoInfo, probe
 
 log = structlog.get_logger("hotshot.ingest")
+# Videos probed side by side when several became stable at once (a sequence drop brings a clip per shot):
+# each ffprobe waits on its own process, and one after another they held the loop for most of a drop.
+PROBERS = 8
 CANCELLED_BY_FIELD = 'cancelled by "cancel": true in the request'
 # The first bytes of still images, which an artist may save under a video's name by mistake.
 IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"\xff\xd8\xff": "JPEG",
@@ -95,6 +99,7 @@ class Ingest:
         self.setup = setup
         self.schedule = schedule
         self._batch: Batch | None = None
+        self._probed: dict[Path, tuple[tuple[int, int, int, int], VideoInfo | MediaError]] = {}
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[Batch]:
@@ -184,17 +189,48 @@ class Ingest:
             # Refused until the file changes: requests naming it fail at once instead of waiting for it.
             values.update(state=MediaState.REFUSED, probe=None, error=f"it {why}")
         else:
-            try:
-                info = probe(path, self.settings.ffprobe_timeout_seconds)
-                values.update(state=MediaState.READY, probe=info.to_dict(), error=None)
-            except MediaError as exc:
-                values.update(state=MediaState.UNREADABLE, probe=None, error=exc.reason)
+            ahead = self._probed.pop(path, None)
+            found = ahead[1] if ahead and ahead[0] == (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) \
+                else self._probe(path)
+            if isinstance(found, MediaError):
+                values.update(state=MediaState.UNREADABLE, probe=None, error=found.reason)
+            else:
+                values.update(state=MediaState.READY, probe=found.to_dict(), error=None)
         faults.reached("ingest")
         self.store.save_media(path, shot_id, **values)
         if self._batch is not None:
             self._batch.shots.pop(path.parent, None)  # the shot's requests resolve against this video
         log.info("media registered", kind=kind, state=values["state"], error=values.get("error"))
         return shot_id
+
+    def probe_ahead(self, paths: list[Path]) -> None:
+        """Probe stable videos side by side before they are registered one by one; `video` uses a result
+        only if the file has not changed since. Only files `video` would probe are (regular files in their
+        root, hard links as allowed, not images)."""
+        self._probed.clear()
+        if len(paths) < 2:
+            return
+        with ThreadPoolExecutor(min(PROBERS, len(paths)), thread_name_prefix="prober") as pool:
+            for path, found in zip(paths, pool.map(self._probe_ahead, paths), strict=True):
+                if found is not None:
+                    self._probed[path] = found
+
+    def _probe_ahead(self, path: Path) -> tuple[tuple[int, int, int, int], VideoInfo | MediaError] | None:
+        root = root_of(path, self.settings.roots)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if root is None or not stat.S_ISREG(st.st_mode) or refusal(path, root, st, self.settings.allow_hard_links,
+                                                                   folders=False) or not_a_video(path):
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns), self._probe(path)
+
+    def _probe(self, path: Path) -> VideoInfo | MediaError:
+        try:
+            return probe(path, self.settings.ffprobe_timeout_seconds)
+        except MediaError as exc:
+            return exc
 
     # -- requests -------------------------------------------------------------
 

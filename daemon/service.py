@@ -64,7 +64,7 @@ from daemon.scan import candidate_files, changed_files
 from daemon.schedule import Schedule
 from daemon.stability import StabilityTracker, StableFile
 from daemon.states import ACTIVE_STATES, FINISHED_STATES, CommandState, Job, JobState
-from daemon.status_file import publish_newest, publish_newest_many
+from daemon.status_file import BatchWrites, publish_newest, publish_newest_many
 from daemon.store import Store
 from daemon.workers import ProcessWorker, Worker, make_pool
 from engine import faults
@@ -79,6 +79,9 @@ EXIT_BUSY_SECONDS = 2.0
 # the CLI never waits long for the write lock.
 BATCH_FILES = 500
 CLUSTER_REFRESH_SECONDS = 30.0
+# Waiting jobs are read when something may have changed for them (a file in their folder, a write to the
+# database, a deadline, start time or window edge that came), and at least this often as a safety net.
+WAITING_REVIEW_SECONDS = 10.0
 
 
 class Daemon:
@@ -136,6 +139,7 @@ class Daemon:
                          self.publish, self.display, self.roots, self.unknown_messages)
         self.commands.stop_running = self.jobs.stop_running
         self.ingest = Ingest(self.store, settings, self.setup, clock, self.publish, self.schedule)
+        self.batch_writes = BatchWrites(self.store)
         self.failed_files = FailedFiles()
         self.notifications = NotificationQueue()
         self.notifiers = RootNotifiers(((route.root, route) for route in settings.notify),
@@ -147,6 +151,8 @@ class Daemon:
         self._stop = threading.Event()
         self._stop_reason = ""
         self._dirty_folders: set[Path] = set()
+        self._waiting_due = float("-inf")
+        self._waiting_changes = -1
         self._reconciled = False
         self._failing_steps: set[str] = set()
         self._step_logged: dict[str, float] = {}
@@ -186,6 +192,7 @@ class Daemon:
         finally:
             scheduler.shutdown(wait=False)
             watcher.stop()
+            self._guarded("status files", self._announce_written, self.batch_writes.close)
             self.workers.shutdown()
             if self.ray is not None:
                 self._guarded("cluster", self._publish_cluster, True)
@@ -219,11 +226,17 @@ class Daemon:
         self._take_inbox(TICK_SECONDS)
         self._guarded("watch roots", self._check_roots)
         stable = self.tracker.poll()
-        for video in [item for item in stable if kind_of(item.path) == "video"]:
+        videos = [item for item in stable if kind_of(item.path) == "video"]
+        self._guarded("probes", self.ingest.probe_ahead, [item.path for item in videos])
+        for video in videos:
             self._register_batch([video])  # each alone: probing takes a while, and the lock is held meanwhile
         requests = [item for item in stable if kind_of(item.path) != "video"]
         for first in range(0, len(requests), BATCH_FILES):
             self._register_batch(requests[first:first + BATCH_FILES])
+        # Status files still being written are waited for once no more files are on their way: a drop keeps
+        # the writers busy beside registering; a lone request has its status file when the turn ends.
+        self._guarded("status files", self._announce_written,
+                      self.batch_writes.wait if len(self.tracker) == 0 else self.batch_writes.finished)
         self._guarded("commands", self._take_commands)
         self._guarded("deleted requests", self._cancel_deleted_requests)
         self._guarded("waiting jobs", self._review_waiting)
@@ -301,14 +314,18 @@ class Daemon:
             self.failed_files.registered(stable.path)
 
     def _registered(self, batch: Batch) -> None:
-        """A committed batch: stop the running jobs its requests cancel, then write its status files."""
+        """A committed batch: stop the running jobs its requests cancel, then have its status files written
+        beside the next batch's registering (`BatchWrites`)."""
         for request in batch.cancels:
             self.commands.cancel_request(request, CANCELLED_BY_FIELD)  # running jobs stop on their worker
         for _job in batch.jobs:
             faults.reached("ingest")  # registered, no status file yet: what a restart must make up for
-        self.publish_many(batch.jobs)
         if batch.jobs:
-            self.store.published(batch.jobs[0])
+            self._announce_written(lambda: self.batch_writes.submit(batch.jobs))
+
+    def _announce_written(self, written: Callable[[], list[tuple[Job, Path, dict]]]) -> None:
+        for item in written():
+            self._announce(*item)
 
     @property
     def finished(self) -> list[int]:
@@ -317,7 +334,8 @@ class Daemon:
 
     def finished_everything(self) -> bool:
         """Nothing can happen now: jobs left wait for a render window or a time, or claiming is paused."""
-        if not (self._reconciled and self.inbox.empty() and len(self.tracker) == 0 and not self._gone_requests):
+        if not (self._reconciled and self.inbox.empty() and len(self.tracker) == 0 and not self._gone_requests
+                and not self.batch_writes):
             return False
         for job in self.store.jobs(ACTIVE_STATES):
             if job.state == JobState.RUNNING or (job.state == JobState.QUEUED and not self.paused) \
@@ -490,18 +508,35 @@ class Daemon:
                     self.commands.cancel_request(str(path), "the request file was deleted")
 
     def _review_waiting(self) -> None:
-        """Revisit jobs waiting for their source; release jobs whose start came; hold those whose window shut."""
+        """Revisit jobs waiting for their source; release jobs whose start came; hold those whose window shut.
+
+        Reading every waiting job on every turn made thousands of them (a drop saved for the night) a cost
+        of an idle loop; they are read only when something may have changed for them (`WAITING_REVIEW_SECONDS`)."""
         now = self.clock()
+        changes = self.store.db.conn.total_changes  # this connection's writes: registering, commands, ends
+        if not self._dirty_folders and changes == self._waiting_changes and now < self._waiting_due:
+            return
+        due = now + WAITING_REVIEW_SECONDS
         scheduled = []
         for job in self.store.jobs((JobState.WAITING,)):
             if not self.roots.available(root_of(Path(job.request_path), self.settings.roots)):
                 continue
             if job.scheduled:
                 scheduled.append(job)
+                if job.start_at is not None and job.window is None:
+                    due = min(due, job.start_at)
             elif Path(job.request_path).parent in self._dirty_folders or now >= (job.wait_deadline or 0):
                 self.ingest.revisit(job)
+            else:
+                due = min(due, job.wait_deadline)
         self._dirty_folders.clear()
         self.jobs.review_scheduled(scheduled)
+        moment = self.schedule.now()
+        for window in self.settings.render_windows.values():  # jobs released or held at its edges
+            due = min([due, *(edge.timestamp() for edge in (window.next_open(moment), window.next_close(moment))
+                              if edge.timestamp() > now)])
+        self._waiting_due = due
+        self._waiting_changes = self.store.db.conn.total_changes
 
     # -- workers --------------------------------------------------------------
 
@@ -530,6 +565,7 @@ class Daemon:
 
     def publish(self, job_id: int) -> None:
         """Write the status file of a job, if it is the newest job of its request; announce how a job ended."""
+        self._announce_written(lambda: self.batch_writes.wait_for(job_id))  # its registered status first
         published = publish_newest(self.store, job_id)
         if published is not None:
             self._announce(*published)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import structlog
@@ -114,6 +115,76 @@ def publish_newest_many(store, job_ids: list[int]) -> list[tuple[Job, Path, dict
         with ThreadPoolExecutor(min(WRITERS, len(jobs)), thread_name_prefix="status-writer") as pool:
             written = list(pool.map(_write_logged, jobs))
     return [item for item in written if item is not None]
+
+
+class BatchWrites:
+    """The status files of registered batches, written on WRITERS threads while the loop registers the next
+    batch (the CPU of registering and the disk time of the flushes overlap instead of adding up).
+
+    A batch's jobs are read on the loop's thread when it is handed over, so the writers never touch the
+    database. The store's note of the first job without a status file (`Store.note_unpublished`) always names
+    the first job of the oldest batch still being written: when a batch is done and a later one is still
+    being written, the note is moved on to the later batch's first job, and only when none is left is it
+    cleared. A crash in between leaves the note, and the next start writes every status file from there on.
+    A job whose status changes again before its batch's file is written waits for it first (`wait_for`), so an
+    older document never lands over a newer one."""
+
+    IN_FLIGHT = 2  # batches handed over and not yet written, at most: the loop waits for the oldest beyond
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._pool: ThreadPoolExecutor | None = None
+        self._batches: deque[tuple[list[int], list[Future]]] = deque()
+        self._pending: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def submit(self, job_ids: list[int]) -> list[tuple[Job, Path, dict]]:
+        """Start writing the status files of a committed batch whose note names `job_ids[0]`; return what
+        earlier batches finished meanwhile (to announce)."""
+        done = self.wait(len(self._batches) - self.IN_FLIGHT + 1)
+        jobs = [job for job_id in dict.fromkeys(job_ids) if (job := _newest(self.store, job_id)) is not None]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="status-writer")
+        self._batches.append((job_ids, [self._pool.submit(_write_logged, job) for job in jobs]))
+        self._pending.update(job_ids)
+        return done
+
+    def finished(self) -> list[tuple[Job, Path, dict]]:
+        """Retire the batches whose files are all written, oldest first, without waiting."""
+        count = 0
+        for _ids, futures in self._batches:
+            if not all(future.done() for future in futures):
+                break
+            count += 1
+        return self.wait(count)
+
+    def wait_for(self, job_id: int) -> list[tuple[Job, Path, dict]]:
+        """Wait until the status file `job_id`'s batch is writing (if any) is written."""
+        if job_id not in self._pending:
+            return []
+        count = next(index for index, (ids, _futures) in enumerate(self._batches) if job_id in ids) + 1
+        return self.wait(count)
+
+    def wait(self, count: int | None = None) -> list[tuple[Job, Path, dict]]:
+        """Wait for the oldest `count` batches (all by default) and retire them: move the store's note on."""
+        written = []
+        for _ in range(len(self._batches) if count is None else max(0, min(count, len(self._batches)))):
+            job_ids, futures = self._batches[0]
+            wait(futures)
+            self._batches.popleft()
+            self._pending.difference_update(job_ids)
+            results = [future.result() for future in futures]  # an unexpected error: the note stays
+            self.store.published(job_ids[0], self._batches[0][0][0] if self._batches else None)
+            written.extend(item for item in results if item is not None)
+        if not self._batches and self._pool is not None:
+            self._pool.shutdown()  # no threads are left behind between drops (they are all idle now)
+            self._pool = None
+        return written
+
+    def close(self) -> list[tuple[Job, Path, dict]]:
+        return self.wait()
 
 
 def _newest(store, job_id: int) -> Job | None:

@@ -197,11 +197,16 @@ class Store(JobTransitions):
         value = self.flag(UNPUBLISHED)
         return int(value) if value else None
 
-    def published(self, job_id: int) -> None:
+    def published(self, job_id: int, next_job_id: int | None = None) -> None:
         """The status files of the jobs from `job_id` on are written: forget the note (unless an earlier,
-        still unfinished batch made it)."""
+        still unfinished batch made it), or move it on to `next_job_id`, the first job of a later batch whose
+        status files are still being written."""
         with self.db.atomic():
-            self.db.execute("DELETE FROM flags WHERE name = ? AND value = ?", (UNPUBLISHED, str(job_id)))
+            if next_job_id is None:
+                self.db.execute("DELETE FROM flags WHERE name = ? AND value = ?", (UNPUBLISHED, str(job_id)))
+            else:
+                self.db.execute("UPDATE flags SET value = ?, updated_at = ? WHERE name = ? AND value = ?",
+                                (str(next_job_id), utc_now(), UNPUBLISHED, str(job_id)))
 
     def job_ids_since(self, job_id: int) -> list[int]:
         return [row[0] for row in self.db.execute("SELECT id FROM jobs WHERE id >= ? ORDER BY id", (job_id,))]

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 from daemon.control import PAUSED
+from daemon.conventions import status_path
 from daemon.scan import candidate_files, changed_files
 from daemon.states import JobState, MediaState
+from daemon.status_file import BatchWrites
 from tests.harness import settings_for, status_of, tick_until, ticked_daemon, write_request
 from tests.helpers import make_clip
 
@@ -102,3 +104,35 @@ def test_reconcile_finds_new_changed_and_removed_files(tmp_path, models_dir):
         assert jobs[status_of(second)["job"]].state == JobState.WAITING
         assert daemon.store.media_at(spare)["state"] == MediaState.MISSING
         assert daemon.store.media_at(clip)["state"] == MediaState.READY
+
+
+def test_status_files_written_beside_the_next_batch_keep_the_crash_note_on_the_oldest_unwritten_batch(
+        tmp_path, models_dir):
+    """Two batches' status files handed to the writers one after the other: once the first batch's are written
+    the store's note names the second batch's first job (where a restart would write from), and once both
+    are written it is cleared; every request then has a status file naming its job."""
+    settings = settings_for(tmp_path, models_dir, stable_seconds=0.0, default_model="passthrough")
+    folder = settings.roots[0] / "seq/sh000"
+    folder.mkdir(parents=True)
+    make_clip(folder / "plate.mp4", 8, size="64x32")
+    requests = [write_request(folder / f"r{index}.render.json", **TINY, prompt=f"take {index}") for index in range(6)]
+    with ticked_daemon(settings) as daemon:
+        daemon.store.set_flag(PAUSED, "1")
+        daemon.paused = True
+        tick_until(daemon, lambda: all(status_of(request) for request in requests), 60, "every status file")
+        by_path = {job.request_path: job.id for job in daemon.store.jobs()}
+        ids = [by_path[str(request)] for request in requests]
+        for request in requests:
+            status_path(request).unlink()
+        writes = BatchWrites(daemon.store)
+        for first, last in ((0, 3), (3, 6)):
+            with daemon.store.immediate():
+                daemon.store.note_unpublished(ids[first])  # as registering does; a note already there stays
+            writes.submit(ids[first:last])
+        assert daemon.store.unpublished_since() == ids[0]
+        writes.wait(1)
+        assert daemon.store.unpublished_since() == ids[3]
+        assert [status_of(request)["job"] for request in requests[:3]] == ids[:3]
+        writes.close()
+        assert daemon.store.unpublished_since() is None
+        assert [status_of(request)["job"] for request in requests] == ids
