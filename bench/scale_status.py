@@ -163,7 +163,7 @@ def figures() -> list[Figure]:
     at = ["--state", str(state)]
     rows = [
         Figure("python start alone (for reference)", _best(lambda: subprocess.run([sys.executable, "-c", "pass"]),
-                                                            5), 0.3, "s", built="sqlite"),
+                                                            5), None, "s", built="sqlite"),
         *_both("status, 100,000 jobs (10,000 in line)", ["status", *at]),
         *_both("status --json, 100,000 jobs", ["status", "--json", *at]),
         *_both("status --jobs queued --offset 5000 --limit 50",
