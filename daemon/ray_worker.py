@@ -27,8 +27,9 @@ import structlog
 
 from daemon.config import PathMapping, Settings
 from daemon.errors import ConfigError
-from daemon.messages import FromWorker, Inbox, Ready, ToWorker, WorkerExited
+from daemon.messages import FromWorker, Inbox, Interrupted, Ready, ToWorker, WorkerExited
 from daemon.ray_actor import ATTACH_IDLE_SECONDS
+from daemon.states import Job
 from daemon.workers import Worker, WorkerPool
 from engine import faults
 
@@ -36,8 +37,9 @@ log = structlog.get_logger("hotshot.ray")
 REPORT_WAIT_SECONDS = 1.0  # how long one pull of reports waits in the actor; bounds how fast a reader notices a stop
 CALL_SECONDS = 30.0  # a control call (send, kill) that has not come back by then finds the slot unreachable
 UNREACHABLE_SECONDS = 30.0  # an actor that does not answer this long is given up (its job resumes elsewhere)
-NODE_LOST_CODE = -1
-CONNECT_SECONDS = 5.0  # the exit code a slot whose actor died reports
+NODE_LOST_CODE = -1  # the exit code a slot whose actor died reports
+CONNECT_SECONDS = 5.0  # how long `connect` waits for the cluster's address to answer
+RECLAIM_MISSED = "the daemon restarted while this job ran and its slot no longer holds it"
 
 
 class PathMap:
@@ -159,7 +161,9 @@ class RayWorker(Worker):
     def start(self) -> None:
         self._ready.clear()
         self._leaving.clear()
+        held = self.job_id  # a job `reclaim` left with this slot stays its until the actor says otherwise
         self._started()
+        self.job_id = held
         self.state = "starting"
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-ray", daemon=True)
         self._thread.start()
@@ -194,6 +198,13 @@ class RayWorker(Worker):
             if problems is None:
                 return
             self.where = ray.get(actor.where.remote(), timeout=CALL_SECONDS)
+            # A job this slot rendered for an earlier daemon is kept only by a slot that can do the work.
+            attached = ray.get(actor.attach.remote(None if problems else self.job_id),
+                               timeout=CALL_SECONDS + ATTACH_IDLE_SECONDS)
+            if self.job_id is not None and attached.get("job") != self.job_id:
+                log.info("the slot no longer holds the job it rendered for the last daemon; it is queued again",
+                         worker=self.name, job=self.job_id)
+                self.inbox.put(FromWorker(self.name, Interrupted(self.job_id, RECLAIM_MISSED)))
             if problems:
                 self.refused = problems
                 self.state = "refused"
@@ -201,11 +212,12 @@ class RayWorker(Worker):
                           node=self.where.get("node"), node_ip=self.where.get("node_ip"),
                           node_id=self.where.get("node_id"), problems=problems)
                 return
-            self.where = ray.get(actor.attach.remote(), timeout=CALL_SECONDS + ATTACH_IDLE_SECONDS)
+            self.where = attached
         except Exception as exc:  # noqa: BLE001 - any Ray failure here is a slot that did not start
             if not self._leaving.is_set():
                 log.warning("a render slot did not start", worker=self.name, error=f"{type(exc).__name__}: {exc}")
                 self.state = "lost"
+                self.lost_because = f"its Ray actor could not be reached ({type(exc).__name__})"
                 self.inbox.put(WorkerExited(self.name, None, NODE_LOST_CODE))
             return
         self.refused = []
@@ -319,6 +331,28 @@ class RayWorker(Worker):
     def rendered_by(self) -> dict:
         return {"node": self.where.get("node"), "node_ip": self.where.get("node_ip"),
                 "node_id": self.where.get("node_id"), "actor": self.actor_name}
+
+
+def reclaim(pool: WorkerPool, running: list[Job]) -> None:
+    """Leave each job the database says was running on a slot of `pool` with that slot, before the daemon
+    requeues orphans: a Ray actor outlives a daemon that was killed, so its render may still be under way, or
+    ended with nobody to tell. The slot's `attach` finds out; the render carries on for this daemon (no chunk is
+    rendered twice, and no second render of the job writes in its work folder meanwhile), or the job is queued
+    again. A job being cancelled is not reclaimed: its cancel is finished and its render dropped."""
+    import ray
+
+    slots = {handle.name: handle for handle in pool if isinstance(handle, RayWorker)}
+    for job in running:
+        handle = slots.get(job.worker or "")
+        if handle is None or handle.job_id is not None or job.cancel_reason:
+            continue
+        try:  # no actor of that name: nothing renders the job, it resumes on the first slot free
+            ray.get_actor(handle.actor_name, namespace=handle.settings.ray_namespace)
+        except ValueError:
+            continue
+        handle.job_id = job.id
+        log.info("a job that ran on a render slot before the restart waits for that slot", job=job.id,
+                 worker=handle.name)
 
 
 def make_ray_pool(settings: Settings, inbox: Inbox, log_level: str, cache_bytes: int | None) -> WorkerPool:

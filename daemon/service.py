@@ -164,6 +164,8 @@ class Daemon:
     def run(self, drain: bool = False) -> int:
         """Run until stopped (or, with `drain`, until nothing is left to do); return an exit code."""
         self._install_signal_handlers()
+        if self.ray is not None:  # before orphans are requeued: a slot's actor may still render its job
+            ray_worker.reclaim(self.workers, self.store.jobs((JobState.RUNNING,)))
         self._recover()
         self.workers.start_all()
         self.watcher = watcher = self._start_watcher()

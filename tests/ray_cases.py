@@ -226,34 +226,55 @@ def path_map(folder: Path, models: Path) -> dict:
         stop_cluster(folder, process)
 
 
+def daemon_config(folder: Path, settings, address: str) -> Path:
+    """A hotshot.toml for `hotshot run` with the harness's settings on the cluster at `address`."""
+    config = folder / "hotshot.toml"
+    config.write_text("\n".join(f"{key} = {json.dumps(value)}" for key, value in {
+        "roots": [str(root) for root in settings.roots], "state_dir": str(settings.state_dir),
+        "models_dir": str(settings.models_dir), "catalogs": [str(path) for path in settings.catalogs],
+        "stable_seconds": 0.3, "executor": "ray", "ray_address": address, "ray_slots": 2,
+        "ray_gpus_per_slot": 0, "log_format": "json", "retry_backoff_seconds": 0.0}.items()))
+    return config
+
+
+def log_lines(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
 def restart(folder: Path, models: Path) -> dict:
-    """The daemon killed mid-render (kill -9) and started again: it finds its actors, the job resumes."""
+    """The daemon killed (kill -9) while its slot is held in the middle of a chunk, and started again: it finds
+    its actors, the render carries on for the new daemon and finishes without rendering a chunk twice."""
+    import os
+
+    fault = folder / "fault"
+    fault.write_text("chunk 9 pause 20\n")  # holds the render in its third chunk across the restart
     process, address = separate_cluster(folder)
     try:
         request = shot(folder, "sh010")
         settings = ray_settings(folder, models, address)
-        config = folder / "hotshot.toml"
-        config.write_text("\n".join(f"{key} = {json.dumps(value)}" for key, value in {
-            "roots": [str(root) for root in settings.roots], "state_dir": str(settings.state_dir),
-            "models_dir": str(models), "catalogs": [str(path) for path in settings.catalogs],
-            "stable_seconds": 0.3, "executor": "ray", "ray_address": address, "ray_slots": 2,
-            "ray_gpus_per_slot": 0, "log_format": "json", "retry_backoff_seconds": 0.0}.items()))
+        config = daemon_config(folder, settings, address)
         log = folder / "first-daemon.log"
         with log.open("w") as output:
             first = subprocess.Popen([str(Path(sys.executable).with_name("hotshot")), "run", "--config", str(config)],
-                                     stdout=output, stderr=output)
-            wait_for(lambda: chunks_done(settings.database) >= 2, 240, "two finished chunks")
+                                     stdout=output, stderr=output, env={**os.environ, "HOTSHOT_FAULTS": str(fault)})
+            wait_for(lambda: Path(f"{fault}.fired").exists(), 240, "the render held in a chunk")
+            chunks_at_kill = chunks_done(settings.database)
             first.kill()
             first.wait()
-        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-        first_pids = sorted(line["pid"] for line in lines if line["event"] == "render slot ready")
+        first_pids = sorted(line["pid"] for line in log_lines(log) if line["event"] == "render slot ready")
         with RunningDaemon(settings) as running:
+            wait_for(lambda: all(slot.state == "ready" for slot in running.workers), 120, "both slots ready")
+            output_at_attach = request.with_name("plate_r001.mp4").exists()
             status = wait_for_state(request, ("done", "failed"), 240)
             found = sorted(slot.where.get("pid") for slot in running.workers)
             uninterrupted = shot(folder, "sh000")
             wait_for_state(uninterrupted, ("done", "failed"), 240)
+        store = Store.open(settings.database, read_only=True)
+        events = [event["kind"] for event in store.events(status["job"])]
+        store.close()
         return {"state": status["state"], "chunks_resumed": (status.get("outputs") or {}).get("chunks_resumed"),
-                "attempts": status["attempts"], "pids": found, "first_pids": first_pids,
+                "attempts": status["attempts"], "pids": found, "first_pids": first_pids, "events": events,
+                "chunks_at_kill": chunks_at_kill, "output_at_attach": output_at_attach,
                 "rendered_by": rendered_by(request), "uninterrupted": output_sha(uninterrupted),
                 "interrupted": output_sha(request)}
     finally:
