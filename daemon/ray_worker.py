@@ -17,17 +17,20 @@ reported and gets no work.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import socket
+import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
 from daemon.config import PathMapping, Settings
 from daemon.errors import ConfigError
-from daemon.messages import FromWorker, Inbox, Interrupted, Ready, ToWorker, WorkerExited
+from daemon.messages import ClusterGone, FromWorker, Inbox, Interrupted, Ready, ToWorker, WorkerExited
 from daemon.ray_actor import ATTACH_IDLE_SECONDS
 from daemon.states import Job
 from daemon.workers import Worker, WorkerPool
@@ -39,6 +42,8 @@ CALL_SECONDS = 30.0  # a control call (send, kill) that has not come back by the
 UNREACHABLE_SECONDS = 30.0  # an actor that does not answer this long is given up (its job resumes elsewhere)
 NODE_LOST_CODE = -1  # the exit code a slot whose actor died reports
 CONNECT_SECONDS = 5.0  # how long `connect` waits for the cluster's address to answer
+REJOIN_SECONDS = 2.0  # how often a daemon whose cluster went away asks whether ray_address answers again
+REJOIN_VARIABLE = "HOTSHOT_RAY_REJOIN"  # set by `start_again`: the new process waits for the cluster to answer
 RECLAIM_MISSED = "the daemon restarted while this job ran and its slot no longer holds it"
 
 
@@ -88,6 +93,9 @@ def connect(settings: Settings):
                           '(or set executor = "local")') from exc
     if ray.is_initialized():
         return ray
+    rejoining = os.environ.pop(REJOIN_VARIABLE, None)
+    if rejoining:
+        return _wait_for_cluster(settings, float(rejoining))
     address = settings.ray_address
     if address is not None:
         _check_reachable(address)
@@ -107,6 +115,20 @@ def connect(settings: Settings):
                           f"{address or 'this machine'} has {gpus:g} GPUs: start its nodes with their GPUs "
                           "(`ray start --num-gpus N`), or set ray_gpus_per_slot = 0 for CPU slots")
     return ray
+
+
+def _wait_for_cluster(settings: Settings, since: float):
+    """`connect`, tried again every REJOIN_SECONDS until the cluster answers (a daemon that `start_again`
+    started: its cluster went away and is to come back)."""
+    while True:
+        try:
+            ray = connect(settings)
+        except ConfigError as exc:
+            log.info("the Ray cluster does not answer yet", error=str(exc).splitlines()[0])
+            time.sleep(REJOIN_SECONDS)
+            continue
+        log.warning("joined the Ray cluster again", address=settings.ray_address, seconds=round(time.time() - since, 1))
+        return ray
 
 
 def _check_reachable(address: str) -> None:
@@ -133,6 +155,46 @@ def _check_reachable(address: str) -> None:
                           "or set executor = \"local\"") from exc
 
 
+def _raylet_gone() -> bool:
+    """Whether this driver's raylet (the Ray node the daemon's machine runs) no longer answers."""
+    import ray
+
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    if node is None:
+        return True
+    try:
+        with socket.create_connection((node.node_ip_address, node.node_manager_port), timeout=CONNECT_SECONDS):
+            return False
+    except OSError:
+        return True
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
+
+
+def start_again() -> NoReturn:
+    """Replace this process with the daemon's program started anew, told to wait for the cluster to answer.
+
+    For a daemon joined by a plain address whose cluster went away: Ray ends a driver that leaves such a cluster,
+    so the daemon, its locks released and its database closed, becomes a new process image (same pid, so a
+    service manager and the state folder's lock file see the same daemon) that joins the restarted cluster and
+    starts as after any stop: new actors, the requeued jobs resume from their checkpoints."""
+    from daemon import logs
+
+    log.warning("starting the daemon again to join the Ray cluster when it answers again")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logs.restore_stderr()
+    # Ray's driver leaves descriptors open across exec (its log files); the new program needs none of them.
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if int(name) > 2 and os.get_inheritable(int(name)):
+                os.close(int(name))
+    os.environ[REJOIN_VARIABLE] = str(time.time())
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 def slot_count(settings: Settings, ray) -> int:
     """Render slots: `ray_slots`, else one per GPU of the cluster (one CPU slot when it has none)."""
     if settings.ray_slots:
@@ -146,6 +208,8 @@ class RayWorker(Worker):
     """One render slot: a named Ray actor, and a thread of the daemon that pulls its reports."""
 
     settings: Settings  # set by `make_ray_pool`, shared by the slots of one daemon
+    gone: threading.Event  # set by `make_ray_pool`: the Ray Client connection is lost, the next slot to start rejoins
+    rejoin: threading.Lock  # set by `make_ray_pool`: one slot rejoins, the others wait for it
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -190,6 +254,8 @@ class RayWorker(Worker):
         """Find or create the actor, prove its node can do the work, then forward its reports until it dies."""
         import ray
 
+        if not self._rejoined():
+            return
         try:
             self.actor = actor = self._actor()
             probe = actor.probe.remote(self.paths.to_node([str(root) for root in self.settings.roots]),
@@ -216,6 +282,7 @@ class RayWorker(Worker):
         except Exception as exc:  # noqa: BLE001 - any Ray failure here is a slot that did not start
             if not self._leaving.is_set():
                 log.warning("a render slot did not start", worker=self.name, error=f"{type(exc).__name__}: {exc}")
+                self._cluster_gone(exc)
                 self.state = "lost"
                 self.lost_because = f"its Ray actor could not be reached ({type(exc).__name__})"
                 self.inbox.put(WorkerExited(self.name, None, NODE_LOST_CODE))
@@ -259,6 +326,9 @@ class RayWorker(Worker):
                 # A dead actor is final. One that does not answer may be a network blip (Ray says "temporarily
                 # unavailable"); after UNREACHABLE_SECONDS it is given up and killed, so its name is free again.
                 unreachable_since = unreachable_since or time.monotonic()
+                if self._cluster_gone(exc):
+                    self._lost(actor, exc)
+                    return
                 if not isinstance(exc, ActorDiedError) and time.monotonic() - unreachable_since < UNREACHABLE_SECONDS:
                     time.sleep(REPORT_WAIT_SECONDS / 4)
                     continue
@@ -268,6 +338,60 @@ class RayWorker(Worker):
             for report in reports:
                 self.inbox.put(FromWorker(self.name, self.paths.to_daemon(report)))
 
+    def _cluster_gone(self, exc: Exception) -> bool:
+        """Whether the cluster itself is gone for this daemon (its head stopped or restarted), not one actor.
+
+        Through Ray Client, the client raises ConnectionError once it gives up, or the head does not answer at
+        all. A daemon joined by a plain address is a driver on a node: its raylet is gone with the head (on the
+        head node at once; on another node once the raylet gives up on the head)."""
+        if self.client:
+            gone = isinstance(exc, ConnectionError)
+            if not gone:
+                try:
+                    _check_reachable(self.settings.ray_address)
+                except ConfigError:
+                    gone = True
+        else:
+            gone = _raylet_gone()
+        if gone and not self.gone.is_set():
+            self.gone.set()  # the next slot to start joins anew (Ray Client); with a plain address the daemon does
+            if not self.client:
+                self.inbox.put(ClusterGone(f"{type(exc).__name__}: {_first_line(exc)}"))
+        return gone
+
+    def _rejoined(self) -> bool:
+        """After the cluster went away, the first slot to start again drops the old connection, waits until
+        ray_address answers and connects anew; the other slots wait for it. False if the daemon leaves meanwhile,
+        or if it joined by a plain address: that driver cannot leave its cluster and live (Ray ends the process),
+        so the daemon starts itself anew instead (`ClusterGone`, `start_again`)."""
+        with self.rejoin:
+            if not self.gone.is_set():
+                return True
+            if not self.client:
+                return False
+            import ray
+
+            log.warning("the Ray cluster went away; waiting for it to answer again", address=self.settings.ray_address)
+            gone_at = time.monotonic()
+            ray.shutdown()
+            while not self._leaving.is_set():
+                try:
+                    connect(self.settings)
+                except ConfigError as exc:
+                    log.info("the Ray cluster does not answer yet", error=str(exc).splitlines()[0])
+                    self._leaving.wait(REJOIN_SECONDS)
+                    continue
+                self.gone.clear()
+                log.warning("joined the Ray cluster again", address=self.settings.ray_address,
+                            seconds=round(time.monotonic() - gone_at, 1))
+                return True
+            return False
+
+    @property
+    def client(self) -> bool:
+        """Whether the daemon joined through Ray Client (`ray://`), which can leave a cluster and join anew."""
+        return str(self.settings.ray_address or "").startswith("ray://")
+
     def _lost(self, actor, exc: Exception) -> None:
         import ray
 
@@ -276,10 +400,11 @@ class RayWorker(Worker):
         self.lost_because = f"its Ray actor on node {self.where.get('node_ip')} was lost ({type(exc).__name__})"
         log.warning("a render slot was lost", worker=self.name, node_id=self.where.get("node_id"),
                     error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone, or the head is away
-            log.info("the lost actor could not be killed", worker=self.name)
+        if not self.gone.is_set():  # with the cluster gone its actors are gone too, and there is no one to ask
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone, or the head is away
+                log.info("the lost actor could not be killed", worker=self.name)
         self.inbox.put(WorkerExited(self.name, None, NODE_LOST_CODE))
 
     @property
@@ -360,7 +485,8 @@ def make_ray_pool(settings: Settings, inbox: Inbox, log_level: str, cache_bytes:
     import ray
 
     slots = slot_count(settings, ray)
-    kind = type("ConfiguredRayWorker", (RayWorker,), {"settings": settings})
+    kind = type("ConfiguredRayWorker", (RayWorker,), {"settings": settings, "gone": threading.Event(),
+                                                       "rejoin": threading.Lock()})
     return WorkerPool([kind(f"slot-{index}", "ray", inbox, "json", log_level, cache_bytes=cache_bytes)
                        for index in range(slots)])
 

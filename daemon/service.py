@@ -44,6 +44,7 @@ from daemon.gpus import device_kind, worker_devices
 from daemon.ingest import CANCELLED_BY_FIELD, Batch, FailedFiles, Ingest
 from daemon.jobs import Jobs
 from daemon.messages import (
+    ClusterGone,
     Done,
     FromWorker,
     Hint,
@@ -158,6 +159,7 @@ class Daemon:
         self._step_logged: dict[str, float] = {}
         self.scheduler: BackgroundScheduler | None = None
         self.watcher = None
+        self.start_again = False  # set when the Ray cluster went away: `hotshot run` starts the daemon anew
 
     # -- running --------------------------------------------------------------
 
@@ -196,7 +198,7 @@ class Daemon:
             watcher.stop()
             self._guarded("status files", self._announce_written, self.batch_writes.close)
             self.workers.shutdown()
-            if self.ray is not None:
+            if self.ray is not None and not self.start_again:  # leaving a cluster that is gone ends the process
                 self._guarded("cluster", self._publish_cluster, True)
                 self.ray.shutdown()
             self.notifications.stop(timeout=30)
@@ -374,6 +376,8 @@ class Daemon:
             case WindowEdge(name, edge):
                 window = self.settings.render_windows[name]
                 log.info(f"render window {edge}", window=name, open=window.is_open(self.schedule.now()))
+            case ClusterGone(reason):
+                self._cluster_gone(reason)
             case Stop():
                 if self._stop.is_set():
                     for handle in self.workers:
@@ -562,6 +566,20 @@ class Daemon:
             error = f"the worker was killed: {handle.killed_because}" if handle.killed_because \
                 else f"the worker process died (exit code {code})"
             self.jobs.failed(job_id, error, retryable=True)
+
+    def _cluster_gone(self, reason: str) -> None:
+        """The Ray cluster joined by a plain address is gone: its slots' jobs are back in line (their attempts
+        given back), and the daemon stops so that `hotshot run` starts it again to join the cluster when it is
+        back (this process cannot leave the cluster and live; `ray_worker.start_again`)."""
+        if self.start_again:
+            return
+        log.warning("the Ray cluster went away; the daemon starts again and waits for it", reason=reason)
+        self.start_again = True
+        for handle in self.workers:
+            if handle.job_id is not None:
+                job_id, handle.job_id = handle.job_id, None
+                self.jobs.lost(job_id, f"the Ray cluster went away ({reason})")
+        self.stop("the Ray cluster went away")
 
     # -- status files and notifications ---------------------------------------
 

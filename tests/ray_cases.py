@@ -281,8 +281,97 @@ def restart(folder: Path, models: Path) -> dict:
         stop_cluster(folder, process)
 
 
+HEAD_PORT, CLIENT_PORT = 6390, 10001
+
+
+def ray_head(action: str, folder: Path) -> None:
+    """`ray start --head` (two CPUs, Ray Client on CLIENT_PORT) or `ray stop --force`, as separate processes."""
+    import os
+    import socket
+
+    ray = str(Path(sys.executable).with_name("ray"))
+    command = [ray, "stop", "--force"] if action == "stop" else [
+        ray, "start", "--head", "--port", str(HEAD_PORT), "--ray-client-server-port", str(CLIENT_PORT),
+        "--num-cpus", "2", "--object-store-memory", str(STORE_BYTES), "--include-dashboard", "false",
+        "--disable-usage-stats"]
+    with (folder / f"head-{action}.log").open("a") as output:
+        subprocess.run(command, check=True, stdout=output, stderr=output, timeout=120,
+                       env={**os.environ, "RAY_AUTH_MODE": "disabled"})  # Ray 2.60's `ray start` turns on tokens
+
+    def client_port_open() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", CLIENT_PORT), 1).close()
+        except OSError:
+            return False
+        return True
+
+    if action == "start":  # the Ray Client server comes up a moment after `ray start` returns
+        wait_for(client_port_open, 60, "the Ray Client port")
+
+
+def head_restart(folder: Path, models: Path, address: str) -> dict:
+    """The Ray head (`ray start --head`) stopped while a slot is held in the middle of a chunk, and started again
+    on the same port: the daemon, a `hotshot run` joined at `address`, rejoins the new cluster by itself, starts
+    new slots, and the job resumes from its checkpoints."""
+    import os
+    import signal
+
+    fault = folder / "fault"
+    fault.write_text("chunk 9 pause 60\n")  # holds the render in its second chunk until the head is stopped
+    ray_head("start", folder)
+    daemon = None
+    try:
+        request = shot(folder, "sh010")
+        settings = ray_settings(folder, models, address)
+        log = folder / "daemon.log"
+        with log.open("w") as output:
+            daemon = subprocess.Popen([str(Path(sys.executable).with_name("hotshot")), "run", "--config",
+                                       str(daemon_config(folder, settings, address))], stdout=output, stderr=output,
+                                      env={**os.environ, "HOTSHOT_FAULTS": str(fault), "RAY_AUTH_MODE": "disabled"})
+        wait_for(lambda: Path(f"{fault}.fired").exists(), 240, "the render held in a chunk")
+        chunks_at_stop = chunks_done(settings.database)
+        ray_head("stop", folder)
+        stopped = time.monotonic()
+        wait_for(lambda: status_of(request)["state"] == "queued", 120, "the job back in line")
+        noticed = time.monotonic() - stopped
+        ray_head("start", folder)
+        started = time.monotonic()
+        wait_for(lambda: status_of(request)["state"] != "queued", 240, "the job claimed again")
+        claimed = time.monotonic() - started
+        status = wait_for_state(request, ("done", "failed"), 240)
+        uninterrupted = shot(folder, "sh000")
+        wait_for_state(uninterrupted, ("done", "failed"), 240)
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(120)
+        store = Store.open(settings.database, read_only=True)
+        events = [(event["kind"], event["message"]) for event in store.events(status["job"])]
+        store.close()
+        lines = log_lines(log)
+        return {"state": status["state"], "attempts": status["attempts"], "events": events, "exit_code": code,
+                "chunks_at_stop": chunks_at_stop, "noticed_seconds": round(noticed, 1),
+                "claimed_seconds": round(claimed, 1),
+                "chunks_resumed": (status.get("outputs") or {}).get("chunks_resumed"),
+                "daemon_starts": sum(line["event"] == "daemon started" for line in lines),
+                "rejoined": [line for line in lines if line["event"] == "joined the Ray cluster again"],
+                "rendered_by": rendered_by(request), "uninterrupted": output_sha(uninterrupted),
+                "interrupted": output_sha(request)}
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+        ray_head("stop", folder)
+
+
+def head_restart_client(folder: Path, models: Path) -> dict:
+    return head_restart(folder, models, f"ray://127.0.0.1:{CLIENT_PORT}")
+
+
+def head_restart_address(folder: Path, models: Path) -> dict:
+    return head_restart(folder, models, f"127.0.0.1:{HEAD_PORT}")
+
+
 CASES = {"spread": spread, "node_lost": node_lost, "cancel": cancel, "path_map": path_map, "restart": restart,
-         "stall": stall, "serve_cluster": serve_cluster}
+         "stall": stall, "serve_cluster": serve_cluster, "head_restart_client": head_restart_client,
+         "head_restart_address": head_restart_address}
 
 if __name__ == "__main__":
     case, folder, models = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])

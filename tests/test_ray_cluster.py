@@ -170,6 +170,28 @@ def test_daemon_restart_finds_its_actors(tmp_path, models_dir, tiny_spec):
     assert result["interrupted"] == result["uninterrupted"]
 
 
+@pytest.mark.slow
+@needs_ray
+@needs_namespaces
+@pytest.mark.parametrize("kind", ["client", "address"])
+def test_head_restart_is_rejoined(kind, tmp_path, models_dir, tiny_spec):
+    """The Ray head (`ray start --head`) is stopped while a slot is held in the middle of a chunk, and started
+    again on the same port: `hotshot run`, joined through Ray Client (it rejoins in-process) or by the head's
+    address (it starts itself anew, same pid), puts the job back in line without spending its attempt, joins the
+    new cluster with new slots, and the job finishes from its checkpoints, byte-identical to an uninterrupted
+    render on the cluster."""
+    result = run_case(f"head_restart_{kind}", tmp_path, models_dir)
+    assert result["chunks_at_stop"] >= 1, result
+    assert result["state"] == "done" and result["attempts"] == 1, result
+    assert result["chunks_resumed"] >= result["chunks_at_stop"], result
+    kinds = [event for event, _ in result["events"]]
+    assert "retry" not in kinds and "interrupted" in kinds, result["events"]
+    assert result["daemon_starts"] == (1 if kind == "client" else 2), result
+    assert len(result["rejoined"]) == 1, result
+    assert result["interrupted"] == result["uninterrupted"]
+    assert result["exit_code"] == 0
+
+
 def test_path_map_translates_paths_both_ways_at_folder_boundaries():
     """A job's paths go out with the nodes' prefix and come back with the daemon's; a folder that only starts
     with the same letters, and text that is not a path, are left alone."""
