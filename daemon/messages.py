@@ -174,7 +174,7 @@ class WorkerExited:
 @dataclass(frozen=True)
 class ClusterGone:
     """The Ray cluster the daemon joined by a plain address is gone (its head stopped or restarted); the daemon
-    stops and starts itself anew to join it again (daemon/ray_worker.py `start_again`)."""
+    stops and starts itself anew to join it again (daemon/ray_cluster.py `start_again`)."""
 
     step: ClassVar[str] = "cluster"
 

@@ -1,9 +1,7 @@
 """The daemon's side of render slots on a Ray cluster (`executor = "ray"`).
 
-`connect` joins the cluster (or starts a Ray instance here) before the daemon
-touches anything, so a missing Ray or an unreachable cluster stops the start
-with a clear message and changes nothing. Each `RayWorker` is one slot: a
-named, detached actor (daemon/ray_actor.py) in the settings' namespace, found
+The daemon joins the cluster first (daemon/ray_cluster.py). Each `RayWorker`
+is one slot: a named, detached actor (daemon/ray_actor.py) in the settings' namespace, found
 again by a restarted daemon or created anew. It is a third `Worker` beside the
 process and thread workers: the daemon assigns, stops, cancels and kills it
 through the same calls, and its reports arrive on the inbox the same way,
@@ -17,14 +15,10 @@ reported and gets no work.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import socket
-import sys
 import threading
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import structlog
 
@@ -32,6 +26,7 @@ from daemon.config import PathMapping, Settings
 from daemon.errors import ConfigError
 from daemon.messages import ClusterGone, FromWorker, Inbox, Interrupted, Ready, ToWorker, WorkerExited
 from daemon.ray_actor import ATTACH_IDLE_SECONDS
+from daemon.ray_cluster import REJOIN_SECONDS, check_reachable, connect, first_line, raylet_gone, slot_count
 from daemon.states import Job
 from daemon.workers import Worker, WorkerPool
 from engine import faults
@@ -41,9 +36,6 @@ REPORT_WAIT_SECONDS = 1.0  # how long one pull of reports waits in the actor; bo
 CALL_SECONDS = 30.0  # a control call (send, kill) that has not come back by then finds the slot unreachable
 UNREACHABLE_SECONDS = 30.0  # an actor that does not answer this long is given up (its job resumes elsewhere)
 NODE_LOST_CODE = -1  # the exit code a slot whose actor died reports
-CONNECT_SECONDS = 5.0  # how long `connect` waits for the cluster's address to answer
-REJOIN_SECONDS = 2.0  # how often a daemon whose cluster went away asks whether ray_address answers again
-REJOIN_VARIABLE = "HOTSHOT_RAY_REJOIN"  # set by `start_again`: the new process waits for the cluster to answer
 RECLAIM_MISSED = "the daemon restarted while this job ran and its slot no longer holds it"
 
 
@@ -81,134 +73,12 @@ def _mapped(value: Any, pairs: list[tuple[str, str]]) -> Any:
     return value
 
 
-def connect(settings: Settings):
-    """Join the configured Ray cluster (or start Ray here when `ray_address` is unset); the `ray` module.
-
-    Raises ConfigError when Ray is not installed or the cluster cannot be reached.
-    """
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError('executor = "ray" needs Ray, which is not installed: pip install "hotshot[ray]" '
-                          '(or set executor = "local")') from exc
-    if ray.is_initialized():
-        return ray
-    rejoining = os.environ.pop(REJOIN_VARIABLE, None)
-    if rejoining:
-        return _wait_for_cluster(settings, float(rejoining))
-    address = settings.ray_address
-    if address is not None:
-        _check_reachable(address)
-    options: dict = {"include_dashboard": False} if address is None else {}
-    try:
-        ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False, logging_level="WARNING",
-                 configure_logging=False, **options)
-    except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; each one means the same to the user
-        where = f"the Ray cluster at {address!r}" if address else "a Ray instance on this machine"
-        raise ConfigError(f"cannot start with executor = \"ray\": {where} cannot be reached ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else exc}); start the cluster (`ray start --head` "
-                          "on the head node), fix ray_address, or set executor = \"local\"") from exc
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if settings.ray_gpus_per_slot > gpus:
-        ray.shutdown()
-        raise ConfigError(f"ray_gpus_per_slot = {settings.ray_gpus_per_slot:g} but the Ray cluster at "
-                          f"{address or 'this machine'} has {gpus:g} GPUs: start its nodes with their GPUs "
-                          "(`ray start --num-gpus N`), or set ray_gpus_per_slot = 0 for CPU slots")
-    return ray
-
-
-def _wait_for_cluster(settings: Settings, since: float):
-    """`connect`, tried again every REJOIN_SECONDS until the cluster answers (a daemon that `start_again`
-    started: its cluster went away and is to come back)."""
-    while True:
-        try:
-            ray = connect(settings)
-        except ConfigError as exc:
-            log.info("the Ray cluster does not answer yet", error=str(exc).splitlines()[0])
-            time.sleep(REJOIN_SECONDS)
-            continue
-        log.warning("joined the Ray cluster again", address=settings.ray_address, seconds=round(time.time() - since, 1))
-        return ray
-
-
-def _check_reachable(address: str) -> None:
-    """Fail at once when nothing listens at the cluster's address (Ray itself would retry for minutes)."""
-    where = address.removeprefix("ray://")
-    if address == "auto":
-        from ray._private.services import canonicalize_bootstrap_address
-
-        try:
-            where = canonicalize_bootstrap_address("auto")
-        except Exception:  # noqa: BLE001 - a stale record of a cluster: the same as none
-            where = None
-        if not where:
-            raise ConfigError('ray_address = "auto" but no Ray cluster runs on this machine: start one with '
-                              '`ray start --head`, name its address (ray_address = "HEAD:6379"), or leave '
-                              'ray_address unset to start Ray with the daemon')
-    host, _, port = where.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_SECONDS):
-            pass
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot start with executor = \"ray\": nothing answers at ray_address = {address!r} "
-                          f"({exc}); start the cluster (`ray start --head` on the head node), fix ray_address, "
-                          "or set executor = \"local\"") from exc
-
-
-def _raylet_gone() -> bool:
-    """Whether this driver's raylet (the Ray node the daemon's machine runs) no longer answers."""
-    import ray
-
-    node = getattr(ray._private.worker.global_worker, "node", None)
-    if node is None:
-        return True
-    try:
-        with socket.create_connection((node.node_ip_address, node.node_manager_port), timeout=CONNECT_SECONDS):
-            return False
-    except OSError:
-        return True
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else ""
-
-
-def start_again() -> NoReturn:
-    """Replace this process with the daemon's program started anew, told to wait for the cluster to answer.
-
-    For a daemon joined by a plain address whose cluster went away: Ray ends a driver that leaves such a cluster,
-    so the daemon, its locks released and its database closed, becomes a new process image (same pid, so a
-    service manager and the state folder's lock file see the same daemon) that joins the restarted cluster and
-    starts as after any stop: new actors, the requeued jobs resume from their checkpoints."""
-    from daemon import logs
-
-    log.warning("starting the daemon again to join the Ray cluster when it answers again")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logs.restore_stderr()
-    # Ray's driver leaves descriptors open across exec (its log files); the new program needs none of them.
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if int(name) > 2 and os.get_inheritable(int(name)):
-                os.close(int(name))
-    os.environ[REJOIN_VARIABLE] = str(time.time())
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-
-
-def slot_count(settings: Settings, ray) -> int:
-    """Render slots: `ray_slots`, else one per GPU of the cluster (one CPU slot when it has none)."""
-    if settings.ray_slots:
-        return settings.ray_slots
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    per_slot = settings.ray_gpus_per_slot
-    return max(1, int(gpus // per_slot) if per_slot and gpus else 1)
-
-
 class RayWorker(Worker):
     """One render slot: a named Ray actor, and a thread of the daemon that pulls its reports."""
 
     settings: Settings  # set by `make_ray_pool`, shared by the slots of one daemon
-    gone: threading.Event  # set by `make_ray_pool`: the Ray Client connection is lost, the next slot to start rejoins
+    gone: threading.Event  # set by `make_ray_pool`: the cluster went away; through Ray Client the next slot to
+    # start joins anew, by a plain address the daemon starts itself again (daemon/ray_cluster.py)
     rejoin: threading.Lock  # set by `make_ray_pool`: one slot rejoins, the others wait for it
 
     def __init__(self, *args, **kwargs) -> None:
@@ -348,15 +218,15 @@ class RayWorker(Worker):
             gone = isinstance(exc, ConnectionError)
             if not gone:
                 try:
-                    _check_reachable(self.settings.ray_address)
+                    check_reachable(self.settings.ray_address)
                 except ConfigError:
                     gone = True
         else:
-            gone = _raylet_gone()
+            gone = raylet_gone()
         if gone and not self.gone.is_set():
             self.gone.set()  # the next slot to start joins anew (Ray Client); with a plain address the daemon does
             if not self.client:
-                self.inbox.put(ClusterGone(f"{type(exc).__name__}: {_first_line(exc)}"))
+                self.inbox.put(ClusterGone(f"{type(exc).__name__}: {first_line(exc)}"))
         return gone
 
     def _rejoined(self) -> bool:
@@ -409,7 +279,7 @@ class RayWorker(Worker):
 
     @property
     def alive(self) -> bool:
-        return self._ready.is_set()
+        return self._ready.is_set() and not self.gone.is_set()  # no slot takes work once the cluster is gone
 
     def send(self, message: ToWorker) -> bool:
         if self.actor is None or not self.alive:
@@ -440,7 +310,7 @@ class RayWorker(Worker):
         """Leave the slot's actor running for the next daemon (models stay loaded); stop reading its reports.
 
         A render still under way was asked to stop after its chunk by the daemon's stop; one that has not
-        finished by now is dropped when the next daemon attaches (its job is requeued, not lost)."""
+        finished by now stays with the slot, and the next daemon takes it over (`reclaim`)."""
         self._leaving.set()
         self._ready.clear()
         self.state = "detached"

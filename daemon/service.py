@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from daemon import ray_worker
+from daemon import ray_cluster, ray_worker
 from daemon.archive import Archiver
 from daemon.config import Settings
 from daemon.control import (
@@ -97,7 +97,7 @@ class Daemon:
             if not root.is_dir():
                 raise ConfigError(f"watch root {root} does not exist or is not a folder")
         # Before anything is written: a cluster that cannot be joined stops the start and changes nothing.
-        self.ray = ray_worker.connect(settings) if settings.executor == "ray" else None
+        self.ray = ray_cluster.connect(settings) if settings.executor == "ray" else None
         self._lock = state_lock(settings.state_dir, wait_seconds=2.0)  # a CLI command may hold it for a moment
         if self._lock is None:
             raise ConfigError(f"another hotshot daemon is running with state dir {settings.state_dir}")
@@ -570,7 +570,7 @@ class Daemon:
     def _cluster_gone(self, reason: str) -> None:
         """The Ray cluster joined by a plain address is gone: its slots' jobs are back in line (their attempts
         given back), and the daemon stops so that `hotshot run` starts it again to join the cluster when it is
-        back (this process cannot leave the cluster and live; `ray_worker.start_again`)."""
+        back (this process cannot leave the cluster and live; `ray_cluster.start_again`)."""
         if self.start_again:
             return
         log.warning("the Ray cluster went away; the daemon starts again and waits for it", reason=reason)

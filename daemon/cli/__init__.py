@@ -174,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with bars or contextlib.nullcontext():
         code = daemon.run(drain=args.drain)
     if daemon.start_again:
-        from daemon.ray_worker import start_again
+        from daemon.ray_cluster import start_again
 
         start_again()
     if args.drain:
