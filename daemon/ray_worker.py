@@ -337,17 +337,32 @@ def reclaim(pool: WorkerPool, running: list[Job]) -> None:
     import ray
 
     slots = {handle.name: handle for handle in pool if isinstance(handle, RayWorker)}
+    namespace = next(iter(slots.values())).settings.ray_namespace if slots else None
     for job in running:
         handle = slots.get(job.worker or "")
+        if handle is None and (job.worker or "").startswith("slot-"):
+            _end_stray_slot(f"hotshot-{job.worker}", namespace)
         if handle is None or handle.job_id is not None or job.cancel_reason:
             continue
         try:  # no actor of that name: nothing renders the job, it resumes on the first slot free
-            ray.get_actor(handle.actor_name, namespace=handle.settings.ray_namespace)
+            ray.get_actor(handle.actor_name, namespace=namespace)
         except ValueError:
             continue
         handle.job_id = job.id
         log.info("a job that ran on a render slot before the restart waits for that slot", job=job.id,
                  worker=handle.name)
+
+
+def _end_stray_slot(name: str, namespace: str | None) -> None:
+    """End the actor of a slot this daemon no longer has (fewer `ray_slots` than before): its render of a job
+    that is requeued must not go on writing in the work folder the job resumes from."""
+    import ray
+
+    try:
+        ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+    except ValueError:
+        return  # gone already
+    log.warning("ended the actor of a render slot this daemon no longer has", actor=name)
 
 
 def make_ray_pool(settings: Settings, inbox: Inbox, log_level: str, cache_bytes: int | None) -> WorkerPool:

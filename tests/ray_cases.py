@@ -241,30 +241,35 @@ def log_lines(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
-def restart(folder: Path, models: Path) -> dict:
+def restart(folder: Path, models: Path, ended: bool) -> dict:
     """The daemon killed (kill -9) while its slot is held in the middle of a chunk, and started again: it finds
-    its actors, the render carries on for the new daemon and finishes without rendering a chunk twice."""
+    its actors, and the render carries on for the new daemon (or, `ended`, the render finished while no daemon
+    ran, and the new daemon takes its kept outcome): nothing is rendered twice."""
     import os
 
     fault = folder / "fault"
-    fault.write_text("chunk 9 pause 20\n")  # holds the render in its third chunk across the restart
+    fault.write_text(f"chunk 9 pause {3 if ended else 20}\n")  # holds the render in its second chunk
     process, address = separate_cluster(folder)
     try:
         request = shot(folder, "sh010")
+        output, manifest = request.with_name("plate_r001.mp4"), request.with_name("plate_r001.render-info.json")
         settings = ray_settings(folder, models, address)
         config = daemon_config(folder, settings, address)
         log = folder / "first-daemon.log"
-        with log.open("w") as output:
+        with log.open("w") as written:
             first = subprocess.Popen([str(Path(sys.executable).with_name("hotshot")), "run", "--config", str(config)],
-                                     stdout=output, stderr=output, env={**os.environ, "HOTSHOT_FAULTS": str(fault)})
+                                     stdout=written, stderr=written, env={**os.environ, "HOTSHOT_FAULTS": str(fault)})
             wait_for(lambda: Path(f"{fault}.fired").exists(), 240, "the render held in a chunk")
             chunks_at_kill = chunks_done(settings.database)
             first.kill()
             first.wait()
+        if ended:
+            wait_for(manifest.exists, 120, "the render finished with no daemon")
+        published = manifest.exists() and manifest.stat().st_mtime_ns
         first_pids = sorted(line["pid"] for line in log_lines(log) if line["event"] == "render slot ready")
         with RunningDaemon(settings) as running:
             wait_for(lambda: all(slot.state == "ready" for slot in running.workers), 120, "both slots ready")
-            output_at_attach = request.with_name("plate_r001.mp4").exists()
+            output_at_attach = output.exists()
             status = wait_for_state(request, ("done", "failed"), 240)
             found = sorted(slot.where.get("pid") for slot in running.workers)
             uninterrupted = shot(folder, "sh000")
@@ -275,10 +280,19 @@ def restart(folder: Path, models: Path) -> dict:
         return {"state": status["state"], "chunks_resumed": (status.get("outputs") or {}).get("chunks_resumed"),
                 "attempts": status["attempts"], "pids": found, "first_pids": first_pids, "events": events,
                 "chunks_at_kill": chunks_at_kill, "output_at_attach": output_at_attach,
+                "published_again": published is not False and manifest.stat().st_mtime_ns != published,
                 "rendered_by": rendered_by(request), "uninterrupted": output_sha(uninterrupted),
                 "interrupted": output_sha(request)}
     finally:
         stop_cluster(folder, process)
+
+
+def restart_held(folder: Path, models: Path) -> dict:
+    return restart(folder, models, ended=False)
+
+
+def restart_ended(folder: Path, models: Path) -> dict:
+    return restart(folder, models, ended=True)
 
 
 HEAD_PORT, CLIENT_PORT = 6390, 10001
@@ -369,7 +383,8 @@ def head_restart_address(folder: Path, models: Path) -> dict:
     return head_restart(folder, models, f"127.0.0.1:{HEAD_PORT}")
 
 
-CASES = {"spread": spread, "node_lost": node_lost, "cancel": cancel, "path_map": path_map, "restart": restart,
+CASES = {"spread": spread, "node_lost": node_lost, "cancel": cancel, "path_map": path_map, "restart_held": restart_held,
+         "restart_ended": restart_ended,
          "stall": stall, "serve_cluster": serve_cluster, "head_restart_client": head_restart_client,
          "head_restart_address": head_restart_address}
 

@@ -156,14 +156,17 @@ def test_path_map_for_nodes_that_mount_storage_elsewhere(tmp_path, models_dir, t
 @pytest.mark.slow
 @needs_ray
 @needs_namespaces
-def test_daemon_restart_finds_its_actors(tmp_path, models_dir, tiny_spec):
+@pytest.mark.parametrize("ended", [False, True], ids=["render-held", "render-ended"])
+def test_daemon_restart_finds_its_actors(ended, tmp_path, models_dir, tiny_spec):
     """kill -9 of the daemon while its slot is held in the middle of a chunk: the next daemon finds the same named
-    actors (same processes), the render carries on for it and ends done with its one attempt, no chunk rendered
-    twice and the job never requeued, byte-identical to an uninterrupted render on the cluster."""
-    result = run_case("restart", tmp_path, models_dir)
-    assert result["chunks_at_kill"] >= 1 and not result["output_at_attach"], result
+    actors (same processes); the render carries on for it (or, when it finished while no daemon ran, its kept
+    outcome is recorded), and the job ends done with its one attempt, no chunk rendered twice, never requeued,
+    byte-identical to an uninterrupted render on the cluster."""
+    result = run_case("restart_ended" if ended else "restart_held", tmp_path, models_dir)
+    assert result["chunks_at_kill"] >= 1 and result["output_at_attach"] == ended, result
     assert result["state"] == "done" and result["attempts"] == 1, result
     assert result["chunks_resumed"] == 0, result  # carried on, not resumed: nothing was rendered twice
+    assert not result["published_again"]
     assert not {"recovered", "interrupted", "retry"} & set(result["events"]), result["events"]
     assert result["pids"] == result["first_pids"] and len(result["pids"]) == 2
     assert len({chunk["actor"] for chunk in result["rendered_by"]}) == 1
