@@ -111,18 +111,34 @@ def check_reachable(address: str) -> None:
                           "or set executor = \"local\"") from exc
 
 
-def raylet_gone() -> bool:
-    """Whether this driver's raylet (the Ray node the daemon's machine runs) no longer answers."""
+def left_cluster() -> bool:
+    """Whether this driver (a daemon joined by a plain address) is cut off from the cluster it joined: its node's
+    raylet no longer answers, or the head answers as another cluster (restarted without GCS fault tolerance; a
+    raylet started again on a fixed port answers then too). A head that does not answer at all may be a GCS
+    restarting with fault tolerance, which keeps the cluster: not counted until the raylet gives up on it."""
     import ray
+    from ray._raylet import GcsClient
 
     node = getattr(ray._private.worker.global_worker, "node", None)
     if node is None:
         return True
-    try:
-        with socket.create_connection((node.node_ip_address, node.node_manager_port), timeout=CONNECT_SECONDS):
-            return False
-    except OSError:
+    if not _answers(node.node_ip_address, node.node_manager_port):
         return True
+    host, _, port = node.gcs_address.rpartition(":")
+    if not _answers(host, int(port)):
+        return False
+    try:
+        return GcsClient(address=node.gcs_address).cluster_id.hex() != node.cluster_id.hex()
+    except Exception:  # noqa: BLE001 - the head is still coming up: ask again at the next failed call
+        return False
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_SECONDS):
+            return True
+    except OSError:
+        return False
 
 
 def first_line(exc: Exception) -> str:

@@ -26,7 +26,7 @@ from daemon.config import PathMapping, Settings
 from daemon.errors import ConfigError
 from daemon.messages import ClusterGone, FromWorker, Inbox, Interrupted, Ready, ToWorker, WorkerExited
 from daemon.ray_actor import ATTACH_IDLE_SECONDS
-from daemon.ray_cluster import REJOIN_SECONDS, check_reachable, connect, first_line, raylet_gone, slot_count
+from daemon.ray_cluster import REJOIN_SECONDS, check_reachable, connect, first_line, left_cluster, slot_count
 from daemon.states import Job
 from daemon.workers import Worker, WorkerPool
 from engine import faults
@@ -212,8 +212,9 @@ class RayWorker(Worker):
         """Whether the cluster itself is gone for this daemon (its head stopped or restarted), not one actor.
 
         Through Ray Client, the client raises ConnectionError once it gives up, or the head does not answer at
-        all. A daemon joined by a plain address is a driver on a node: its raylet is gone with the head (on the
-        head node at once; on another node once the raylet gives up on the head)."""
+        all. A daemon joined by a plain address is a driver on a node, cut off once its node's raylet is gone
+        (with the head on the head node; on another node once the raylet gives up on the head) or the head
+        answers as a new cluster."""
         if self.client:
             gone = isinstance(exc, ConnectionError)
             if not gone:
@@ -222,7 +223,7 @@ class RayWorker(Worker):
                 except ConfigError:
                     gone = True
         else:
-            gone = raylet_gone()
+            gone = left_cluster()
         if gone and not self.gone.is_set():
             self.gone.set()  # the next slot to start joins anew (Ray Client); with a plain address the daemon does
             if not self.client:
