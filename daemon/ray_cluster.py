@@ -34,6 +34,7 @@ from daemon.errors import ConfigError
 log = structlog.get_logger("hotshot.ray")
 CONNECT_SECONDS = 5.0  # how long `connect` waits for the cluster's address to answer
 REJOIN_SECONDS = 2.0  # how often a daemon whose cluster went away asks whether ray_address answers again
+NODES_SECONDS = 2.0  # how long the daemon's status refresh waits for the head to list the nodes
 REJOIN_VARIABLE = "HOTSHOT_RAY_REJOIN"  # set by `start_again`: the new process waits for the cluster to answer
 
 
@@ -71,6 +72,11 @@ def connect(settings: Settings):
                           f"{address or 'this machine'} has {gpus:g} GPUs: start its nodes with their GPUs "
                           "(`ray start --num-gpus N`), or set ray_gpus_per_slot = 0 for CPU slots")
     return ray
+
+
+def rejoining() -> bool:
+    """Whether this process is a daemon that `start_again` started: its `connect` waits for the cluster."""
+    return bool(os.environ.get(REJOIN_VARIABLE))
 
 
 def _wait_for_cluster(settings: Settings, since: float):
@@ -139,6 +145,25 @@ def _answers(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def cluster_nodes() -> list[dict]:
+    """The cluster's nodes: id, address, alive, CPUs and GPUs.
+
+    A driver on a node asks through its own GCS client, with a timeout: `ray.nodes()` waits as long as the head
+    is away, and when the head comes back as a new cluster it aborts the whole process (a failed check in Ray
+    2.60's state accessor, "WrongClusterID"), where the client raises. Through Ray Client the head's server
+    answers `ray.nodes()`."""
+    import ray
+
+    if ray.util.client.ray.is_connected():
+        return [{"node_id": node["NodeID"], "address": node["NodeManagerAddress"], "alive": node["Alive"],
+                 "cpus": node["Resources"].get("CPU", 0), "gpus": node["Resources"].get("GPU", 0)}
+                for node in ray.nodes()]
+    infos = ray._private.worker.global_worker.gcs_client.get_all_node_info(timeout=NODES_SECONDS)
+    return [{"node_id": info.node_id.hex(), "address": info.node_manager_address, "alive": info.state == 0,
+             "cpus": info.resources_total.get("CPU", 0), "gpus": info.resources_total.get("GPU", 0)}
+            for info in infos.values()]
 
 
 def first_line(exc: Exception) -> str:

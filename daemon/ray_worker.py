@@ -26,7 +26,15 @@ from daemon.config import PathMapping, Settings
 from daemon.errors import ConfigError
 from daemon.messages import ClusterGone, FromWorker, Inbox, Interrupted, Ready, ToWorker, WorkerExited
 from daemon.ray_actor import ATTACH_IDLE_SECONDS
-from daemon.ray_cluster import REJOIN_SECONDS, check_reachable, connect, first_line, left_cluster, slot_count
+from daemon.ray_cluster import (
+    REJOIN_SECONDS,
+    check_reachable,
+    cluster_nodes,
+    connect,
+    first_line,
+    left_cluster,
+    slot_count,
+)
 from daemon.states import Job
 from daemon.workers import Worker, WorkerPool
 from engine import faults
@@ -379,12 +387,8 @@ def make_ray_pool(settings: Settings, inbox: Inbox, log_level: str, cache_bytes:
 
 def cluster_status(pool: WorkerPool) -> dict:
     """The cluster as `hotshot status` shows it: its nodes and, per slot, where it runs and what it renders."""
-    import ray
-
     try:
-        nodes = [{"node_id": node["NodeID"], "address": node["NodeManagerAddress"], "alive": node["Alive"],
-                  "cpus": node["Resources"].get("CPU", 0), "gpus": node["Resources"].get("GPU", 0)}
-                 for node in ray.nodes()]
+        nodes = cluster_nodes()
     except Exception:  # noqa: BLE001 - the head is away: the slots still say what they know
         nodes = []
     return {"executor": "ray", "updated": time.time(), "nodes": nodes,

@@ -96,8 +96,10 @@ class Daemon:
         for root in settings.roots:
             if not root.is_dir():
                 raise ConfigError(f"watch root {root} does not exist or is not a folder")
-        # Before anything is written: a cluster that cannot be joined stops the start and changes nothing.
-        self.ray = ray_cluster.connect(settings) if settings.executor == "ray" else None
+        # Before anything is written: a cluster that cannot be joined stops the start and changes nothing. A
+        # daemon started anew to rejoin its cluster (ray_cluster.start_again) holds its lock while it waits.
+        rejoining = settings.executor == "ray" and ray_cluster.rejoining()
+        self.ray = ray_cluster.connect(settings) if settings.executor == "ray" and not rejoining else None
         self._lock = state_lock(settings.state_dir, wait_seconds=2.0)  # a CLI command may hold it for a moment
         if self._lock is None:
             raise ConfigError(f"another hotshot daemon is running with state dir {settings.state_dir}")
@@ -111,6 +113,8 @@ class Daemon:
         except ConfigError:
             self.release_locks()
             raise
+        if rejoining:
+            self.ray = ray_cluster.connect(settings)
         self.store = Store.open(settings.database)
         devices = worker_devices(settings.devices)
         kind = device_kind(devices) if self.ray is None else "cuda" if settings.ray_gpus_per_slot else "cpu"
@@ -198,9 +202,10 @@ class Daemon:
             watcher.stop()
             self._guarded("status files", self._announce_written, self.batch_writes.close)
             self.workers.shutdown()
-            if self.ray is not None and not self.start_again:  # leaving a cluster that is gone ends the process
+            if self.ray is not None:
                 self._guarded("cluster", self._publish_cluster, True)
-                self.ray.shutdown()
+                if not self.start_again:  # leaving a cluster that is gone ends the process
+                    self.ray.shutdown()
             self.notifications.stop(timeout=30)
             self.store.close()
             self.release_locks()
