@@ -7,6 +7,10 @@ models, progress, chunks, results) wait in an outbox that a thread of the
 daemon empties with `reports`. Ray runs the actor's methods on a few threads
 (`max_concurrency`), so a cancel or a stop reaches the loop while it renders.
 
+A render outlives the daemon that sent it: its reports wait in the outbox
+until a daemon pulls them, so a daemon started again after a crash takes the
+render over (`attach`) instead of rendering the job a second time.
+
 The actor never touches the database or a status file: it only renders the
 paths it is given (already translated for its node by the daemon's path map)
 and says so. `probe` is how the daemon learns, before sending any work,

@@ -1,11 +1,12 @@
 """The daemon's side of render slots on a Ray cluster (`executor = "ray"`).
 
 The daemon joins the cluster first (daemon/ray_cluster.py). Each `RayWorker`
-is one slot: a named, detached actor (daemon/ray_actor.py) in the settings' namespace, found
-again by a restarted daemon or created anew. It is a third `Worker` beside the
-process and thread workers: the daemon assigns, stops, cancels and kills it
-through the same calls, and its reports arrive on the inbox the same way,
-pulled from the actor by a thread of the daemon.
+is one slot: a named, detached actor (daemon/ray_actor.py) in the settings'
+namespace, found again by a restarted daemon (which takes over the render it
+may still run for the daemon before, `reclaim`) or created anew. It is a third
+`Worker` beside the process and thread workers: the daemon assigns, stops,
+cancels and kills it through the same calls, and its reports arrive on the
+inbox the same way, pulled from the actor by a thread of the daemon.
 
 Paths cross the path map twice: a job's paths are translated to the nodes'
 mounts on the way out, and the paths in reports back to the daemon's on the way
