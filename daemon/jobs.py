@@ -143,6 +143,21 @@ class Jobs:
                          window=job.window)
                 self.publish(job.id)
 
+    def _take_over(self, handle: Worker) -> None:
+        """Follow a render that its worker carried on while the daemon restarted (a Ray slot outlives the daemon,
+        daemon/ray_worker.py `reclaim`), as if this daemon had started it: its reports, its stall and its cancel
+        are this daemon's now."""
+        job = self.store.job(handle.job_id)
+        request = Path(job.request_path)
+        estimate = job.estimate or {}
+        self.live[job.id] = LiveJob(job.id, handle.name, f"{job.id:>4} {request.parent.name}/{request.name}",
+                                    time.monotonic(), estimate.get("seconds"), window=job.window,
+                                    pause_at=self.schedule.pause_at(job.window), reported=dict(job.progress or {}),
+                                    estimate=estimate)
+        log.info("the job's render carried on through the daemon's restart; followed again", job=job.id,
+                 worker=handle.name)
+        self.publish(job.id)
+
     def _placed(self, spec: dict, handle: Worker) -> dict:
         """The job as sent to `handle`: its Render Info is to record where each chunk was rendered, this
         attempt's chunks by `handle`, resumed ones where they were rendered before."""
@@ -173,6 +188,8 @@ class Jobs:
                 handle.pid = pid
                 if handle.job_id in self.live:  # a job handed to a worker still starting: its silence starts now
                     self.live[handle.job_id].last_report = time.monotonic()
+                elif handle.job_id is not None:
+                    self._take_over(handle)
                 return
             case Models(loaded):
                 handle.models = frozenset(loaded)

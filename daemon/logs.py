@@ -55,6 +55,9 @@ def configure(fmt: str = "auto", level: str = "info", handler: logging.Handler |
     logging.captureWarnings(True)
 
 
+_real_stderr: TextIO | None = None  # the standard error `capture_stderr` replaced by a pipe
+
+
 def capture_stderr() -> TextIO:
     """Make everything written to file descriptor 2 reach the log as JSON lines; return a stream on the real
     standard error for the log itself.
@@ -64,12 +67,21 @@ def capture_stderr() -> TextIO:
     thread: a line that is a JSON object already (a worker's log line) passes as it is; any other line
     becomes a log line of its own, `output outside the log`, with the text in `line`.
     """
-    out = os.fdopen(os.dup(2), "w", buffering=1)
+    global _real_stderr
+    out = _real_stderr = os.fdopen(os.dup(2), "w", buffering=1)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
     threading.Thread(target=_relay, args=(read_end, out), name="stderr-relay", daemon=True).start()
     return out
+
+
+def restore_stderr() -> None:
+    """Give descriptor 2 its real standard error back: before this process becomes another program (a daemon
+    starting itself anew), whose descriptor 2 would otherwise be a pipe that nobody reads."""
+    if _real_stderr is not None:
+        _real_stderr.flush()
+        os.dup2(_real_stderr.fileno(), 2)
 
 
 def _relay(read_end: int, out: TextIO) -> None:

@@ -171,7 +171,17 @@ class WorkerExited:
     code: int | None
 
 
-InboxMessage = Hint | Reconcile | WindowEdge | Stop | FromWorker | WorkerExited
+@dataclass(frozen=True)
+class ClusterGone:
+    """The Ray cluster the daemon joined by a plain address is gone (its head stopped or restarted); the daemon
+    stops and starts itself anew to join it again (daemon/ray_cluster.py `start_again`)."""
+
+    step: ClassVar[str] = "cluster"
+
+    reason: str
+
+
+InboxMessage = Hint | Reconcile | WindowEdge | Stop | FromWorker | WorkerExited | ClusterGone
 Inbox = queue.Queue  # of InboxMessage
 
 

@@ -7,6 +7,10 @@ models, progress, chunks, results) wait in an outbox that a thread of the
 daemon empties with `reports`. Ray runs the actor's methods on a few threads
 (`max_concurrency`), so a cancel or a stop reaches the loop while it renders.
 
+A render outlives the daemon that sent it: its reports wait in the outbox
+until a daemon pulls them, so a daemon started again after a crash takes the
+render over (`attach`) instead of rendering the job a second time.
+
 The actor never touches the database or a status file: it only renders the
 paths it is given (already translated for its node by the daemon's path map)
 and says so. `probe` is how the daemon learns, before sending any work,
@@ -30,18 +34,21 @@ ATTACH_IDLE_SECONDS = 30.0  # how long a daemon that (re)attaches waits for a le
 
 
 class _QueueEnd:
-    """The loop's end of its 'pipe': the daemon's messages in, reports out to the outbox; and whether a job is
-    in hand (from its `Render` to its outcome)."""
+    """The loop's end of its 'pipe': the daemon's messages in, reports out to the outbox; whether a job is
+    in hand (from its `Render` to its outcome), and which job is still owed to a daemon (from its `Render` until
+    a daemon pulled its outcome)."""
 
     def __init__(self, incoming: queue.Queue, outbox: queue.Queue) -> None:
         self.incoming = incoming
         self.outbox = outbox
         self.busy = False
+        self.job: int | None = None
 
     def recv(self) -> ToWorker:
         message = self.incoming.get()
         if isinstance(message, Render):
             self.busy = True
+            self.job = message.job["job_id"]
         return message
 
     def send(self, report: WorkerReport) -> None:
@@ -102,12 +109,20 @@ class RenderSlot:
             problems.append(f"cannot write the work folder {work_dir}: {exc.strerror or exc}")
         return problems
 
-    def attach(self) -> dict:
-        """A daemon takes this slot over (a new one after a restart): drop what an earlier daemon left running,
-        wait for it to unwind, and forget the reports nobody will read; then say where the slot lives."""
-        job = self.control.job
-        if job is not None and self.busy():
-            self.control.cancel("the daemon that sent this job is gone; it was requeued", job)
+    def attach(self, job: int | None = None) -> dict:
+        """A daemon takes this slot over (a new one after a restart); where the slot lives, and `job` if the slot
+        still holds it for the new daemon.
+
+        `job` is the job the database says this slot was rendering. Its render carries on, or its outcome waits
+        if it ended while no daemon listened: its reports (chunks, models, outcome) stay in the outbox for the
+        new daemon, so nothing is rendered twice. Anything else an earlier daemon left here is dropped: cancelled
+        at its next step, waited for, and its reports forgotten, so that it no longer writes in a work folder
+        another slot may resume from."""
+        held = self.end.job
+        if held is not None and held == job:
+            return {**self.where(), "job": held}
+        if held is not None and self.busy():
+            self.control.cancel("the daemon that sent this job is gone; it was requeued", held)
         deadline = time.monotonic() + ATTACH_IDLE_SECONDS
         while self.busy() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -116,7 +131,8 @@ class RenderSlot:
                 self.outbox.get_nowait()
             except queue.Empty:
                 break
-        return {**self.where(), "busy": self.busy()}
+        self.end.job = None
+        return {**self.where(), "job": None, "busy": self.busy()}
 
     def busy(self) -> bool:
         """Whether a render is under way (its job's outcome not yet in the outbox)."""
@@ -135,7 +151,10 @@ class RenderSlot:
             try:
                 found.append(self.outbox.get_nowait())
             except queue.Empty:
-                return found
+                break
+        if any(isinstance(report, Done | Failed | Interrupted) and report.job == self.end.job for report in found):
+            self.end.job = None  # its outcome is a daemon's now
+        return found
 
 
 def _unreachable() -> None:

@@ -1,13 +1,12 @@
 """The daemon's side of render slots on a Ray cluster (`executor = "ray"`).
 
-`connect` joins the cluster (or starts a Ray instance here) before the daemon
-touches anything, so a missing Ray or an unreachable cluster stops the start
-with a clear message and changes nothing. Each `RayWorker` is one slot: a
-named, detached actor (daemon/ray_actor.py) in the settings' namespace, found
-again by a restarted daemon or created anew. It is a third `Worker` beside the
-process and thread workers: the daemon assigns, stops, cancels and kills it
-through the same calls, and its reports arrive on the inbox the same way,
-pulled from the actor by a thread of the daemon.
+The daemon joins the cluster first (daemon/ray_cluster.py). Each `RayWorker`
+is one slot: a named, detached actor (daemon/ray_actor.py) in the settings'
+namespace, found again by a restarted daemon (which takes over the render it
+may still run for the daemon before, `reclaim`) or created anew. It is a third
+`Worker` beside the process and thread workers: the daemon assigns, stops,
+cancels and kills it through the same calls, and its reports arrive on the
+inbox the same way, pulled from the actor by a thread of the daemon.
 
 Paths cross the path map twice: a job's paths are translated to the nodes'
 mounts on the way out, and the paths in reports back to the daemon's on the way
@@ -18,7 +17,6 @@ reported and gets no work.
 from __future__ import annotations
 
 import dataclasses
-import socket
 import threading
 import time
 from typing import Any
@@ -27,8 +25,18 @@ import structlog
 
 from daemon.config import PathMapping, Settings
 from daemon.errors import ConfigError
-from daemon.messages import FromWorker, Inbox, Ready, ToWorker, WorkerExited
+from daemon.messages import ClusterGone, FromWorker, Inbox, Interrupted, Ready, ToWorker, WorkerExited
 from daemon.ray_actor import ATTACH_IDLE_SECONDS
+from daemon.ray_cluster import (
+    REJOIN_SECONDS,
+    check_reachable,
+    cluster_nodes,
+    connect,
+    first_line,
+    left_cluster,
+    slot_count,
+)
+from daemon.states import Job
 from daemon.workers import Worker, WorkerPool
 from engine import faults
 
@@ -36,8 +44,8 @@ log = structlog.get_logger("hotshot.ray")
 REPORT_WAIT_SECONDS = 1.0  # how long one pull of reports waits in the actor; bounds how fast a reader notices a stop
 CALL_SECONDS = 30.0  # a control call (send, kill) that has not come back by then finds the slot unreachable
 UNREACHABLE_SECONDS = 30.0  # an actor that does not answer this long is given up (its job resumes elsewhere)
-NODE_LOST_CODE = -1
-CONNECT_SECONDS = 5.0  # the exit code a slot whose actor died reports
+NODE_LOST_CODE = -1  # the exit code a slot whose actor died reports
+RECLAIM_MISSED = "the daemon restarted while this job ran and its slot no longer holds it"
 
 
 class PathMap:
@@ -74,76 +82,13 @@ def _mapped(value: Any, pairs: list[tuple[str, str]]) -> Any:
     return value
 
 
-def connect(settings: Settings):
-    """Join the configured Ray cluster (or start Ray here when `ray_address` is unset); the `ray` module.
-
-    Raises ConfigError when Ray is not installed or the cluster cannot be reached.
-    """
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError('executor = "ray" needs Ray, which is not installed: pip install "hotshot[ray]" '
-                          '(or set executor = "local")') from exc
-    if ray.is_initialized():
-        return ray
-    address = settings.ray_address
-    if address is not None:
-        _check_reachable(address)
-    options: dict = {"include_dashboard": False} if address is None else {}
-    try:
-        ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False, logging_level="WARNING",
-                 configure_logging=False, **options)
-    except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; each one means the same to the user
-        where = f"the Ray cluster at {address!r}" if address else "a Ray instance on this machine"
-        raise ConfigError(f"cannot start with executor = \"ray\": {where} cannot be reached ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else exc}); start the cluster (`ray start --head` "
-                          "on the head node), fix ray_address, or set executor = \"local\"") from exc
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if settings.ray_gpus_per_slot > gpus:
-        ray.shutdown()
-        raise ConfigError(f"ray_gpus_per_slot = {settings.ray_gpus_per_slot:g} but the Ray cluster at "
-                          f"{address or 'this machine'} has {gpus:g} GPUs: start its nodes with their GPUs "
-                          "(`ray start --num-gpus N`), or set ray_gpus_per_slot = 0 for CPU slots")
-    return ray
-
-
-def _check_reachable(address: str) -> None:
-    """Fail at once when nothing listens at the cluster's address (Ray itself would retry for minutes)."""
-    where = address.removeprefix("ray://")
-    if address == "auto":
-        from ray._private.services import canonicalize_bootstrap_address
-
-        try:
-            where = canonicalize_bootstrap_address("auto")
-        except Exception:  # noqa: BLE001 - a stale record of a cluster: the same as none
-            where = None
-        if not where:
-            raise ConfigError('ray_address = "auto" but no Ray cluster runs on this machine: start one with '
-                              '`ray start --head`, name its address (ray_address = "HEAD:6379"), or leave '
-                              'ray_address unset to start Ray with the daemon')
-    host, _, port = where.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_SECONDS):
-            pass
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot start with executor = \"ray\": nothing answers at ray_address = {address!r} "
-                          f"({exc}); start the cluster (`ray start --head` on the head node), fix ray_address, "
-                          "or set executor = \"local\"") from exc
-
-
-def slot_count(settings: Settings, ray) -> int:
-    """Render slots: `ray_slots`, else one per GPU of the cluster (one CPU slot when it has none)."""
-    if settings.ray_slots:
-        return settings.ray_slots
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    per_slot = settings.ray_gpus_per_slot
-    return max(1, int(gpus // per_slot) if per_slot and gpus else 1)
-
-
 class RayWorker(Worker):
     """One render slot: a named Ray actor, and a thread of the daemon that pulls its reports."""
 
     settings: Settings  # set by `make_ray_pool`, shared by the slots of one daemon
+    gone: threading.Event  # set by `make_ray_pool`: the cluster went away; through Ray Client the next slot to
+    # start joins anew, by a plain address the daemon starts itself again (daemon/ray_cluster.py)
+    rejoin: threading.Lock  # set by `make_ray_pool`: one slot rejoins, the others wait for it
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -159,7 +104,9 @@ class RayWorker(Worker):
     def start(self) -> None:
         self._ready.clear()
         self._leaving.clear()
+        held = self.job_id  # a job `reclaim` left with this slot stays its until the actor says otherwise
         self._started()
+        self.job_id = held
         self.state = "starting"
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-ray", daemon=True)
         self._thread.start()
@@ -186,6 +133,8 @@ class RayWorker(Worker):
         """Find or create the actor, prove its node can do the work, then forward its reports until it dies."""
         import ray
 
+        if not self._rejoined():
+            return
         try:
             self.actor = actor = self._actor()
             probe = actor.probe.remote(self.paths.to_node([str(root) for root in self.settings.roots]),
@@ -194,6 +143,13 @@ class RayWorker(Worker):
             if problems is None:
                 return
             self.where = ray.get(actor.where.remote(), timeout=CALL_SECONDS)
+            # A job this slot rendered for an earlier daemon is kept only by a slot that can do the work.
+            attached = ray.get(actor.attach.remote(None if problems else self.job_id),
+                               timeout=CALL_SECONDS + ATTACH_IDLE_SECONDS)
+            if self.job_id is not None and attached.get("job") != self.job_id:
+                log.info("the slot no longer holds the job it rendered for the last daemon; it is queued again",
+                         worker=self.name, job=self.job_id)
+                self.inbox.put(FromWorker(self.name, Interrupted(self.job_id, RECLAIM_MISSED)))
             if problems:
                 self.refused = problems
                 self.state = "refused"
@@ -201,11 +157,13 @@ class RayWorker(Worker):
                           node=self.where.get("node"), node_ip=self.where.get("node_ip"),
                           node_id=self.where.get("node_id"), problems=problems)
                 return
-            self.where = ray.get(actor.attach.remote(), timeout=CALL_SECONDS + ATTACH_IDLE_SECONDS)
+            self.where = attached
         except Exception as exc:  # noqa: BLE001 - any Ray failure here is a slot that did not start
             if not self._leaving.is_set():
                 log.warning("a render slot did not start", worker=self.name, error=f"{type(exc).__name__}: {exc}")
+                self._cluster_gone(exc)
                 self.state = "lost"
+                self.lost_because = f"its Ray actor could not be reached ({type(exc).__name__})"
                 self.inbox.put(WorkerExited(self.name, None, NODE_LOST_CODE))
             return
         self.refused = []
@@ -247,6 +205,9 @@ class RayWorker(Worker):
                 # A dead actor is final. One that does not answer may be a network blip (Ray says "temporarily
                 # unavailable"); after UNREACHABLE_SECONDS it is given up and killed, so its name is free again.
                 unreachable_since = unreachable_since or time.monotonic()
+                if self._cluster_gone(exc):
+                    self._lost(actor, exc)
+                    return
                 if not isinstance(exc, ActorDiedError) and time.monotonic() - unreachable_since < UNREACHABLE_SECONDS:
                     time.sleep(REPORT_WAIT_SECONDS / 4)
                     continue
@@ -256,6 +217,61 @@ class RayWorker(Worker):
             for report in reports:
                 self.inbox.put(FromWorker(self.name, self.paths.to_daemon(report)))
 
+    def _cluster_gone(self, exc: Exception) -> bool:
+        """Whether the cluster itself is gone for this daemon (its head stopped or restarted), not one actor.
+
+        Through Ray Client, the client raises ConnectionError once it gives up, or the head does not answer at
+        all. A daemon joined by a plain address is a driver on a node, cut off once its node's raylet is gone
+        (with the head on the head node; on another node once the raylet gives up on the head) or the head
+        answers as a new cluster."""
+        if self.client:
+            gone = isinstance(exc, ConnectionError)
+            if not gone:
+                try:
+                    check_reachable(self.settings.ray_address)
+                except ConfigError:
+                    gone = True
+        else:
+            gone = left_cluster()
+        if gone and not self.gone.is_set():
+            self.gone.set()  # the next slot to start joins anew (Ray Client); with a plain address the daemon does
+            if not self.client:
+                self.inbox.put(ClusterGone(f"{type(exc).__name__}: {first_line(exc)}"))
+        return gone
+
+    def _rejoined(self) -> bool:
+        """After the cluster went away, the first slot to start again drops the old connection, waits until
+        ray_address answers and connects anew; the other slots wait for it. False if the daemon leaves meanwhile,
+        or if it joined by a plain address: that driver cannot leave its cluster and live (Ray ends the process),
+        so the daemon starts itself anew instead (`ClusterGone`, `start_again`)."""
+        with self.rejoin:
+            if not self.gone.is_set():
+                return True
+            if not self.client:
+                return False
+            import ray
+
+            log.warning("the Ray cluster went away; waiting for it to answer again", address=self.settings.ray_address)
+            gone_at = time.monotonic()
+            ray.shutdown()
+            while not self._leaving.is_set():
+                try:
+                    connect(self.settings)
+                except ConfigError as exc:
+                    log.info("the Ray cluster does not answer yet", error=str(exc).splitlines()[0])
+                    self._leaving.wait(REJOIN_SECONDS)
+                    continue
+                self.gone.clear()
+                log.warning("joined the Ray cluster again", address=self.settings.ray_address,
+                            seconds=round(time.monotonic() - gone_at, 1))
+                return True
+            return False
+
+    @property
+    def client(self) -> bool:
+        """Whether the daemon joined through Ray Client (`ray://`), which can leave a cluster and join anew."""
+        return str(self.settings.ray_address or "").startswith("ray://")
+
     def _lost(self, actor, exc: Exception) -> None:
         import ray
 
@@ -264,15 +280,16 @@ class RayWorker(Worker):
         self.lost_because = f"its Ray actor on node {self.where.get('node_ip')} was lost ({type(exc).__name__})"
         log.warning("a render slot was lost", worker=self.name, node_id=self.where.get("node_id"),
                     error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone, or the head is away
-            log.info("the lost actor could not be killed", worker=self.name)
+        if not self.gone.is_set():  # with the cluster gone its actors are gone too, and there is no one to ask
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone, or the head is away
+                log.info("the lost actor could not be killed", worker=self.name)
         self.inbox.put(WorkerExited(self.name, None, NODE_LOST_CODE))
 
     @property
     def alive(self) -> bool:
-        return self._ready.is_set()
+        return self._ready.is_set() and not self.gone.is_set()  # no slot takes work once the cluster is gone
 
     def send(self, message: ToWorker) -> bool:
         if self.actor is None or not self.alive:
@@ -303,7 +320,7 @@ class RayWorker(Worker):
         """Leave the slot's actor running for the next daemon (models stay loaded); stop reading its reports.
 
         A render still under way was asked to stop after its chunk by the daemon's stop; one that has not
-        finished by now is dropped when the next daemon attaches (its job is requeued, not lost)."""
+        finished by now stays with the slot, and the next daemon takes it over (`reclaim`)."""
         self._leaving.set()
         self._ready.clear()
         self.state = "detached"
@@ -321,24 +338,58 @@ class RayWorker(Worker):
                 "node_id": self.where.get("node_id"), "actor": self.actor_name}
 
 
+def reclaim(pool: WorkerPool, running: list[Job]) -> None:
+    """Leave each job the database says was running on a slot of `pool` with that slot, before the daemon
+    requeues orphans: a Ray actor outlives a daemon that was killed, so its render may still be under way, or
+    ended with nobody to tell. The slot's `attach` finds out; the render carries on for this daemon (no chunk is
+    rendered twice, and no second render of the job writes in its work folder meanwhile), or the job is queued
+    again. A job being cancelled is not reclaimed: its cancel is finished and its render dropped."""
+    import ray
+
+    slots = {handle.name: handle for handle in pool if isinstance(handle, RayWorker)}
+    namespace = next(iter(slots.values())).settings.ray_namespace if slots else None
+    for job in running:
+        handle = slots.get(job.worker or "")
+        if handle is None and (job.worker or "").startswith("slot-"):
+            _end_stray_slot(f"hotshot-{job.worker}", namespace)
+        if handle is None or handle.job_id is not None or job.cancel_reason:
+            continue
+        try:  # no actor of that name: nothing renders the job, it resumes on the first slot free
+            ray.get_actor(handle.actor_name, namespace=namespace)
+        except ValueError:
+            continue
+        handle.job_id = job.id
+        log.info("a job that ran on a render slot before the restart waits for that slot", job=job.id,
+                 worker=handle.name)
+
+
+def _end_stray_slot(name: str, namespace: str | None) -> None:
+    """End the actor of a slot this daemon no longer has (fewer `ray_slots` than before): its render of a job
+    that is requeued must not go on writing in the work folder the job resumes from."""
+    import ray
+
+    try:
+        ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+    except ValueError:
+        return  # gone already
+    log.warning("ended the actor of a render slot this daemon no longer has", actor=name)
+
+
 def make_ray_pool(settings: Settings, inbox: Inbox, log_level: str, cache_bytes: int | None) -> WorkerPool:
     """One `RayWorker` per render slot of the cluster `connect` joined."""
     import ray
 
     slots = slot_count(settings, ray)
-    kind = type("ConfiguredRayWorker", (RayWorker,), {"settings": settings})
+    kind = type("ConfiguredRayWorker", (RayWorker,), {"settings": settings, "gone": threading.Event(),
+                                                       "rejoin": threading.Lock()})
     return WorkerPool([kind(f"slot-{index}", "ray", inbox, "json", log_level, cache_bytes=cache_bytes)
                        for index in range(slots)])
 
 
 def cluster_status(pool: WorkerPool) -> dict:
     """The cluster as `hotshot status` shows it: its nodes and, per slot, where it runs and what it renders."""
-    import ray
-
     try:
-        nodes = [{"node_id": node["NodeID"], "address": node["NodeManagerAddress"], "alive": node["Alive"],
-                  "cpus": node["Resources"].get("CPU", 0), "gpus": node["Resources"].get("GPU", 0)}
-                 for node in ray.nodes()]
+        nodes = cluster_nodes()
     except Exception:  # noqa: BLE001 - the head is away: the slots still say what they know
         nodes = []
     return {"executor": "ray", "updated": time.time(), "nodes": nodes,

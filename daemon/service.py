@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from daemon import ray_worker
+from daemon import ray_cluster, ray_worker
 from daemon.archive import Archiver
 from daemon.config import Settings
 from daemon.control import (
@@ -44,6 +44,7 @@ from daemon.gpus import device_kind, worker_devices
 from daemon.ingest import CANCELLED_BY_FIELD, Batch, FailedFiles, Ingest
 from daemon.jobs import Jobs
 from daemon.messages import (
+    ClusterGone,
     Done,
     FromWorker,
     Hint,
@@ -95,8 +96,10 @@ class Daemon:
         for root in settings.roots:
             if not root.is_dir():
                 raise ConfigError(f"watch root {root} does not exist or is not a folder")
-        # Before anything is written: a cluster that cannot be joined stops the start and changes nothing.
-        self.ray = ray_worker.connect(settings) if settings.executor == "ray" else None
+        # Before anything is written: a cluster that cannot be joined stops the start and changes nothing. A
+        # daemon started anew to rejoin its cluster (ray_cluster.start_again) holds its lock while it waits.
+        rejoining = settings.executor == "ray" and ray_cluster.rejoining()
+        self.ray = ray_cluster.connect(settings) if settings.executor == "ray" and not rejoining else None
         self._lock = state_lock(settings.state_dir, wait_seconds=2.0)  # a CLI command may hold it for a moment
         if self._lock is None:
             raise ConfigError(f"another hotshot daemon is running with state dir {settings.state_dir}")
@@ -110,6 +113,8 @@ class Daemon:
         except ConfigError:
             self.release_locks()
             raise
+        if rejoining:
+            self.ray = ray_cluster.connect(settings)
         self.store = Store.open(settings.database)
         devices = worker_devices(settings.devices)
         kind = device_kind(devices) if self.ray is None else "cuda" if settings.ray_gpus_per_slot else "cpu"
@@ -158,12 +163,15 @@ class Daemon:
         self._step_logged: dict[str, float] = {}
         self.scheduler: BackgroundScheduler | None = None
         self.watcher = None
+        self.start_again = False  # set when the Ray cluster went away: `hotshot run` starts the daemon anew
 
     # -- running --------------------------------------------------------------
 
     def run(self, drain: bool = False) -> int:
         """Run until stopped (or, with `drain`, until nothing is left to do); return an exit code."""
         self._install_signal_handlers()
+        if self.ray is not None:  # before orphans are requeued: a slot's actor may still render its job
+            ray_worker.reclaim(self.workers, self.store.jobs((JobState.RUNNING,)))
         self._recover()
         self.workers.start_all()
         self.watcher = watcher = self._start_watcher()
@@ -196,7 +204,8 @@ class Daemon:
             self.workers.shutdown()
             if self.ray is not None:
                 self._guarded("cluster", self._publish_cluster, True)
-                self.ray.shutdown()
+                if not self.start_again:  # leaving a cluster that is gone ends the process
+                    self.ray.shutdown()
             self.notifications.stop(timeout=30)
             self.store.close()
             self.release_locks()
@@ -372,6 +381,8 @@ class Daemon:
             case WindowEdge(name, edge):
                 window = self.settings.render_windows[name]
                 log.info(f"render window {edge}", window=name, open=window.is_open(self.schedule.now()))
+            case ClusterGone(reason):
+                self._cluster_gone(reason)
             case Stop():
                 if self._stop.is_set():
                     for handle in self.workers:
@@ -560,6 +571,20 @@ class Daemon:
             error = f"the worker was killed: {handle.killed_because}" if handle.killed_because \
                 else f"the worker process died (exit code {code})"
             self.jobs.failed(job_id, error, retryable=True)
+
+    def _cluster_gone(self, reason: str) -> None:
+        """The Ray cluster joined by a plain address is gone: its slots' jobs are back in line (their attempts
+        given back), and the daemon stops so that `hotshot run` starts it again to join the cluster when it is
+        back (this process cannot leave the cluster and live; `ray_cluster.start_again`)."""
+        if self.start_again:
+            return
+        log.warning("the Ray cluster went away; the daemon starts again and waits for it", reason=reason)
+        self.start_again = True
+        for handle in self.workers:
+            if handle.job_id is not None:
+                job_id, handle.job_id = handle.job_id, None
+                self.jobs.lost(job_id, f"the Ray cluster went away ({reason})")
+        self.stop("the Ray cluster went away")
 
     # -- status files and notifications ---------------------------------------
 

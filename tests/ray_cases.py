@@ -226,42 +226,167 @@ def path_map(folder: Path, models: Path) -> dict:
         stop_cluster(folder, process)
 
 
-def restart(folder: Path, models: Path) -> dict:
-    """The daemon killed mid-render (kill -9) and started again: it finds its actors, the job resumes."""
+def daemon_config(folder: Path, settings, address: str) -> Path:
+    """A hotshot.toml for `hotshot run` with the harness's settings on the cluster at `address`."""
+    config = folder / "hotshot.toml"
+    config.write_text("\n".join(f"{key} = {json.dumps(value)}" for key, value in {
+        "roots": [str(root) for root in settings.roots], "state_dir": str(settings.state_dir),
+        "models_dir": str(settings.models_dir), "catalogs": [str(path) for path in settings.catalogs],
+        "stable_seconds": 0.3, "executor": "ray", "ray_address": address, "ray_slots": 2,
+        "ray_gpus_per_slot": 0, "log_format": "json", "retry_backoff_seconds": 0.0}.items()))
+    return config
+
+
+def log_lines(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def restart(folder: Path, models: Path, ended: bool) -> dict:
+    """The daemon killed (kill -9) while its slot is held in the middle of a chunk, and started again: it finds
+    its actors, and the render carries on for the new daemon (or, `ended`, the render finished while no daemon
+    ran, and the new daemon takes its kept outcome): nothing is rendered twice."""
+    import os
+
+    fault = folder / "fault"
+    fault.write_text(f"chunk 9 pause {3 if ended else 20}\n")  # holds the render in its second chunk
     process, address = separate_cluster(folder)
     try:
         request = shot(folder, "sh010")
+        output, manifest = request.with_name("plate_r001.mp4"), request.with_name("plate_r001.render-info.json")
         settings = ray_settings(folder, models, address)
-        config = folder / "hotshot.toml"
-        config.write_text("\n".join(f"{key} = {json.dumps(value)}" for key, value in {
-            "roots": [str(root) for root in settings.roots], "state_dir": str(settings.state_dir),
-            "models_dir": str(models), "catalogs": [str(path) for path in settings.catalogs],
-            "stable_seconds": 0.3, "executor": "ray", "ray_address": address, "ray_slots": 2,
-            "ray_gpus_per_slot": 0, "log_format": "json", "retry_backoff_seconds": 0.0}.items()))
+        config = daemon_config(folder, settings, address)
         log = folder / "first-daemon.log"
-        with log.open("w") as output:
+        with log.open("w") as written:
             first = subprocess.Popen([str(Path(sys.executable).with_name("hotshot")), "run", "--config", str(config)],
-                                     stdout=output, stderr=output)
-            wait_for(lambda: chunks_done(settings.database) >= 2, 240, "two finished chunks")
+                                     stdout=written, stderr=written, env={**os.environ, "HOTSHOT_FAULTS": str(fault)})
+            wait_for(lambda: Path(f"{fault}.fired").exists(), 240, "the render held in a chunk")
+            chunks_at_kill = chunks_done(settings.database)
             first.kill()
             first.wait()
-        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-        first_pids = sorted(line["pid"] for line in lines if line["event"] == "render slot ready")
+        if ended:
+            wait_for(manifest.exists, 120, "the render finished with no daemon")
+        published = manifest.exists() and manifest.stat().st_mtime_ns
+        first_pids = sorted(line["pid"] for line in log_lines(log) if line["event"] == "render slot ready")
         with RunningDaemon(settings) as running:
+            wait_for(lambda: all(slot.state == "ready" for slot in running.workers), 120, "both slots ready")
+            output_at_attach = output.exists()
             status = wait_for_state(request, ("done", "failed"), 240)
             found = sorted(slot.where.get("pid") for slot in running.workers)
             uninterrupted = shot(folder, "sh000")
             wait_for_state(uninterrupted, ("done", "failed"), 240)
+        store = Store.open(settings.database, read_only=True)
+        events = [event["kind"] for event in store.events(status["job"])]
+        store.close()
         return {"state": status["state"], "chunks_resumed": (status.get("outputs") or {}).get("chunks_resumed"),
-                "attempts": status["attempts"], "pids": found, "first_pids": first_pids,
+                "attempts": status["attempts"], "pids": found, "first_pids": first_pids, "events": events,
+                "chunks_at_kill": chunks_at_kill, "output_at_attach": output_at_attach,
+                "published_again": published is not False and manifest.stat().st_mtime_ns != published,
                 "rendered_by": rendered_by(request), "uninterrupted": output_sha(uninterrupted),
                 "interrupted": output_sha(request)}
     finally:
         stop_cluster(folder, process)
 
 
-CASES = {"spread": spread, "node_lost": node_lost, "cancel": cancel, "path_map": path_map, "restart": restart,
-         "stall": stall, "serve_cluster": serve_cluster}
+def restart_held(folder: Path, models: Path) -> dict:
+    return restart(folder, models, ended=False)
+
+
+def restart_ended(folder: Path, models: Path) -> dict:
+    return restart(folder, models, ended=True)
+
+
+HEAD_PORT, CLIENT_PORT = 6390, 10001
+
+
+def ray_head(action: str, folder: Path) -> None:
+    """`ray start --head` (two CPUs, Ray Client on CLIENT_PORT) or `ray stop --force`, as separate processes."""
+    import os
+    import socket
+
+    ray = str(Path(sys.executable).with_name("ray"))
+    command = [ray, "stop", "--force"] if action == "stop" else [
+        ray, "start", "--head", "--port", str(HEAD_PORT), "--ray-client-server-port", str(CLIENT_PORT),
+        "--num-cpus", "2", "--object-store-memory", str(STORE_BYTES), "--include-dashboard", "false",
+        "--disable-usage-stats"]
+    with (folder / f"head-{action}.log").open("a") as output:
+        subprocess.run(command, check=True, stdout=output, stderr=output, timeout=120,
+                       env={**os.environ, "RAY_AUTH_MODE": "disabled"})  # Ray 2.60's `ray start` turns on tokens
+
+    def client_port_open() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", CLIENT_PORT), 1).close()
+        except OSError:
+            return False
+        return True
+
+    if action == "start":  # the Ray Client server comes up a moment after `ray start` returns
+        wait_for(client_port_open, 60, "the Ray Client port")
+
+
+def head_restart(folder: Path, models: Path, address: str) -> dict:
+    """The Ray head (`ray start --head`) stopped while a slot is held in the middle of a chunk, and started again
+    on the same port: the daemon, a `hotshot run` joined at `address`, rejoins the new cluster by itself, starts
+    new slots, and the job resumes from its checkpoints."""
+    import os
+    import signal
+
+    fault = folder / "fault"
+    fault.write_text("chunk 9 pause 60\n")  # holds the render in its second chunk until the head is stopped
+    ray_head("start", folder)
+    daemon = None
+    try:
+        request = shot(folder, "sh010")
+        settings = ray_settings(folder, models, address)
+        log = folder / "daemon.log"
+        with log.open("w") as output:
+            daemon = subprocess.Popen([str(Path(sys.executable).with_name("hotshot")), "run", "--config",
+                                       str(daemon_config(folder, settings, address))], stdout=output, stderr=output,
+                                      env={**os.environ, "HOTSHOT_FAULTS": str(fault), "RAY_AUTH_MODE": "disabled"})
+        wait_for(lambda: Path(f"{fault}.fired").exists(), 240, "the render held in a chunk")
+        chunks_at_stop = chunks_done(settings.database)
+        ray_head("stop", folder)
+        stopped = time.monotonic()
+        wait_for(lambda: status_of(request)["state"] == "queued", 120, "the job back in line")
+        noticed = time.monotonic() - stopped
+        ray_head("start", folder)
+        started = time.monotonic()
+        wait_for(lambda: status_of(request)["state"] != "queued", 240, "the job claimed again")
+        claimed = time.monotonic() - started
+        status = wait_for_state(request, ("done", "failed"), 240)
+        uninterrupted = shot(folder, "sh000")
+        wait_for_state(uninterrupted, ("done", "failed"), 240)
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(120)
+        store = Store.open(settings.database, read_only=True)
+        events = [(event["kind"], event["message"]) for event in store.events(status["job"])]
+        store.close()
+        lines = log_lines(log)
+        return {"state": status["state"], "attempts": status["attempts"], "events": events, "exit_code": code,
+                "chunks_at_stop": chunks_at_stop, "noticed_seconds": round(noticed, 1),
+                "claimed_seconds": round(claimed, 1),
+                "chunks_resumed": (status.get("outputs") or {}).get("chunks_resumed"),
+                "daemon_starts": sum(line["event"] == "daemon started" for line in lines),
+                "rejoined": [line for line in lines if line["event"] == "joined the Ray cluster again"],
+                "rendered_by": rendered_by(request), "uninterrupted": output_sha(uninterrupted),
+                "interrupted": output_sha(request)}
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+        ray_head("stop", folder)
+
+
+def head_restart_client(folder: Path, models: Path) -> dict:
+    return head_restart(folder, models, f"ray://127.0.0.1:{CLIENT_PORT}")
+
+
+def head_restart_address(folder: Path, models: Path) -> dict:
+    return head_restart(folder, models, f"127.0.0.1:{HEAD_PORT}")
+
+
+CASES = {"spread": spread, "node_lost": node_lost, "cancel": cancel, "path_map": path_map, "restart_held": restart_held,
+         "restart_ended": restart_ended,
+         "stall": stall, "serve_cluster": serve_cluster, "head_restart_client": head_restart_client,
+         "head_restart_address": head_restart_address}
 
 if __name__ == "__main__":
     case, folder, models = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])

@@ -156,14 +156,43 @@ def test_path_map_for_nodes_that_mount_storage_elsewhere(tmp_path, models_dir, t
 @pytest.mark.slow
 @needs_ray
 @needs_namespaces
-def test_daemon_restart_finds_its_actors(tmp_path, models_dir, tiny_spec):
-    """kill -9 of the daemon mid-render: the next daemon finds the same named actors (same processes), drops the
-    render the dead daemon left running, and the job resumes from its checkpoints, byte-identical to an
-    uninterrupted render on the cluster."""
-    result = run_case("restart", tmp_path, models_dir)
-    assert result["state"] == "done" and result["chunks_resumed"] >= 2
+@pytest.mark.parametrize("ended", [False, True], ids=["render-held", "render-ended"])
+def test_daemon_restart_finds_its_actors(ended, tmp_path, models_dir, tiny_spec):
+    """kill -9 of the daemon while its slot is held in the middle of a chunk: the next daemon finds the same named
+    actors (same processes); the render carries on for it (or, when it finished while no daemon ran, its kept
+    outcome is recorded), and the job ends done with its one attempt, no chunk rendered twice, never requeued,
+    byte-identical to an uninterrupted render on the cluster."""
+    result = run_case("restart_ended" if ended else "restart_held", tmp_path, models_dir)
+    assert result["chunks_at_kill"] >= 1 and result["output_at_attach"] == ended, result
+    assert result["state"] == "done" and result["attempts"] == 1, result
+    assert result["chunks_resumed"] == 0, result  # carried on, not resumed: nothing was rendered twice
+    assert not result["published_again"]
+    assert not {"recovered", "interrupted", "retry"} & set(result["events"]), result["events"]
     assert result["pids"] == result["first_pids"] and len(result["pids"]) == 2
+    assert len({chunk["actor"] for chunk in result["rendered_by"]}) == 1
     assert result["interrupted"] == result["uninterrupted"]
+
+
+@pytest.mark.slow
+@needs_ray
+@needs_namespaces
+@pytest.mark.parametrize("kind", ["client", "address"])
+def test_head_restart_is_rejoined(kind, tmp_path, models_dir, tiny_spec):
+    """The Ray head (`ray start --head`) is stopped while a slot is held in the middle of a chunk, and started
+    again on the same port: `hotshot run`, joined through Ray Client (it rejoins in-process) or by the head's
+    address (it starts itself anew, same pid), puts the job back in line without spending its attempt, joins the
+    new cluster with new slots, and the job finishes from its checkpoints, byte-identical to an uninterrupted
+    render on the cluster."""
+    result = run_case(f"head_restart_{kind}", tmp_path, models_dir)
+    assert result["chunks_at_stop"] >= 1, result
+    assert result["state"] == "done" and result["attempts"] == 1, result
+    assert result["chunks_resumed"] >= result["chunks_at_stop"], result
+    kinds = [event for event, _ in result["events"]]
+    assert "retry" not in kinds and "interrupted" in kinds, result["events"]
+    assert result["daemon_starts"] == (1 if kind == "client" else 2), result
+    assert len(result["rejoined"]) == 1, result
+    assert result["interrupted"] == result["uninterrupted"]
+    assert result["exit_code"] == 0
 
 
 def test_path_map_translates_paths_both_ways_at_folder_boundaries():

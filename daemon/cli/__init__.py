@@ -173,6 +173,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(settings, display=bars)
     with bars or contextlib.nullcontext():
         code = daemon.run(drain=args.drain)
+    if daemon.start_again:
+        from daemon.ray_cluster import start_again
+
+        start_again()
     if args.drain:
         print(drain_summary(settings, daemon.finished))
     return code
