@@ -27,7 +27,7 @@ from tests.test_notify import Receiver, receiver  # noqa: F401 - the webhook rec
 
 pytestmark = pytest.mark.usefixtures("worker_kind")  # each test over thread and process workers
 
-SLOW = {"output_size": 64, "steps": 12, "seed": 5, "frame_range": [0, 40], "context": {"size": 17, "overlap": 5}}
+SLOW = {"output_size": 128, "steps": 24, "seed": 5, "frame_range": [0, 40], "context": {"size": 17, "overlap": 5}}
 QUICK = {"output_size": 64, "steps": 1, "seed": 3}
 
 
@@ -54,7 +54,7 @@ def test_the_status_file_follows_the_render_chunk_by_chunk(tmp_path, media, mode
     assert chunks == 4 and {status["progress"]["chunk"] for status in seen} >= set(range(1, chunks + 1))
     middle = next(status for status in seen if status["progress"]["chunk"] == 2)
     progress = middle["progress"]
-    assert progress["steps"] == 12 and 0 <= progress["step"] <= 12 and progress["frames_total"] == 41
+    assert progress["steps"] == 24 and 0 <= progress["step"] <= 24 and progress["frames_total"] == 41
     assert 0 < progress["percent"] < 100 and progress["eta_seconds"] is not None
     assert progress["elapsed_seconds"] > 0 and middle["worker"] == "worker-0"
     assert middle["message"].startswith("rendering chunk 2/4")
