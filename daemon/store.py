@@ -130,8 +130,10 @@ class Store(JobTransitions):
 
     # -- requests ------------------------------------------------------------
 
-    def request_version(self, path: Path, content_hash: str) -> dict | None:
-        return self._one("SELECT * FROM requests WHERE path = ? AND content_hash = ?", (str(path), content_hash))
+    def request_versions(self, path: Path) -> dict[str, int]:
+        """The id of every version of the request at `path` recorded so far, by content hash."""
+        return {content_hash: request_id for request_id, content_hash in
+                self.db.execute("SELECT id, content_hash FROM requests WHERE path = ?", (str(path),))}
 
     def request(self, request_id: int) -> dict | None:
         return self._one("SELECT * FROM requests WHERE id = ?", (request_id,))

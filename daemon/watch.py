@@ -8,6 +8,7 @@ root that went away (an unmounted share) is watched afresh when it is back.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
+from daemon.conventions import kind_of_name
+
 # The events that can tell the daemon something. Opening and reading files (its own reads of every request,
 # ffprobe's and the workers' reads of every video) are not asked of the kernel at all.
 EVENTS = [FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent, DirMovedEvent,
@@ -45,8 +48,12 @@ class _Forward(FileSystemEventHandler):
             return  # a folder is modified by every file written in it; those files' own events say it
         kind = "folder" if event.is_directory else "file"
         for path in (event.src_path, getattr(event, "dest_path", "")):
-            if path:
-                self.hints.put((kind, Path(path.decode() if isinstance(path, bytes) else path)))
+            if isinstance(path, bytes):
+                path = path.decode()
+            # Files hotshot never reads (status files, their temporary names, frames) are dropped here rather
+            # than on the daemon's loop: a sequence drop makes several such events for every request.
+            if path and (kind == "folder" or kind_of_name(os.path.basename(path)) is not None):
+                self.hints.put((kind, Path(path)))
 
 
 class Watcher:
