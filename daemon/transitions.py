@@ -155,7 +155,7 @@ class JobTransitions:
         now = utc_now()
         with self.db.atomic():
             request_id = self._insert("requests", {**request, "created_at": now})
-            job_id = self._insert("jobs", encode({
+            job_id = self._insert_job(encode({
                 **job, "state": state, "request_id": request_id, "created_at": now, "updated_at": now,
             }))
             self._event("job created", job_id=job_id, shot_id=job.get("shot_id"), path=job["request_path"],
