@@ -596,9 +596,15 @@ class Daemon:
         from daemon.watch import Watcher
 
         watcher = Watcher(self.settings.roots, HintSink(self.inbox), polling=self.settings.observer == "polling",
-                          poll_seconds=self.settings.poll_seconds)
+                          poll_seconds=self.settings.poll_seconds, overflowed=self._events_lost)
         watcher.start()
         return watcher
+
+    def _events_lost(self) -> None:
+        """The kernel's queue of file events overflowed (on the watcher's thread): scan the roots now."""
+        log.warning("file events were lost (the kernel's inotify queue overflowed; fs.inotify.max_queued_events "
+                    "may be raised): scanning the roots now")
+        self.inbox.put(Reconcile())
 
     def _start_scheduler(self) -> BackgroundScheduler:
         """APScheduler, rebuilt from the settings at each start: the reconcile interval and, for every render
