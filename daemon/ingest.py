@@ -299,15 +299,22 @@ class Ingest:
 
     def _read_request(self, path: Path, root: Path) -> tuple[bytes, str | None]:
         """The request's bytes (up to one over the limit), or nothing and why it is not read."""
-        real = Path(os.path.realpath(path) if os.path.islink(path) else os.path.join(self._real_folder(path.parent),
-                                                                                     path.name))
-        if Path(self._real_folder(root)) not in real.parents:
+        # Strings, not paths: this runs for every request of a sequence drop.
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(self._real_folder(path.parent),
+                                                                                path.name)
+        if not real.startswith(os.path.join(self._real_folder(root), "")):
             return b"", f"the request file is a link that leads outside the watch root (to {real}); it is not read"
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe would block the daemon until someone wrote
-        with os.fdopen(fd, "rb") as handle:
+        try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return b"", "the request is not a regular file (a pipe or a device); save it as a file"
-            return handle.read(self.settings.max_request_bytes + 1), None
+            left, parts = self.settings.max_request_bytes + 1, []
+            while left > 0 and (part := os.read(fd, left)):
+                parts.append(part)
+                left -= len(part)
+            return b"".join(parts), None
+        finally:
+            os.close(fd)
 
     def _resolution(self, request: RenderRequest, path: Path, root: Path, shot_id: int,
                     seed: int | None = None) -> dict:
