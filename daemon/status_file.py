@@ -148,9 +148,15 @@ class BatchWrites:
         jobs = self.store.newest_jobs(job_ids)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="status-writer")
-        # Each file is flushed before its rename; the renames are made durable folder by folder once the batch's
-        # files are all written (a folder fsync a file cost as much CPU as the rest of its write but the flush).
-        self._batches.append((job_ids, [self._pool.submit(_write_logged, job, False) for job in jobs]))
+        # Each file is flushed before its rename; the renames are made durable with one fsync of each folder
+        # once its files are written (a folder fsync a file cost as much CPU as the rest of its write but the
+        # flush), on the writer threads too: the batch counts as written when those are done.
+        files = [self._pool.submit(_write_logged, job, False) for job in jobs]
+        folders: dict[Path, list[Future]] = {}
+        for job, file in zip(jobs, files, strict=True):
+            folders.setdefault(Path(job.request_path).parent, []).append(file)
+        syncs = [self._pool.submit(_sync_folder, folder, written) for folder, written in folders.items()]
+        self._batches.append((job_ids, [*files, *syncs]))
         self._pending.update(job_ids)
         return done
 
@@ -179,8 +185,6 @@ class BatchWrites:
             self._batches.popleft()
             self._pending.difference_update(job_ids)
             results = [future.result() for future in futures]  # an unexpected error: the note stays
-            folders = {path.parent for _job, path, _document in filter(None, results)}
-            list(self._pool.map(fsync_dir, folders))
             self.store.published(job_ids[0], self._batches[0][0][0] if self._batches else None)
             written.extend(item for item in results if item is not None)
         if not self._batches and self._pool is not None:
@@ -199,6 +203,13 @@ def _newest(store, job_id: int) -> Job | None:
         return None
     latest = store.latest_job_for(job.request_path)
     return None if latest and latest.id != job_id else job
+
+
+def _sync_folder(folder: Path, files: list[Future]) -> None:
+    """Once `folder`'s status files are written, make their renames durable. They were submitted to the same
+    pool before this, so they never wait behind it."""
+    wait(files)
+    fsync_dir(folder)
 
 
 def _write_logged(job: Job, sync_folder: bool = True) -> tuple[Job, Path, dict] | None:
