@@ -11,8 +11,8 @@ What stays consistent:
   unchanged request file is not registered again);
 - render numbers and output names still count archived jobs (`next_render_number`, `output_paths`), so a
   new render never takes an archived one's name;
-- job numbers are never given twice: the job with the highest number stays in `jobs` (SQLite numbers a new
-  row one above the highest there), so a new job never takes an archived job's number;
+- job numbers are never given twice: a new job is numbered one above every job in both tables
+  (`Store._insert_job`), so the newest job is archived too when it is due;
 - a job is not archived while a newer or older job of the same request file is active, so the status file
   of the request is always written by its newest job;
 - cost samples (`costs` events) stay for the estimates;
@@ -48,7 +48,7 @@ def archive_batch(store: Store, ended_before: float, limit: int = BATCH) -> int:
     with store.immediate():
         ids = [row[0] for row in db.execute(
             f"SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? AND state IN ({marks}) "
-            f"AND id < (SELECT MAX(id) FROM jobs) AND NOT EXISTS (SELECT 1 FROM jobs AS other "
+            f"AND NOT EXISTS (SELECT 1 FROM jobs AS other "
             f"WHERE other.request_path = jobs.request_path AND other.state IN ({active})) ORDER BY finished_at LIMIT ?",
             (utc_iso(ended_before), *FINISHED_STATES, *ACTIVE_STATES, limit)).fetchall()]
         if not ids:

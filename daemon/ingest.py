@@ -86,6 +86,7 @@ class Batch:
     jobs: list[int] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
     shots: dict[Path, ShotFacts] = field(default_factory=dict)
+    shot_ids: dict[Path, int] = field(default_factory=dict)
     real_folders: dict[Path, str] = field(default_factory=dict)
 
 
@@ -99,6 +100,7 @@ class Ingest:
         self.setup = setup
         self.schedule = schedule
         self._batch: Batch | None = None
+        self._shots: dict[Path, ShotFacts] | None = None  # shots read once: within a batch, or a revisiting pass
         self._probed: dict[Path, tuple[tuple[int, int, int, int], VideoInfo | MediaError]] = {}
 
     @contextlib.contextmanager
@@ -109,13 +111,28 @@ class Ingest:
         next start writes them. The measured costs the estimates are fitted to are read once per batch (no
         render ends within one)."""
         self._batch = batch = Batch()
-        history = self.setup.history
-        self.setup.history = functools.cache(history)
         try:
-            with self.store.immediate():
+            with self._reading_once(batch.shots), self.store.immediate():
                 yield batch
         finally:
             self._batch = None
+
+    @contextlib.contextmanager
+    def revisiting(self) -> Iterator[None]:
+        """Revisit waiting jobs (`revisit`) reading each shot and the measured costs once: a shot's hundred
+        requests registered before its video arrived are revisited together when it does."""
+        with self._reading_once({}):
+            yield
+
+    @contextlib.contextmanager
+    def _reading_once(self, shots: dict[Path, ShotFacts]) -> Iterator[None]:
+        history = self.setup.history
+        self.setup.history = functools.cache(history)
+        self._shots = shots
+        try:
+            yield
+        finally:
+            self._shots = None
             self.setup.history = history
 
     # -- stable files ---------------------------------------------------------
@@ -156,7 +173,7 @@ class Ingest:
 
     def video(self, stable: StableFile, root: Path) -> int:
         path = stable.path
-        shot_id = self.store.shot_id(path.parent, root)
+        shot_id = self._shot_id(path.parent, root)
         existing = self.store.media_at(path)
         try:
             st = path.stat()
@@ -198,8 +215,8 @@ class Ingest:
                 values.update(state=MediaState.READY, probe=found.to_dict(), error=None)
         faults.reached("ingest")
         self.store.save_media(path, shot_id, **values)
-        if self._batch is not None:
-            self._batch.shots.pop(path.parent, None)  # the shot's requests resolve against this video
+        if self._shots is not None:
+            self._shots.pop(path.parent, None)  # the shot's requests resolve against this video
         log.info("media registered", kind=kind, state=values["state"], error=values.get("error"))
         return shot_id
 
@@ -236,7 +253,7 @@ class Ingest:
 
     def request(self, stable: StableFile, root: Path) -> int:
         path = stable.path
-        shot_id = self.store.shot_id(path.parent, root)
+        shot_id = self._shot_id(path.parent, root)
         try:
             raw, refused = self._read_request(path, root)
         except FileNotFoundError:
@@ -245,9 +262,9 @@ class Ingest:
             raise FileRefused(str(path), f"it cannot be read ({exc.strerror}); give the daemon's user read access, "
                                          "then save it again") from exc
         digest = hashlib.sha256(raw if refused is None else f"not read: {refused}".encode()).hexdigest()
-        known = self.store.request_version(path, digest)
-        if known:
-            self.store.touch_request(known["id"], stable.size, stable.mtime_ns)
+        versions = self.store.request_versions(path)
+        if digest in versions:
+            self.store.touch_request(versions[digest], stable.size, stable.mtime_ns)
             return shot_id
 
         job = {"shot_id": shot_id, "request_path": str(path), "created_ts": self.clock()}
@@ -269,7 +286,8 @@ class Ingest:
             job.update(state=JobState.FAILED, error=str(exc), error_kind=ErrorKind.REQUEST, finished_at=utc_now())
         request_row = {"shot_id": shot_id, "path": str(path), "content_hash": digest,
                        "size": stable.size, "mtime_ns": stable.mtime_ns, "raw": text}
-        job_id = self.store.enqueue(request_row, job, cancels_older=CANCELLED_BY_FIELD if cancel else None)
+        job_id = self.store.enqueue(request_row, job, cancels_older=CANCELLED_BY_FIELD if cancel else None,
+                                    first_version=not versions)
         batch = self._batch
         if not batch.jobs:
             self.store.note_unpublished(job_id)
@@ -281,15 +299,22 @@ class Ingest:
 
     def _read_request(self, path: Path, root: Path) -> tuple[bytes, str | None]:
         """The request's bytes (up to one over the limit), or nothing and why it is not read."""
-        real = Path(os.path.realpath(path) if os.path.islink(path) else os.path.join(self._real_folder(path.parent),
-                                                                                     path.name))
-        if Path(self._real_folder(root)) not in real.parents:
+        # Strings, not paths: this runs for every request of a sequence drop.
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(self._real_folder(path.parent),
+                                                                                path.name)
+        if not real.startswith(os.path.join(self._real_folder(root), "")):
             return b"", f"the request file is a link that leads outside the watch root (to {real}); it is not read"
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe would block the daemon until someone wrote
-        with os.fdopen(fd, "rb") as handle:
+        try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return b"", "the request is not a regular file (a pipe or a device); save it as a file"
-            return handle.read(self.settings.max_request_bytes + 1), None
+            left, parts = self.settings.max_request_bytes + 1, []
+            while left > 0 and (part := os.read(fd, left)):
+                parts.append(part)
+                left -= len(part)
+            return b"".join(parts), None
+        finally:
+            os.close(fd)
 
     def _resolution(self, request: RenderRequest, path: Path, root: Path, shot_id: int,
                     seed: int | None = None) -> dict:
@@ -305,9 +330,10 @@ class Ingest:
         if resolution.state == JobState.QUEUED:
             first, last = resolution.settings["frame_range"]["value"]
             start = self.schedule.start_of(request, last - first + 1, resolution.full_clip)
+            source = next((media for media in shot.media if media["id"] == resolution.source_media_id), None)
             values.update(settings=resolution.settings, source_media_id=resolution.source_media_id,
                           estimate=resolution.estimate, wait_deadline=None, window=start.window, start_at=start.at,
-                          **fixed_identity(self.store.media(resolution.source_media_id)))
+                          **fixed_identity(source or self.store.media(resolution.source_media_id)))
             if not self.schedule.may_start(start.window, start.at):
                 values.update(state=JobState.WAITING, wait_reason=self.schedule.describe(start.window, start.at))
         return values
@@ -320,14 +346,22 @@ class Ingest:
         return real
 
     def _shot(self, folder: Path, root: Path) -> ShotFacts:
-        """The shot's facts; within a batch read once (listing a folder of a thousand requests for each of
-        them made registration quadratic), and read again after a video of it was registered."""
-        if self._batch is None:
+        """The shot's facts; within a batch or a revisiting pass read once (listing a folder of a thousand
+        requests for each of them made registration quadratic), and read again after a video of it was
+        registered."""
+        if self._shots is None:
             return read_shot(folder, root, self.store, self.settings.allow_hard_links)
-        facts = self._batch.shots.get(folder)
+        facts = self._shots.get(folder)
         if facts is None:
-            facts = self._batch.shots[folder] = read_shot(folder, root, self.store, self.settings.allow_hard_links)
+            facts = self._shots[folder] = read_shot(folder, root, self.store, self.settings.allow_hard_links)
         return facts
+
+    def _shot_id(self, folder: Path, root: Path) -> int:
+        """The shot's id, asked of the store once per batch."""
+        shot_id = self._batch.shot_ids.get(folder)
+        if shot_id is None:
+            shot_id = self._batch.shot_ids[folder] = self.store.shot_id(folder, root)
+        return shot_id
 
     # -- waiting jobs ---------------------------------------------------------
 

@@ -359,8 +359,13 @@ class Daemon:
             item = self.inbox.get(timeout=timeout)
         except queue.Empty:
             return
+        handled = None
         while True:
-            self._guarded(getattr(item, "step", "inbox"), self._handle, item)
+            # A file written makes several events in a row (created, modified, closed); what a hint leads to
+            # depends only on the file as it is when handled, so one of a run of equal hints is enough.
+            if not (isinstance(item, Hint) and item == handled):
+                self._guarded(getattr(item, "step", "inbox"), self._handle, item)
+            handled = item
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
@@ -529,17 +534,18 @@ class Daemon:
             return
         due = now + WAITING_REVIEW_SECONDS
         scheduled = []
-        for job in self.store.jobs((JobState.WAITING,)):
-            if not self.roots.available(root_of(Path(job.request_path), self.settings.roots)):
-                continue
-            if job.scheduled:
-                scheduled.append(job)
-                if job.start_at is not None and job.window is None:
-                    due = min(due, job.start_at)
-            elif Path(job.request_path).parent in self._dirty_folders or now >= (job.wait_deadline or 0):
-                self.ingest.revisit(job)
-            else:
-                due = min(due, job.wait_deadline)
+        with self.ingest.revisiting():
+            for job in self.store.jobs((JobState.WAITING,)):
+                if not self.roots.available(root_of(Path(job.request_path), self.settings.roots)):
+                    continue
+                if job.scheduled:
+                    scheduled.append(job)
+                    if job.start_at is not None and job.window is None:
+                        due = min(due, job.start_at)
+                elif Path(job.request_path).parent in self._dirty_folders or now >= (job.wait_deadline or 0):
+                    self.ingest.revisit(job)
+                else:
+                    due = min(due, job.wait_deadline)
         self._dirty_folders.clear()
         self.jobs.review_scheduled(scheduled)
         moment = self.schedule.now()
@@ -615,9 +621,15 @@ class Daemon:
         from daemon.watch import Watcher
 
         watcher = Watcher(self.settings.roots, HintSink(self.inbox), polling=self.settings.observer == "polling",
-                          poll_seconds=self.settings.poll_seconds)
+                          poll_seconds=self.settings.poll_seconds, overflowed=self._events_lost)
         watcher.start()
         return watcher
+
+    def _events_lost(self) -> None:
+        """The kernel's queue of file events overflowed (on the watcher's thread): scan the roots now."""
+        log.warning("file events were lost (the kernel's inotify queue overflowed; fs.inotify.max_queued_events "
+                    "may be raised): scanning the roots now")
+        self.inbox.put(Reconcile())
 
     def _start_scheduler(self) -> BackgroundScheduler:
         """APScheduler, rebuilt from the settings at each start: the reconcile interval and, for every render

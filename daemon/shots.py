@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.conventions import has_manifest, kind_of
+from daemon.conventions import has_manifest, kind_of_name
 from daemon.states import MediaKind, MediaState
 from daemon.store import Store
 
@@ -27,7 +27,7 @@ class ShotFacts:
     folder: Path
     root: Path
     media: list[dict]
-    files_on_disk: list[Path]
+    videos_on_disk: list[Path]  # files named like videos, not hidden
     output_paths: set[str]
     allow_hard_links: bool = False
     known_originals: dict[frozenset[Path], list[Path]] = field(default_factory=dict, repr=False, compare=False)
@@ -51,8 +51,7 @@ def originals(shot: ShotFacts, exclude: set[Path] = frozenset()) -> list[Path]:
         return list(shot.known_originals[key])
     recorded = {Path(media["path"]) for media in shot.media
                 if media["kind"] == MediaKind.ORIGINAL and media["state"] != MediaState.MISSING}
-    unrecorded = {path for path in shot.files_on_disk
-                  if kind_of(path) == "video" and not path.is_dir() and shot.recorded(path) is None
+    unrecorded = {path for path in shot.videos_on_disk if not path.is_dir() and shot.recorded(path) is None
                   and not is_render(path, None, shot.output_paths)}
     shot.known_originals[key] = found = sorted((recorded | unrecorded) - set(exclude))
     return list(found)
@@ -67,17 +66,19 @@ def read_shot(folder: Path, root: Path, store: Store | None, allow_hard_links: b
     (`state`, `probe`, `error`).
     """
     try:
-        files = sorted(folder / name for name in os.listdir(folder)
-                       if not name.startswith(".") and os.path.exists(folder / name))  # not a dangling link
+        # Only videos matter (a shot of a thousand requests and their status files is not stat'ed file by file).
+        videos = sorted(folder / name for name in os.listdir(folder)
+                        if not name.startswith(".") and kind_of_name(name) == "video"
+                        and os.path.exists(folder / name))  # not a dangling link
     except OSError:
-        files = []
+        videos = []
     shot = store.shot_at(folder) if store is not None else None
     media = store.media_in_shot(shot["id"]) if shot else []
     outputs = store.output_paths(shot["id"]) if shot else set()
-    facts = ShotFacts(folder, root, media, files, outputs, allow_hard_links)
+    facts = ShotFacts(folder, root, media, videos, outputs, allow_hard_links)
     if probe_unrecorded is not None:
-        for path in files:
-            if kind_of(path) == "video" and facts.recorded(path) is None:
+        for path in videos:
+            if facts.recorded(path) is None:
                 kind = MediaKind.RENDER if is_render(path, None, outputs) else MediaKind.ORIGINAL
                 media.append({"id": None, "path": str(path), "name": path.name, "kind": kind,
                               **probe_unrecorded(path)})

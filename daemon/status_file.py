@@ -13,7 +13,7 @@ from daemon.db import utc_iso, utc_now
 from daemon.progress import describe
 from daemon.states import Job, JobState
 from engine.errors import DiskFullError
-from engine.files import write_json_atomic
+from engine.files import fsync_dir, write_json_atomic
 
 log = structlog.get_logger("hotshot.status")
 # Status files written at once after a batch of registrations. Each is still written to a temporary name,
@@ -78,11 +78,12 @@ def status_document(job: Job) -> dict:
     return doc
 
 
-def write_status(job: Job) -> tuple[Path, dict]:
-    """Write the status file of `job`; return its path and what was written."""
+def write_status(job: Job, sync_folder: bool = True) -> tuple[Path, dict]:
+    """Write the status file of `job`; return its path and what was written. Without `sync_folder` the caller
+    makes its rename durable (`fsync_dir` of its folder) before counting it written."""
     path = status_path(Path(job.request_path))
     document = status_document(job)
-    write_json_atomic(path, document, fault_point="status")
+    write_json_atomic(path, document, fault_point="status", sync_folder=sync_folder)
     return path, document
 
 
@@ -108,7 +109,7 @@ def publish_newest(store, job_id: int) -> tuple[Job, Path, dict] | None:
 
 def publish_newest_many(store, job_ids: list[int]) -> list[tuple[Job, Path, dict]]:
     """`publish_newest` for many jobs (a batch of registrations), their files written WRITERS at a time."""
-    jobs = [job for job_id in dict.fromkeys(job_ids) if (job := _newest(store, job_id)) is not None]
+    jobs = store.newest_jobs(job_ids)
     if len(jobs) <= 1:
         written = [_write_logged(job) for job in jobs]
     else:
@@ -144,10 +145,18 @@ class BatchWrites:
         """Start writing the status files of a committed batch whose note names `job_ids[0]`; return what
         earlier batches finished meanwhile (to announce)."""
         done = self.wait(len(self._batches) - self.IN_FLIGHT + 1)
-        jobs = [job for job_id in dict.fromkeys(job_ids) if (job := _newest(self.store, job_id)) is not None]
+        jobs = self.store.newest_jobs(job_ids)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="status-writer")
-        self._batches.append((job_ids, [self._pool.submit(_write_logged, job) for job in jobs]))
+        # Each file is flushed before its rename; the renames are made durable with one fsync of each folder
+        # once its files are written (a folder fsync a file cost as much CPU as the rest of its write but the
+        # flush), on the writer threads too: the batch counts as written when those are done.
+        files = [self._pool.submit(_write_logged, job, False) for job in jobs]
+        folders: dict[Path, list[Future]] = {}
+        for job, file in zip(jobs, files, strict=True):
+            folders.setdefault(Path(job.request_path).parent, []).append(file)
+        syncs = [self._pool.submit(_sync_folder, folder, written) for folder, written in folders.items()]
+        self._batches.append((job_ids, [*files, *syncs]))
         self._pending.update(job_ids)
         return done
 
@@ -196,9 +205,16 @@ def _newest(store, job_id: int) -> Job | None:
     return None if latest and latest.id != job_id else job
 
 
-def _write_logged(job: Job) -> tuple[Job, Path, dict] | None:
+def _sync_folder(folder: Path, files: list[Future]) -> None:
+    """Once `folder`'s status files are written, make their renames durable. They were submitted to the same
+    pool before this, so they never wait behind it."""
+    wait(files)
+    fsync_dir(folder)
+
+
+def _write_logged(job: Job, sync_folder: bool = True) -> tuple[Job, Path, dict] | None:
     try:
-        path, document = write_status(job)
+        path, document = write_status(job, sync_folder)
     except (OSError, DiskFullError) as exc:
         log.warning("status file not written", job=job.id, error=str(exc))
         return None

@@ -65,6 +65,16 @@ class Store(JobTransitions):
         marks = ", ".join("?" * len(values))
         return self.db.execute(f"INSERT INTO [{table}] ({columns}) VALUES ({marks})", list(values.values())).lastrowid
 
+    def _insert_job(self, values: dict) -> int:
+        """Insert a job of already encoded values, numbered one above every job there is or was, archived ones
+        too (SQLite alone would number it one above the highest in `jobs` and give an archived job's number
+        again); one statement, so no other writer can take the number in between."""
+        columns = "".join(f", [{column}]" for column in values)
+        marks = "".join(", ?" for _ in values)
+        return self.db.execute(
+            f"INSERT INTO jobs (id{columns}) VALUES (MAX(COALESCE((SELECT MAX(id) FROM jobs), 0), "
+            f"COALESCE((SELECT MAX(id) FROM jobs_archive), 0)) + 1{marks})", list(values.values())).lastrowid
+
     # -- shots ---------------------------------------------------------------
 
     def shot_id(self, folder: Path, root: Path) -> int:
@@ -130,8 +140,10 @@ class Store(JobTransitions):
 
     # -- requests ------------------------------------------------------------
 
-    def request_version(self, path: Path, content_hash: str) -> dict | None:
-        return self._one("SELECT * FROM requests WHERE path = ? AND content_hash = ?", (str(path), content_hash))
+    def request_versions(self, path: Path) -> dict[str, int]:
+        """The id of every version of the request at `path` recorded so far, by content hash."""
+        return {content_hash: request_id for request_id, content_hash in
+                self.db.execute("SELECT id, content_hash FROM requests WHERE path = ?", (str(path),))}
 
     def request(self, request_id: int) -> dict | None:
         return self._one("SELECT * FROM requests WHERE id = ?", (request_id,))

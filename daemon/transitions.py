@@ -74,6 +74,19 @@ class JobTransitions:
         return self._jobs(f"SELECT * FROM jobs WHERE request_path = ? AND state IN ({_marks(ACTIVE_STATES)}) "
                           "ORDER BY id", (request_path, *ACTIVE_STATES))
 
+    def newest_jobs(self, job_ids: list[int]) -> list[Job]:
+        """Those of `job_ids` that are the newest job of their request file, in the order given: a batch's
+        status files are read with a query per 500 jobs, not two per job."""
+        found: dict[int, Job] = {}
+        wanted = list(dict.fromkeys(job_ids))
+        for first in range(0, len(wanted), 500):
+            part = wanted[first:first + 500]
+            for job in self._jobs(f"SELECT * FROM jobs WHERE id IN ({_marks(part)}) AND NOT EXISTS (SELECT 1 FROM "
+                                  "jobs AS later WHERE later.request_path = jobs.request_path AND later.id > jobs.id)",
+                                  part):
+                found[job.id] = job
+        return [found[job_id] for job_id in wanted if job_id in found]
+
     def jobs_in_shot(self, shot_id: int) -> list[Job]:
         return self._jobs("SELECT * FROM jobs WHERE shot_id = ? ORDER BY id", (shot_id,))
 
@@ -127,12 +140,14 @@ class JobTransitions:
 
     # -- transitions -----------------------------------------------------------
 
-    def enqueue(self, request: dict, job: dict, cancels_older: str | None = None) -> int:
+    def enqueue(self, request: dict, job: dict, cancels_older: str | None = None, first_version: bool = False) -> int:
         """Record a new request version and its job (in the state its resolution gave); return the job id.
 
         In the same transaction, so that a crash cannot leave two versions alive, the older versions' jobs
         that have not started are superseded, or with `cancels_older` (the new version says "cancel": true)
-        cancelled for that reason, and their running jobs marked for cancelling.
+        cancelled for that reason, and their running jobs marked for cancelling. `first_version`: the caller
+        saw no earlier version of the request recorded, so there is no older job to look for (a sequence drop's
+        requests are all new).
         """
         state = JobState(job["state"])
         if state not in NEW_JOB_STATES:
@@ -140,11 +155,13 @@ class JobTransitions:
         now = utc_now()
         with self.db.atomic():
             request_id = self._insert("requests", {**request, "created_at": now})
-            job_id = self._insert("jobs", encode({
+            job_id = self._insert_job(encode({
                 **job, "state": state, "request_id": request_id, "created_at": now, "updated_at": now,
             }))
             self._event("job created", job_id=job_id, shot_id=job.get("shot_id"), path=job["request_path"],
                         message=state)
+            if first_version:
+                return job_id  # no older version: nothing to supersede or cancel
             if cancels_older:
                 for older in self._jobs(f"SELECT * FROM jobs WHERE request_path = ? AND id != ? AND "
                                         f"state IN ({_marks(ACTIVE_STATES)})",

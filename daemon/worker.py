@@ -101,7 +101,10 @@ def _run_job(job_data: dict, device: str, cache, sender: _Sender, control: Worke
     events = _PipeEvents(job.job_id, sender, control)
     with structlog.contextvars.bound_contextvars(job=job.job_id):
         try:
-            result = render(job, events, cache)
+            try:
+                result = render(job, events, cache)
+            finally:
+                events.close()
         except Interrupted as exc:
             reply = messages.Interrupted(job.job_id, exc.reason)
         except MediaError as exc:
@@ -186,12 +189,16 @@ class _PipeEvents:
     """
 
     PROGRESS_INTERVAL = 0.5
+    # A model load reports nothing until it is done (minutes for large weights from a slow disk): its report is
+    # sent again this often meanwhile, so that `worker_stall_seconds` need not exceed the slowest load.
+    HEARTBEAT_SECONDS = 2.0
 
     def __init__(self, job_id: int, sender: _Sender, control: WorkerControl) -> None:
         self.job_id = job_id
         self.sender = sender
         self.control = control
         self._last_progress = 0.0
+        self._heartbeat: tuple[threading.Thread, threading.Event] | None = None
 
     def progress(self, progress) -> None:
         if self.control.killed:
@@ -200,11 +207,30 @@ class _PipeEvents:
             from engine.errors import Interrupted
 
             raise Interrupted(self.control.cancel_reason, max(progress.chunk - 1, 0))
+        self.close()  # whatever was loading is loaded
         now = time.monotonic()
         last_step = progress.step in (0, progress.steps)
         if last_step or now - self._last_progress >= self.PROGRESS_INTERVAL:
             self._last_progress = now
-            self.sender.send(Progress(self.job_id, progress.to_dict()))
+            self.sender.send(report := Progress(self.job_id, progress.to_dict()))
+            if progress.phase == "loading model":  # the engine's report right before it loads the model
+                done = threading.Event()
+                beat = threading.Thread(target=self._beat, args=(report, done), daemon=True,
+                                        name=f"heartbeat-{self.job_id}")
+                self._heartbeat = (beat, done)
+                beat.start()
+
+    def _beat(self, report: Progress, done: threading.Event) -> None:
+        while not done.wait(self.HEARTBEAT_SECONDS):
+            self.sender.send(report)
+
+    def close(self) -> None:
+        """Stop repeating the loading report (the next report is due, or the render ended)."""
+        if self._heartbeat is not None:
+            beat, done = self._heartbeat
+            self._heartbeat = None
+            done.set()
+            beat.join()
 
     def chunk_done(self, record) -> None:
         self.sender.send(ChunkDone(self.job_id, record.to_dict()))

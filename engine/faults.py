@@ -19,7 +19,8 @@ process fires each armed fault), appends its pid, and then
 Points: `ingest` (the daemon registering a video or a request), `chunk`
 (inside a chunk: diffused, checkpointed, encoded), `after-chunks` (after the
 last chunk, until the output MP4 is published), `manifest` (writing the Render
-Info) and `status` (the daemon writing a status file). See docs/reliability.md.
+Info) and `status` (the daemon writing a status file); besides these kill trials' points, `load` (a worker
+loading a model, not from its cache), where a test pauses a load. See docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -33,16 +33,18 @@ def temp_path(final: Path) -> Path:
     return final.with_name(f".{temp_stem(final.name)}.{os.getpid()}.part")
 
 
-def publish(tmp: Path, final: Path, mode: int = OUTPUT_MODE) -> None:
-    """Give a finished temporary file its defined mode and rename it into place."""
+def publish(tmp: Path, final: Path, mode: int = OUTPUT_MODE, sync_folder: bool = True) -> None:
+    """Give a finished temporary file its defined mode and rename it into place. Without `sync_folder` the
+    caller makes the rename durable itself (`fsync_dir`), once for many files of one folder."""
     os.chmod(tmp, mode)
     _fsync_file(tmp)
     os.replace(tmp, final)
-    fsync_dir(final.parent)
+    if sync_folder:
+        fsync_dir(final.parent)
 
 
 @contextlib.contextmanager
-def writing(final: Path, fault_point: str | None = None) -> Iterator[Path]:
+def writing(final: Path, fault_point: str | None = None, sync_folder: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; publish it on success, remove it on failure.
 
     `fault_point` names this write for the reliability tests' fault injection (engine/faults.py).
@@ -54,7 +56,7 @@ def writing(final: Path, fault_point: str | None = None) -> Iterator[Path]:
         yield tmp
         if fault_point:
             faults.reached(fault_point)
-        publish(tmp, final)
+        publish(tmp, final, sync_folder=sync_folder)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -63,8 +65,8 @@ def writing(final: Path, fault_point: str | None = None) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(final: Path, data: bytes, fault_point: str | None = None) -> None:
-    with writing(final, fault_point) as tmp:
+def write_bytes_atomic(final: Path, data: bytes, fault_point: str | None = None, sync_folder: bool = True) -> None:
+    with writing(final, fault_point, sync_folder) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, OUTPUT_MODE)
         with os.fdopen(fd, "wb") as handle:
             if fault_point and faults.armed():  # a test may stop the process half-way through the write
@@ -85,8 +87,9 @@ def copy_atomic(source: Path, final: Path, fault_point: str | None = None) -> No
             shutil.copyfileobj(reader, writer, COPY_BUFFER)
 
 
-def write_json_atomic(final: Path, data: object, fault_point: str | None = None) -> None:
-    write_bytes_atomic(final, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode(), fault_point)
+def write_json_atomic(final: Path, data: object, fault_point: str | None = None, sync_folder: bool = True) -> None:
+    write_bytes_atomic(final, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode(), fault_point,
+                       sync_folder)
 
 
 def _fsync_file(path: Path) -> None:

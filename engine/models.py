@@ -9,6 +9,7 @@ from pathlib import Path
 
 import structlog
 
+from engine import faults
 from engine.backends import Backend, build_tiny, load_backend
 from engine.catalog import ModelSpec
 from engine.errors import WeightsMissingError
@@ -105,6 +106,7 @@ class ModelCache:
             self._loaded.move_to_end(key)
             return self._loaded[key]
         ensure_weights(spec)
+        faults.reached("load")
         try:
             self._loaded[key] = load_backend(spec, device)
         except OSError as exc:

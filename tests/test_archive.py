@@ -161,10 +161,37 @@ def test_the_migration_applies_to_a_database_of_the_previous_version(tmp_path, c
     store.close()
 
 
+def test_the_newest_job_is_archived_and_its_number_never_given_again(tmp_path, capsys):
+    """Every job due is archived, the newest one too; a request registered afterwards gets a job number above
+    every archived one (not the number SQLite would give again), and `hotshot info N` finds the archived job
+    and the new one."""
+    root, state = tmp_path / "root", tmp_path / "state"
+    shot = root / "sh010"
+    shot.mkdir(parents=True)
+    store = Store.open(state / "hotshot.db")
+    old = [done_job(store, shot, root, f"old{number}", number, 100 - number) for number in (1, 2, 3)]
+    assert archive_batch(store, time.time() - 30 * DAY) == 3
+    assert store.jobs() == []
+    new = add(store, shot, root, "new")
+    assert new == max(old) + 1
+    store.claim_next("w", now=1e10)
+    output = shot / "plate_r004.mp4"
+    store.record_render(new, {}, 4, str(output), str(shot / "plate_r004.render-info.json"))
+    store.finish(new, {"video": output.name}, {})
+    store.close()
+    for number in (3, 4):
+        (shot / f"plate_r{number:03d}.render-info.json").write_text(json.dumps(
+            {"render_id": f"plate_r{number:03d}", "output": {"video": f"plate_r{number:03d}.mp4"}}))
+    capsys.readouterr()
+    for job_id, render in ((old[2], "plate_r003"), (new, "plate_r004")):
+        assert main(["info", str(job_id), "--state", str(state)]) == 0
+        assert capsys.readouterr().out.startswith(f"{render}  ({render}.mp4"), job_id
+
+
 def test_the_daemon_archives_periodically_and_the_queue_keeps_working(tmp_path, models_dir, worker_kind):
-    """With archive_after_days set, the running daemon archives last year's jobs of a shot (all but the newest
-    job, whose number SQLite would give again) and renders a new request there, numbered after the archived
-    renders and jobs (their names and numbers are never taken again)."""
+    """With archive_after_days set, the running daemon archives last year's jobs of a shot (the newest too)
+    and renders a new request there, numbered after the archived renders and jobs (their names and numbers
+    are never taken again)."""
     settings = settings_for(tmp_path, models_dir, archive_after_days=30, default_model="passthrough")
     shot = settings.roots[0] / "sh010"
     shot.mkdir()
@@ -179,7 +206,7 @@ def test_the_daemon_archives_periodically_and_the_queue_keeps_working(tmp_path, 
     assert (shot / "plate_r004.mp4").is_file()
     store = Store.open(settings.database, read_only=True)
     try:
-        assert [row[0] for row in store.db.execute("SELECT id FROM jobs_archive ORDER BY id")] == old[:2]
-        assert [(job.id, job.state) for job in store.jobs()] == [(old[2], "done"), (old[2] + 1, "done")]
+        assert [row[0] for row in store.db.execute("SELECT id FROM jobs_archive ORDER BY id")] == old
+        assert [(job.id, job.state) for job in store.jobs()] == [(old[2] + 1, "done")]
     finally:
         store.close()

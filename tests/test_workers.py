@@ -129,3 +129,31 @@ def test_device_names_are_checked(tmp_path):
         load_settings(None, roots=[tmp_path / "root"], state_dir=tmp_path / "state", devices=["cuda:0", "gpu1"])
     with pytest.raises(ConfigError, match="list at least one device"):
         load_settings(None, roots=[tmp_path / "root"], state_dir=tmp_path / "state", devices=[])
+
+
+def test_a_model_load_longer_than_the_stall_limit_is_not_taken_for_a_stall(tmp_path, media, models_dir,
+                                                                            monkeypatch, worker_kind):
+    """While a worker loads a model it repeats its "loading model" report every HEARTBEAT_SECONDS: a load
+    of 8 s under a `worker_stall_seconds` of 4 s is not judged a stall, the job renders on its first attempt
+    and its status said "loading model" meanwhile."""
+    faults = Faults(tmp_path / "faults")
+    monkeypatch.setenv(FAULTS_ENV, str(faults.path))
+    faults.arm("load", 1, "pause", "8")
+    settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=4.0)
+    shot = settings.roots[0] / "sh010"
+    shot.mkdir()
+    shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
+    request = write_request(shot / "r.render.json", frame_range=[0, 8], output_size=64,
+                            context={"size": 9, "overlap": 2})
+    with RunningDaemon(settings):
+        loading = wait_for(lambda: (status := status_of(request) or {}).get("message", "").startswith("loading model")
+                           and status, 60, "the model to be loading")
+        status = wait_for(lambda: (status := status_of(request) or {}).get("state") in ("done", "failed")
+                          and status, 120, "the render to end")
+    assert faults.fired(), "the load was not held up"
+    assert loading["state"] == "running"
+    assert status["state"] == "done" and status["attempts"] == 1, status
+    store = Store.open(settings.database, read_only=True)
+    kills = [event["message"] for event in store.events(status["job"]) if "no progress" in (event["message"] or "")]
+    store.close()
+    assert kills == []

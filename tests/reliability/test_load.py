@@ -124,3 +124,28 @@ def test_an_event_storm_on_one_file_does_not_ingest_it_again(tmp_path, media, mo
            seconds_to_settle=round(settled, 1))
     assert registered == [1, 2], "the request was registered again"
     assert len(probed) <= 2, probed  # the clip when it arrived, and at most once after the storm
+
+
+def test_an_overflow_of_the_inotify_queue_makes_the_daemon_scan_at_once(tmp_path, models_dir):
+    """More file events at once than the kernel's inotify queue holds: the events after the overflow are lost
+    (a request among them), the daemon logs it and scans the roots at once, and the request gets its status
+    file long before `reconcile_seconds` (an hour here) would have found it."""
+    queue_size = int(open("/proc/sys/fs/inotify/max_queued_events").read())  # read only: it is machine-wide
+    settings = settings_for(tmp_path, models_dir, default_model="passthrough", reconcile_seconds=3600)
+    shot = settings.roots[0] / "sh010"
+    frames = shot / "plate"
+    frames.mkdir(parents=True)
+    make_clip(shot / "plate.mp4", 8, size="64x32")
+    with capture_logs() as logs, RunningDaemon(settings) as daemon:
+        first = write_json(shot / "first.render.json", TINY)
+        wait_for_state(first, ("done",), 60)
+        # The watcher's reader of the inotify queue is held up (it reads under this lock) while a sequence's
+        # frames arrive: each new file is two events (created, closed after writing), queued by the kernel.
+        reader = daemon.watcher.observer._inotify_fd
+        with reader._lock:
+            for frame in range(queue_size // 2 + 100):
+                (frames / f"plate.{frame:05d}.exr").touch()
+            request = write_json(shot / "lost.render.json", TINY)  # its events do not fit in the queue
+        wait_for_state(request, ("done",), 60)
+    warned = [entry for entry in logs if entry.get("event", "").startswith("file events were lost")]
+    assert len(warned) == 1, warned
