@@ -192,6 +192,9 @@ class _PipeEvents:
     # A model load reports nothing until it is done (minutes for large weights from a slow disk): its report is
     # sent again this often meanwhile, so that `worker_stall_seconds` need not exceed the slowest load.
     HEARTBEAT_SECONDS = 2.0
+    # ...but not for ever: a load still going after this long is taken for a hang (reports stop, and the stall
+    # rule kills the worker `worker_stall_seconds` later).
+    HEARTBEAT_LIMIT_SECONDS = 3600.0
 
     def __init__(self, job_id: int, sender: _Sender, control: WorkerControl) -> None:
         self.job_id = job_id
@@ -221,7 +224,8 @@ class _PipeEvents:
                 beat.start()
 
     def _beat(self, report: Progress, done: threading.Event) -> None:
-        while not done.wait(self.HEARTBEAT_SECONDS):
+        until = time.monotonic() + self.HEARTBEAT_LIMIT_SECONDS
+        while not done.wait(self.HEARTBEAT_SECONDS) and time.monotonic() < until:
             self.sender.send(report)
 
     def close(self) -> None:

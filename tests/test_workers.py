@@ -157,3 +157,32 @@ def test_a_model_load_longer_than_the_stall_limit_is_not_taken_for_a_stall(tmp_p
     kills = [event["message"] for event in store.events(status["job"]) if "no progress" in (event["message"] or "")]
     store.close()
     assert kills == []
+
+
+def test_a_load_past_the_heartbeat_limit_is_taken_for_a_hang(tmp_path, media, models_dir, monkeypatch):
+    """The loading report is repeated for HEARTBEAT_LIMIT_SECONDS only: a load still going after that counts
+    as a hang, the stall rule stops the worker and the job is retried (thread worker: the limit is set low in
+    this process)."""
+    from daemon.thread_worker import ThreadWorker
+    from daemon.worker import _PipeEvents
+    from tests import harness
+
+    monkeypatch.setattr(harness, "WORKER_KIND", ThreadWorker)
+    monkeypatch.setattr(_PipeEvents, "HEARTBEAT_LIMIT_SECONDS", 1.0)
+    faults = Faults(tmp_path / "faults")
+    monkeypatch.setenv(FAULTS_ENV, str(faults.path))
+    faults.arm("load", 1, "pause", "8")
+    settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=3.0)
+    shot = settings.roots[0] / "sh010"
+    shot.mkdir()
+    shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
+    request = write_request(shot / "r.render.json", frame_range=[0, 8], output_size=64,
+                            context={"size": 9, "overlap": 2})
+    with RunningDaemon(settings):
+        status = wait_for(lambda: (status := status_of(request) or {}).get("state") in ("done", "failed")
+                          and status, 120, "the render to end")
+    assert faults.fired(), "the load was not held up"
+    store = Store.open(settings.database, read_only=True)
+    kills = [event["message"] for event in store.events(status["job"]) if "no progress" in (event["message"] or "")]
+    store.close()
+    assert kills and status["state"] == "done" and status["attempts"] == 2, (kills, status)
