@@ -1,12 +1,14 @@
-"""One chunk through the render loop, in three stages: decoded, diffused, finished.
+"""One chunk through the render loop: decoded, diffused, blended, stored, sealed.
 
 - decoded (a thread ahead): the window's source frames, its control videos and inpainting masks;
 - diffused (the render's thread): known and pinned frames put in, the model, colour consistency;
-- finished (a thread behind): crossfade, interpolation, compositing, the image sequence, the checkpoint and
-  the encoded segment, then the chunk is reported done.
+- blended (a thread behind): crossfade, interpolation, compositing, the image sequence;
+- stored (a thread behind): the segment's encoder started, the frames written into it from a thread of its own;
+- sealed (a thread behind, in chunk order): the encoded segment put in place, the checkpoint, the chunk reported
+  done, the caller asked whether to stop.
 
 `run_chunks` joins them with the bounded hand-overs of engine/overlap.py. Each stage keeps to what it owns:
-the decoder the source window, the render's thread the raw frames and the colour anchor, the finisher the
+the decoder the source window, the render's thread the raw frames and the colour anchor, the blender the
 final frames; what crosses from one to the next goes in the hand-over (and the last final frame, which a
 dynamic reference needs, through `FinalFrames`).
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from engine.backends import Accelerator, ChunkRequest, ControlFrames
 from engine.blend import segment_frames
 from engine.checkpoint import WorkFolder
 from engine.colour import ColourStats, colour_stats, match_colour
+from engine.decode import SourceWindow
 from engine.encode import SegmentEncoder
 from engine.errors import Interrupted
 from engine.guidance import Control, chunk_controls
@@ -499,35 +501,3 @@ def chunk_masks(chunk: Chunk, timeline: Timeline, keep: list[bool], masks: MaskS
 
 def raw_shape(chunk: Chunk, height: int, width: int) -> tuple[int, int, int, int]:
     return (chunk.render_frames, height, width, 3)
-
-
-def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: Timeline,
-                    from_position: int) -> Iterator[np.ndarray]:
-    """The decoded frame for each timeline position from `from_position` on (repeats where the timeline repeats)."""
-    number, frame = decode_from - 1, None
-    for position in range(from_position, timeline.positions):
-        wanted = timeline.sources[position]
-        while number < wanted:
-            frame = next(decoded)
-            number += 1
-        yield frame
-
-
-class SourceWindow:
-    """Timeline frames read once, in order, kept only while a chunk may still need them."""
-
-    def __init__(self, frames: Iterator[np.ndarray], first_index: int = 0) -> None:
-        self._frames = frames
-        self._held: deque[np.ndarray] = deque()
-        self._held_from = first_index
-
-    def take(self, start: int, end: int) -> list[np.ndarray]:
-        while self._held_from < start:
-            if self._held:
-                self._held.popleft()
-            else:
-                next(self._frames)
-            self._held_from += 1
-        while self._held_from + len(self._held) < end:
-            self._held.append(next(self._frames))
-        return list(self._held)[start - self._held_from : end - self._held_from]

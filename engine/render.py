@@ -18,16 +18,14 @@ from engine.chunks import (
     Pinned,
     RenderState,
     Sinks,
-    SourceWindow,
     raw_needed_from,
     raw_shape,
     run_chunks,
-    timeline_frames,
 )
 from engine.codecs import output_codec
 from engine.colour import ColourStats, colour_stats
 from engine.controls import unload_models
-from engine.decode import FrameReader
+from engine.decode import FrameReader, SourceWindow, timeline_frames
 from engine.devices import resolve_device
 from engine.encode import AudioCut, AudioEncoder, mux_output
 from engine.errors import FrameRangeError, MediaError, SettingsError
