@@ -18,8 +18,10 @@ CodecName = Literal["h264", "prores_422_hq", "prores_4444", "dnxhr_hq"]
 COLOUR_TAGS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709"}
 # x264's output depends on its thread count, which it would otherwise take from the machine's cores: pinned, a
 # render resumed on another machine (a Ray cluster's other node) encodes its segments as the first would have.
-# Two threads per encoder, and two segments' encoders side by side (engine/chunks.py), keep two cores busy.
-X264_THREADS = 2
+# One thread per encoder, with two segments' encoders side by side (engine/chunks.py): of 1, 2, 3 and 4 threads it
+# spent the least CPU and was as fast as any on two cores (docs/benchmarks.md); a machine with more cores has them
+# for the model. The last segment of a render is then encoded on one core (a few seconds at 1080p).
+X264_THREADS = 1
 
 
 @dataclass(frozen=True)
