@@ -42,6 +42,9 @@ from engine.stills import Still
 from engine.timeline import Timeline
 
 log = structlog.get_logger("hotshot.engine")
+# How far the render's thread may run ahead of the last sealed chunk: chunk k is handed on once chunk k-2 is
+# sealed, so two segments' encoders run side by side (one finishing while the next starts).
+HANDED_OVER = 2
 
 
 @dataclass
@@ -409,7 +412,6 @@ def run_chunks(loop: ChunkLoop, window: SourceWindow, overlap: bool, stop_decodi
             with structlog.contextvars.bound_contextvars(chunk=index):
                 try:
                     diffused = loop.diffuse(decoded)
-                    # Two chunks in the stages behind (one encoding while the one before it is sealed), no more.
                     if index - HANDED_OVER >= loop.resume_at:
                         loop.wait_stored(index - HANDED_OVER)
                 except StageFailed:
@@ -428,9 +430,6 @@ def run_chunks(loop: ChunkLoop, window: SourceWindow, overlap: bool, stop_decodi
         for stage in stages:
             stage.abandon()
         ahead.close(stop_decoding)
-
-
-HANDED_OVER = 2  # chunks diffused and handed to the stages behind that the render's thread may run ahead of
 
 
 def _hand_on(encoding: Encoding | None, sealing: Behind) -> None:
