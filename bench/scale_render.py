@@ -10,8 +10,8 @@ preset and CRF hotshot uses. Beside it, in alternation, best of 3:
 - `hotshot run --drain` on a shot holding the clip and a request (process start-up, registration, a worker
   process, the render, status files), once per round.
 
-The floor has no audio (the issue's goal is set against it); a render's output carries the clip's sound
-(AAC, encoded beside the chunks), so the floor with the same audio encode is printed too, for reference.
+The floor has no audio (the issue's goal is set against it); a render's output carries the clip's sound (the
+whole clip's AAC stream, copied as it is), so the floor with the audio encoded is printed too, for reference.
 
 Wall times are compared side by side; CPU times (this process and its children: ffmpeg) are printed too,
 since on a shared machine they move less than wall times.

@@ -39,6 +39,27 @@ class AudioCut:
     source: str
     start: float
     duration: float
+    carried: bool = False  # the cut is the source's whole audio stream, copied as it is (`carries_audio`)
+
+
+# Audio codecs each container takes as they are; the editorial MOVs carry only the PCM they would write.
+CARRIED_AUDIO = {"mp4": {"aac", "mp3"}}
+
+
+def carries_audio(source: VideoInfo, start: float, duration: float, fps: str, codec: str = DEFAULT_CODEC) -> bool:
+    """Whether the audio cut from `start` for `duration` seconds is the source's whole audio stream, in a codec
+    the output's container takes as it is: then it is copied (no generation loss, no encoding) rather than
+    encoded. The cut may miss up to one frame interval at either end (the stream's own start and end rarely
+    fall on a frame)."""
+    chosen = output_codec(codec)
+    allowed = CARRIED_AUDIO.get(chosen.container, {chosen.audio.get("acodec")})
+    if not source.has_audio or source.audio_codec not in allowed:
+        return False
+    if source.audio_start is None or source.audio_duration is None:
+        return False
+    slack = float(1 / Fraction(fps))
+    return (start <= source.audio_start + slack
+            and start + duration >= source.audio_start + source.audio_duration - slack)
 
 
 def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: str, final: Path,
@@ -161,7 +182,8 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, au
     ffmpeg writes the joined file in the work folder, where nobody else writes; it is checked there and
     copied in beside the source through a temporary file hotshot creates itself, then renamed into place.
     `segment_frames`: each segment's frame count when the caller knows it (else each segment is probed).
-    `audio`: the cut to encode, or the file `AudioEncoder` encoded it to (copied as it is).
+    `audio`: the cut to encode (or to copy from the source when it is `carried`), or the file `AudioEncoder`
+    encoded it to (copied as it is).
     """
     work = work_dir or final.parent
     joined = work / "segments.txt"
@@ -173,10 +195,12 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, au
         streams = [video]
         if isinstance(audio, Path):
             streams.append(ffmpeg.input(str(audio)).audio)
+        elif audio is not None and audio.carried:
+            streams.append(fenced_input(audio.source)["a:0"])
         elif audio is not None:
             streams.append(cut_audio(audio))
         options = {"vcodec": "copy", "format": chosen.container, "map_metadata": -1, **chosen.mux}
-        if isinstance(audio, Path):
+        if isinstance(audio, Path) or (audio is not None and audio.carried):
             options["acodec"] = "copy"
         elif audio is not None:
             options.update(chosen.audio)

@@ -27,7 +27,7 @@ from engine.colour import ColourStats, colour_stats
 from engine.controls import unload_models
 from engine.decode import FrameReader, SourceWindow, timeline_frames
 from engine.devices import resolve_device
-from engine.encode import AudioCut, AudioEncoder, mux_output
+from engine.encode import AudioCut, AudioEncoder, carries_audio, mux_output
 from engine.errors import FrameRangeError, MediaError, SettingsError
 from engine.estimate import render_work
 from engine.files import write_json_atomic
@@ -166,9 +166,11 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     # 7. Render chunk by chunk: decode the next chunk's window, diffuse, correct colour; then, beside the next
     #    chunk's diffusion, blend, checkpoint and encode the segment (engine/chunks.py).
     clock = StageClock()
-    # The audio is encoded beside the chunks, so that the join at the end only copies it (engine/encode.py).
-    audio = AudioEncoder(AudioCut(str(job.source), timing.audio_start, timing.audio_duration), job.work_dir,
-                         codec.name) if source.has_audio else None
+    # The source's whole audio stream in a codec the output takes is copied as it is at the join; any other is
+    # encoded beside the chunks, so that the join at the end only copies it (engine/encode.py).
+    cut = AudioCut(str(job.source), timing.audio_start, timing.audio_duration,
+                   carries_audio(source, timing.audio_start, timing.audio_duration, timing.output_fps, codec.name))
+    audio = AudioEncoder(cut, job.work_dir, codec.name) if source.has_audio and not cut.carried else None
     try:
         if resume_at < len(plan.chunks):
             from_position = plan.chunks[resume_at].start
@@ -197,7 +199,8 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
         events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
                                  timeline.frame_count, resume_at, phase="writing output"))
         output = mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], timing.output_fps,
-                            timeline.frame_count, job.output, audio.finish() if audio else None, job.work_dir,
+                            timeline.frame_count, job.output,
+                            audio.finish() if audio else (cut if cut.carried else None), job.work_dir,
                             codec=codec.name,
                             timecode=str(start_timecode.plus(first)) if start_timecode else None,
                             segment_frames=segment_frame_counts(plan.chunks, timeline))
@@ -241,6 +244,8 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     }
     manifest = build_manifest(job.model_copy(update={"source": named.source}), source, output, plan, timeline,
                               device, state.chunk_seconds, set(range(resume_at)), seconds, warnings, extra)
+    # How the source's audio came into the output: "copied" as it is (the whole stream) or "encoded" (a cut).
+    manifest["output"]["audio_from_source"] = ("copied" if cut.carried else "encoded") if source.has_audio else None
     record_inputs(manifest, job, written)
     rendered = sum(state.chunk_seconds.get(chunk.index, 0.0) for chunk in plan.chunks[resume_at:])
     parts.seconds.update(diffusion=state.diffusion_seconds, frames=max(rendered - state.diffusion_seconds, 0.0))
