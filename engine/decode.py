@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import select
 import subprocess
 import threading
@@ -28,9 +29,20 @@ PIPE_FRAMES = 2  # a pipe to or from ffmpeg holds this many frames (Linux's defa
 
 def widen_pipe(pipe, frame_bytes: int) -> None:
     """Let `pipe` hold a few whole frames, so that ffmpeg and hotshot wake each other per frame rather than per
-    64 KiB (where the system refuses, the pipe stays as it was: only slower)."""
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_FRAMES * frame_bytes)
+    64 KiB. An unprivileged process may not go past the system's limit (/proc/sys/fs/pipe-max-size, 1 MiB by
+    default: about one 640x480 frame), so where a few frames are refused the pipe gets that limit; where even
+    that is refused it stays as it was (only slower)."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        try:
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_FRAMES * frame_bytes)
+        except PermissionError:
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, min(PIPE_FRAMES * frame_bytes, _pipe_max_size()))
+
+
+@functools.cache
+def _pipe_max_size() -> int:
+    """The largest pipe an unprivileged process may ask for."""
+    return int(Path("/proc/sys/fs/pipe-max-size").read_text())
 
 
 class FrameReader:
