@@ -13,8 +13,9 @@ Three timings of one 3-chunk render (tiny model, 256x144):
 
 Then the stages of a render with the sleeping backend (engine/backends/sleep.py: each diffusion step waits,
 using no CPU, as a GPU busy diffusing leaves the CPU free), 640x360, with the overlap on and off: the chunk
-loop's wall time, the sum of the stage times and the slowest stage (decode, diffuse, blend, store =
-checkpoint + encode, one thread each). With the overlap, wall comes close to the slowest stage.
+loop's wall time, the sum of the stage times and the slowest stage (decode, diffuse, blend on a thread each;
+encode: two segments' encoders side by side; seal: the checkpoint writes). With the overlap, wall comes close
+to the slowest stage.
 
     .venv/bin/python bench/overhead.py            # all of it
     .venv/bin/python bench/overhead.py stages     # only the stages of the sleeping render
@@ -102,7 +103,9 @@ SLEEP = ModelSpec(id="sleep-bench", name="Sleeps instead of diffusing", backend=
                   context_overlap_default=9, steps=2, cfg=1.0, calibration={"cpu": 0.035, "cuda": 0.035},
                   capabilities={"reference_frame": True})
 STAGE_FRAMES, STAGE_SIZE = 201, 640
-THREADS = {"decode": ("decode",), "diffuse": ("diffuse",), "blend": ("blend",), "store": ("checkpoint", "encode")}
+# Two segments' encoders run side by side, so "encode" may add up to twice the wall time it spans.
+THREADS = {"decode": ("decode",), "diffuse": ("diffuse",), "blend": ("blend",), "encode": ("encode",),
+           "seal": ("checkpoint",)}
 
 
 def stages(source, cache, overlap: bool) -> tuple[float, dict[str, float]]:

@@ -1,12 +1,14 @@
-"""One chunk through the render loop, in three stages: decoded, diffused, finished.
+"""One chunk through the render loop: decoded, diffused, blended, stored, sealed.
 
 - decoded (a thread ahead): the window's source frames, its control videos and inpainting masks;
 - diffused (the render's thread): known and pinned frames put in, the model, colour consistency;
-- finished (a thread behind): crossfade, interpolation, compositing, the image sequence, the checkpoint and
-  the encoded segment, then the chunk is reported done.
+- blended (a thread behind): crossfade, interpolation, compositing, the image sequence;
+- stored (a thread behind): the segment's encoder started, the frames written into it from a thread of its own;
+- sealed (a thread behind, in chunk order): the encoded segment put in place, the checkpoint, the chunk reported
+  done, the caller asked whether to stop.
 
 `run_chunks` joins them with the bounded hand-overs of engine/overlap.py. Each stage keeps to what it owns:
-the decoder the source window, the render's thread the raw frames and the colour anchor, the finisher the
+the decoder the source window, the render's thread the raw frames and the colour anchor, the blender the
 final frames; what crosses from one to the next goes in the hand-over (and the last final frame, which a
 dynamic reference needs, through `FinalFrames`).
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -27,7 +28,8 @@ from engine.backends import Accelerator, ChunkRequest, ControlFrames
 from engine.blend import segment_frames
 from engine.checkpoint import WorkFolder
 from engine.colour import ColourStats, colour_stats, match_colour
-from engine.encode import encode_segment
+from engine.decode import SourceWindow
+from engine.encode import SegmentEncoder
 from engine.errors import Interrupted
 from engine.guidance import Control, chunk_controls
 from engine.job import ChunkRecord, Progress, RenderEvents, RenderJob
@@ -40,6 +42,9 @@ from engine.stills import Still
 from engine.timeline import Timeline
 
 log = structlog.get_logger("hotshot.engine")
+# How far the render's thread may run ahead of the last sealed chunk: chunk k is handed on once chunk k-2 is
+# sealed, so two segments' encoders run side by side (one finishing while the next starts).
+HANDED_OVER = 2
 
 
 @dataclass
@@ -192,20 +197,36 @@ class ChunkLoop:
         self._finished_at = time.monotonic()
         self._stored = threading.Condition()
         self._stored_up_to = self.resume_at - 1
-        self._store_failed = False
-        self._stop_after: dict[int, str | None] = {}
+        self._failed = False
+        self._stop: tuple[int, str] | None = None
 
-    def stop_after(self, index: int) -> str | None:
-        """Once chunk `index` is stored: the reason to stop the caller gave then (None: go on).
-
-        A render stops between chunks when its caller asks: where it would have asked, one stage at a time,
-        before the next chunk, it is asked when the chunk is stored; the next chunk, diffused meanwhile, is
-        then dropped, so a render stops after the same chunk with or without the overlap."""
+    def wait_stored(self, index: int) -> None:
+        """Wait until chunk `index` is stored (raises `StageFailed` if a finishing stage failed first)."""
         with self._stored:
-            self._stored.wait_for(lambda: self._stored_up_to >= index or self._store_failed)
+            self._stored.wait_for(lambda: self._stored_up_to >= index or self._failed)
             if self._stored_up_to < index:
                 raise StageFailed
-            return self._stop_after.pop(index, None)
+
+    def stopped(self) -> tuple[int, str] | None:
+        """The chunk after which the render stops and why, once its caller asked (None: go on).
+
+        A render stops between chunks when its caller asks: one stage at a time it asks after each chunk is
+        stored, and so does the last stage with the overlap, in chunk order; the chunks after that one, already
+        diffused, blended or being encoded meanwhile, are dropped (no segment, no checkpoint, not reported), so a
+        render stops after the same chunk with or without the overlap."""
+        with self._stored:
+            return self._stop
+
+    def _dropped(self, chunk: Chunk) -> bool:
+        with self._stored:
+            return self._stop is not None and chunk.index > self._stop[0]
+
+    def _stage_failed(self) -> None:
+        """A finishing stage failed: nothing after it is stored, so nobody may wait for it."""
+        self.finals.fail()
+        with self._stored:
+            self._failed = True
+            self._stored.notify_all()
 
     # 1. decoded
     def decoded(self, window: SourceWindow) -> Iterator[Decoded]:
@@ -289,29 +310,46 @@ class ChunkLoop:
                                                                   diffused.previous_raw),
                                             self.timeline, self.state, self.sinks))
             except BaseException:
-                self.finals.fail()
+                self._stage_failed()
                 raise
         self.finals.publish(chunk.index, self.state.last_final)
         return Blended(chunk, diffused.raw, finals, self.state.last_final, self.state.frames_out)
 
-    def store(self, blended: Blended) -> None:
+    def store(self, blended: Blended) -> Encoding | None:
+        """Start encoding the chunk's segment (the frames are written from a thread of the encoder's own); None
+        if the chunk is dropped (the render stops after an earlier one)."""
+        if self._dropped(blended.chunk):
+            return None
         try:
-            self._store(blended)
+            began = self.clock.now()
+            encoder = SegmentEncoder(self.width, self.height, self.fps, self.work.segment_path(blended.chunk.index),
+                                     fault_point="chunk", codec=self.job.output_codec)
+            encoder.feed_behind(blended.finals)
         except BaseException:
-            with self._stored:
-                self._store_failed = True
-                self._stored.notify_all()
+            self._stage_failed()
+            raise
+        return Encoding(blended, encoder, began)
+
+    def seal(self, encoding: Encoding) -> None:
+        """Once the chunk's segment is encoded: put it in place with the checkpoint, report the chunk done and
+        ask the caller whether to stop."""
+        if self._dropped(encoding.blended.chunk):
+            encoding.encoder.abort()
+            return
+        try:
+            self._seal(encoding)
+        except BaseException:
+            self._stage_failed()
             raise
 
-    def _store(self, blended: Blended) -> None:
-        chunk, work = blended.chunk, self.work
+    def _seal(self, encoding: Encoding) -> None:
+        blended, work = encoding.blended, self.work
+        chunk = blended.chunk
         with structlog.contextvars.bound_contextvars(chunk=chunk.index):
+            count = encoding.encoder.finish()
+            self.clock.add("encode", chunk.index, encoding.began)
             with self.clock.stage("checkpoint", chunk.index):
                 work.save_raw(chunk.index, blended.raw, raw_needed_from(self.plan, chunk))
-            with self.clock.stage("encode", chunk.index):
-                count = encode_segment(blended.finals, self.width, self.height, self.fps,
-                                       work.segment_path(chunk.index), fault_point="chunk", codec=self.job.output_codec)
-            with self.clock.stage("checkpoint", chunk.index):
                 work.save_final(chunk.index, blended.last_final)
                 work.drop_old_raw(chunk.index)
             now = time.monotonic()
@@ -325,9 +363,22 @@ class ChunkLoop:
                      first_output=self.job.frame_range[0] + blended.frames_out - count if count else None)
         reason = self.events.stop_requested()
         with self._stored:
-            self._stop_after[chunk.index] = reason
+            if reason and chunk.index < self.plan.chunks[-1].index:
+                self._stop = (chunk.index, reason)
             self._stored_up_to = chunk.index
             self._stored.notify_all()
+
+
+@dataclass
+class Encoding:
+    """A chunk whose segment is being encoded, on its way to be sealed."""
+
+    blended: Blended
+    encoder: SegmentEncoder
+    began: float
+
+    def abort(self) -> None:
+        self.encoder.abort()
 
 
 def raw_needed_from(plan: ChunkPlan, chunk: Chunk) -> int:
@@ -342,42 +393,70 @@ def run_chunks(loop: ChunkLoop, window: SourceWindow, overlap: bool, stop_decodi
     """Render the chunks from `loop.resume_at` on, the stages side by side when `overlap` (engine/overlap.py).
 
     The first error of any stage is raised here as it was raised there; before this returns or raises, the
-    chunks already diffused are finished (checkpointed and reported) and the decoder is stopped."""
+    chunks already diffused are finished (checkpointed and reported) or, after a stop, dropped, and the decoder
+    is stopped."""
     ahead = Ahead(lambda: loop.decoded(window), overlap, "hotshot-decode")
-    storing = Behind(loop.store, overlap, "hotshot-store")
+    sealing = Behind(loop.seal, overlap, "hotshot-seal", drop=Encoding.abort)
+    storing = Behind(lambda blended: _hand_on(loop.store(blended), sealing), overlap, "hotshot-store")
     blending = Behind(lambda diffused: storing.put(loop.blend(diffused)), overlap, "hotshot-blend")
+    stages = (blending, storing, sealing)
     try:
         for decoded in ahead:
             blending.check()
-            reason = loop.events.stop_requested()
-            if reason:
-                _finish(blending, storing)  # the chunks handed over are finished and reported before it stops
-                raise Interrupted(reason, decoded.chunk.index)
             index = decoded.chunk.index
+            stop = loop.stopped()
+            reason = stop[1] if stop else loop.events.stop_requested()
+            if reason:
+                _finish(stages)  # the chunks handed over are finished (or dropped after a stop) before it stops
+                raise Interrupted(*_stopped_at(loop, index, reason))
             with structlog.contextvars.bound_contextvars(chunk=index):
                 try:
                     diffused = loop.diffuse(decoded)
-                    reason = loop.stop_after(index - 1) if index > loop.resume_at else None
+                    if index - HANDED_OVER >= loop.resume_at:
+                        loop.wait_stored(index - HANDED_OVER)
                 except StageFailed:
-                    _finish(blending, storing)  # raises the error of the stage that failed
+                    _finish(stages)  # raises the error of the stage that failed
                     raise
-            if reason:
-                _finish(blending, storing)
-                raise Interrupted(reason, index)
+            stop = loop.stopped()
+            if stop is not None:
+                _finish(stages)
+                raise Interrupted(*_stopped_at(loop, index, stop[1]))
             blending.put(diffused)
-        _finish(blending, storing)
+        _finish(stages)
+        stop = loop.stopped()
+        if stop is not None:  # the chunks after the one it stopped after were dropped
+            raise Interrupted(*_stopped_at(loop, len(loop.plan.chunks), stop[1]))
     finally:
-        blending.abandon()
-        storing.abandon()
+        for stage in stages:
+            stage.abandon()
         ahead.close(stop_decoding)
 
 
-def _finish(blending: Behind, storing: Behind) -> None:
-    """Wait until every chunk handed over is blended and stored; raise the first error of either."""
+def _hand_on(encoding: Encoding | None, sealing: Behind) -> None:
+    if encoding is None:
+        return
     try:
-        blending.finish()
+        sealing.put(encoding)
+    except BaseException:
+        encoding.abort()
+        raise
+
+
+def _stopped_at(loop: ChunkLoop, next_index: int, reason: str) -> tuple[str, int]:
+    """Why the render stops and how many chunks are done: up to the one the stop came after, else every
+    chunk before `next_index` (all those handed over were finished)."""
+    stop = loop.stopped()
+    return (stop[1], stop[0] + 1) if stop is not None else (reason, next_index)
+
+
+def _finish(stages: tuple[Behind, ...]) -> None:
+    """Wait until every chunk handed over is through every stage; raise the first error of any."""
+    first, *rest = stages
+    try:
+        first.finish()
     finally:
-        storing.finish()
+        if rest:
+            _finish(tuple(rest))
 
 
 def output_frames(chunk: Chunk, finals: Iterator[np.ndarray], timeline: Timeline, state: RenderState,
@@ -421,35 +500,3 @@ def chunk_masks(chunk: Chunk, timeline: Timeline, keep: list[bool], masks: MaskS
 
 def raw_shape(chunk: Chunk, height: int, width: int) -> tuple[int, int, int, int]:
     return (chunk.render_frames, height, width, 3)
-
-
-def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: Timeline,
-                    from_position: int) -> Iterator[np.ndarray]:
-    """The decoded frame for each timeline position from `from_position` on (repeats where the timeline repeats)."""
-    number, frame = decode_from - 1, None
-    for position in range(from_position, timeline.positions):
-        wanted = timeline.sources[position]
-        while number < wanted:
-            frame = next(decoded)
-            number += 1
-        yield frame
-
-
-class SourceWindow:
-    """Timeline frames read once, in order, kept only while a chunk may still need them."""
-
-    def __init__(self, frames: Iterator[np.ndarray], first_index: int = 0) -> None:
-        self._frames = frames
-        self._held: deque[np.ndarray] = deque()
-        self._held_from = first_index
-
-    def take(self, start: int, end: int) -> list[np.ndarray]:
-        while self._held_from < start:
-            if self._held:
-                self._held.popleft()
-            else:
-                next(self._frames)
-            self._held_from += 1
-        while self._held_from + len(self._held) < end:
-            self._held.append(next(self._frames))
-        return list(self._held)[start - self._held_from : end - self._held_from]

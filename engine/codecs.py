@@ -16,6 +16,12 @@ from engine.errors import SettingsError
 
 CodecName = Literal["h264", "prores_422_hq", "prores_4444", "dnxhr_hq"]
 COLOUR_TAGS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709"}
+# x264's output depends on its thread count, which it would otherwise take from the machine's cores: pinned, a
+# render resumed on another machine (a Ray cluster's other node) encodes its segments as the first would have.
+# One thread per encoder, with two segments' encoders side by side (engine/chunks.py): of 1, 2, 3 and 4 threads it
+# spent the least CPU and was as fast as any on two cores (docs/benchmarks.md); a machine with more cores has them
+# for the model. The last segment of a render is then encoded on one core (a few seconds at 1080p).
+X264_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class OutputCodec:
 CODECS: dict[str, OutputCodec] = {
     "h264": OutputCodec(
         "h264", "H.264 (High, 4:2:0, 8-bit, CRF 16) in MP4 with AAC audio: for review and the web", "mp4", ".mp4",
-        video={"vcodec": "libx264", "preset": "medium", "crf": 16, "pix_fmt": "yuv420p"},
+        video={"vcodec": "libx264", "preset": "medium", "crf": 16, "pix_fmt": "yuv420p", "threads": X264_THREADS},
         audio={"acodec": "aac", "audio_bitrate": "192k"},
         mux={"movflags": "+faststart"},
     ),

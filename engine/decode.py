@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import select
 import subprocess
 import threading
@@ -20,6 +21,7 @@ import numpy as np
 
 from engine.errors import MediaError
 from engine.media_safety import OWN_GROUP, compile_command, fenced_input
+from engine.timeline import Timeline
 
 STALL_SECONDS = 120.0
 PIPE_FRAMES = 2  # a pipe to or from ffmpeg holds this many frames (Linux's default is 64 KiB, a tenth of a frame)
@@ -27,9 +29,20 @@ PIPE_FRAMES = 2  # a pipe to or from ffmpeg holds this many frames (Linux's defa
 
 def widen_pipe(pipe, frame_bytes: int) -> None:
     """Let `pipe` hold a few whole frames, so that ffmpeg and hotshot wake each other per frame rather than per
-    64 KiB (where the system refuses, the pipe stays as it was: only slower)."""
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_FRAMES * frame_bytes)
+    64 KiB. An unprivileged process may not go past the system's limit (/proc/sys/fs/pipe-max-size, 1 MiB by
+    default: about one 640x480 frame), so where a few frames are refused the pipe gets that limit; where even
+    that is refused it stays as it was (only slower)."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        try:
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_FRAMES * frame_bytes)
+        except PermissionError:
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, min(PIPE_FRAMES * frame_bytes, _pipe_max_size()))
+
+
+@functools.cache
+def _pipe_max_size() -> int:
+    """The largest pipe an unprivileged process may ask for."""
+    return int(Path("/proc/sys/fs/pipe-max-size").read_text())
 
 
 class FrameReader:
@@ -131,3 +144,35 @@ def read_frames(path: str | Path, first: int, last: int, width: int, height: int
     """Convenience generator over `FrameReader` that closes ffmpeg when done."""
     with FrameReader(path, first, last, width, height) as reader:
         yield from reader
+
+
+def timeline_frames(decoded: Iterator[np.ndarray], decode_from: int, timeline: Timeline,
+                    from_position: int) -> Iterator[np.ndarray]:
+    """The decoded frame for each timeline position from `from_position` on (repeats where the timeline repeats)."""
+    number, frame = decode_from - 1, None
+    for position in range(from_position, timeline.positions):
+        wanted = timeline.sources[position]
+        while number < wanted:
+            frame = next(decoded)
+            number += 1
+        yield frame
+
+
+class SourceWindow:
+    """Timeline frames read once, in order, kept only while a chunk may still need them."""
+
+    def __init__(self, frames: Iterator[np.ndarray], first_index: int = 0) -> None:
+        self._frames = frames
+        self._held: deque[np.ndarray] = deque()
+        self._held_from = first_index
+
+    def take(self, start: int, end: int) -> list[np.ndarray]:
+        while self._held_from < start:
+            if self._held:
+                self._held.popleft()
+            else:
+                next(self._frames)
+            self._held_from += 1
+        while self._held_from + len(self._held) < end:
+            self._held.append(next(self._frames))
+        return list(self._held)[start - self._held_from : end - self._held_from]

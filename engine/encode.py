@@ -11,8 +11,10 @@ same segments, their outputs are identical.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -25,7 +27,7 @@ import numpy as np
 from engine import faults, files
 from engine.codecs import COLOUR_TAGS, DEFAULT_CODEC, output_codec
 from engine.decode import widen_pipe
-from engine.errors import DISK_FULL_MESSAGES, DiskFullError, EncodeError, MediaError
+from engine.errors import DISK_FULL_MESSAGES, DiskFullError, EncodeError, MediaError, is_disk_full
 from engine.media_safety import OWN_GROUP, compile_command, fenced_input, last_line
 from engine.probe import VideoInfo, probe
 
@@ -37,50 +39,141 @@ class AudioCut:
     source: str
     start: float
     duration: float
+    carried: bool = False  # the cut is the source's whole audio stream, copied as it is (`carries_audio`)
+
+
+# Audio codecs each container takes as they are; the editorial MOVs carry only the PCM they would write.
+CARRIED_AUDIO = {"mp4": {"aac", "mp3"}}
+
+
+def carries_audio(source: VideoInfo, start: float, duration: float, fps: str, codec: str = DEFAULT_CODEC) -> bool:
+    """Whether the audio cut from `start` for `duration` seconds is the source's whole audio stream, in a codec
+    the output's container takes as it is: then it is copied (no generation loss, no encoding) rather than
+    encoded. The cut may miss up to one frame interval at either end (the stream's own start and end rarely
+    fall on a frame)."""
+    chosen = output_codec(codec)
+    allowed = CARRIED_AUDIO.get(chosen.container, {chosen.audio.get("acodec")})
+    if not source.has_audio or source.audio_codec not in allowed:
+        return False
+    if source.audio_start is None or source.audio_duration is None:
+        return False
+    slack = float(1 / Fraction(fps))
+    return (start <= source.audio_start + slack
+            and start + duration >= source.audio_start + source.audio_duration - slack)
 
 
 def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: str, final: Path,
                    timeout: float = 3600.0, fault_point: str | None = None, codec: str = DEFAULT_CODEC) -> int:
     """Encode RGB frames in `codec` (engine/codecs.py) at `final` (atomically); return the frame count.
     `fault_point`: the point (engine/faults.py) reached while it is half-written."""
-    chosen = output_codec(codec)
-    with files.writing(final, fault_point=fault_point) as tmp:
+    encoder = SegmentEncoder(width, height, fps, final, fault_point, codec)
+    encoder.feed(frames)
+    return encoder.finish(timeout)
+
+
+class SegmentEncoder:
+    """One segment's encoder: an ffmpeg process taking RGB frames through a pipe, writing a temporary file that
+    `finish` checks and renames into place (`abort`: killed and removed).
+
+    `feed_behind` writes the frames from a thread of its own, so that the caller may start the next segment's
+    encoder while this one still encodes: an encoder spends much of its time after its last frame arrived
+    (x264 holds up to its lookahead's worth of frames), and encoders side by side keep every core busy where
+    one at a time leaves them idle at each start and end."""
+
+    def __init__(self, width: int, height: int, fps: str, final: Path, fault_point: str | None = None,
+                 codec: str = DEFAULT_CODEC) -> None:
+        chosen = output_codec(codec)
+        self.final, self.fault_point = final, fault_point
+        self.count = 0
+        self._tmp = files.temp_path(final)
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
         stream = (
             ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
             .filter("scale", out_color_matrix="bt709", out_range="tv")
             # Frame-level tags too: ProRes and DNxHR write the colour description from the frames, not the options.
             .filter("setparams", range="tv", color_primaries="bt709", color_trc="bt709", colorspace="bt709")
-            .output(str(tmp), format=chosen.container, **chosen.video, **COLOUR_TAGS)
+            .output(str(self._tmp), format=chosen.container, **chosen.video, **COLOUR_TAGS)
         )
-        process = subprocess.Popen(compile_command(stream), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, **OWN_GROUP)
-        widen_pipe(process.stdin, width * height * 3)
-        errors: list[bytes] = []
-        reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
-        reader.start()
-        count = 0
+        self._process = subprocess.Popen(compile_command(stream), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, **OWN_GROUP)
+        widen_pipe(self._process.stdin, width * height * 3)
+        self._errors: list[bytes] = []
+        self._reader = threading.Thread(target=lambda: self._errors.append(self._process.stderr.read()),
+                                        daemon=True)
+        self._reader.start()
+        self._feeder: threading.Thread | None = None
+        self._fed_error: BaseException | None = None
+        self._broken = False
+
+    def feed(self, frames: Iterable[np.ndarray]) -> None:
+        """Write every frame, then close the pipe (the encoder then finishes on its own); an error here is
+        raised by `finish`."""
         try:
             for frame in frames:
-                process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).data)  # no copy of the frame
-                count += 1
-                if count == 1 and fault_point:
-                    faults.reached(fault_point)  # the segment is half-written
-            process.stdin.close()
-            process.wait(timeout=timeout)
-        except (BrokenPipeError, subprocess.TimeoutExpired) as exc:
-            process.kill()
-            process.wait()
-            reader.join(timeout=5)
-            raise _failure(final, "encoding", b"".join(errors)) from exc
-        reader.join(timeout=5)
-        if process.returncode != 0:
-            raise _failure(final, "encoding", b"".join(errors))
-        if count:
-            _check_boxes(tmp, final, b"".join(errors))
-    return count
+                self._process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).data)  # no copy of the frame
+                self.count += 1
+                if self.count == 1 and self.fault_point:
+                    faults.reached(self.fault_point)  # the segment is half-written
+        except BrokenPipeError:
+            self._broken = True  # ffmpeg stopped reading: its own error is the one to raise
+        except BaseException as exc:  # noqa: BLE001  raised again by finish()
+            self._fed_error = exc
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                self._process.stdin.close()
+
+    def feed_behind(self, frames: list[np.ndarray]) -> None:
+        """`feed` on a thread of its own."""
+        self._feeder = threading.Thread(target=self.feed, args=(frames,), name="hotshot-feed", daemon=True)
+        self._feeder.start()
+
+    def finish(self, timeout: float = 3600.0) -> int:
+        """Wait for the encoder, check what it wrote and rename it into place; return the frame count."""
+        try:
+            if self._feeder is not None:
+                self._feeder.join()
+            if self._fed_error is not None:
+                raise self._fed_error
+            try:
+                self._process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise self._failed() from exc
+            self._reader.join(timeout=5)
+            if self._process.returncode != 0 or self._broken:
+                raise self._failed()
+            if self.count:
+                _check_boxes(self._tmp, self.final, b"".join(self._errors))
+            if self.fault_point:
+                faults.reached(self.fault_point)
+            files.publish(self._tmp, self.final)
+        except BaseException as exc:
+            self.abort()
+            if is_disk_full(exc):
+                raise DiskFullError(self.final, exc.strerror) from exc
+            raise
+        return self.count
+
+    def abort(self) -> None:
+        """Stop the encoder and remove what it wrote (the render stopped, or the segment failed)."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        if self._feeder is not None:
+            self._feeder.join()
+        self._reader.join(timeout=5)
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+    def _failed(self) -> EncodeError | DiskFullError:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self._reader.join(timeout=5)
+        return _failure(self.final, "encoding", b"".join(self._errors))
 
 
-def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, audio: AudioCut | None,
+def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, audio: AudioCut | Path | None,
                work_dir: Path | None = None, timeout: float = 3600.0, codec: str = DEFAULT_CODEC,
                timecode: str | None = None, segment_frames: list[int] | None = None) -> VideoInfo:
     """Join the segments into `final` (atomically, in `codec`'s container), adding the source audio and the start
@@ -89,6 +182,8 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, au
     ffmpeg writes the joined file in the work folder, where nobody else writes; it is checked there and
     copied in beside the source through a temporary file hotshot creates itself, then renamed into place.
     `segment_frames`: each segment's frame count when the caller knows it (else each segment is probed).
+    `audio`: the cut to encode (or to copy from the source when it is `carried`), or the file `AudioEncoder`
+    encoded it to (copied as it is).
     """
     work = work_dir or final.parent
     joined = work / "segments.txt"
@@ -98,14 +193,16 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, au
         chosen = output_codec(codec)
         video = ffmpeg.input(str(joined), format="concat", safe=0, protocol_whitelist="file").video
         streams = [video]
-        if audio is not None:
-            streams.append(
-                fenced_input(audio.source)
-                .audio.filter("atrim", start=f"{audio.start:.6f}", duration=f"{audio.duration:.6f}")
-                .filter("asetpts", "PTS-STARTPTS")
-            )
+        if isinstance(audio, Path):
+            streams.append(ffmpeg.input(str(audio)).audio)
+        elif audio is not None and audio.carried:
+            streams.append(fenced_input(audio.source)["a:0"])
+        elif audio is not None:
+            streams.append(cut_audio(audio))
         options = {"vcodec": "copy", "format": chosen.container, "map_metadata": -1, **chosen.mux}
-        if audio is not None:
+        if isinstance(audio, Path) or (audio is not None and audio.carried):
+            options["acodec"] = "copy"
+        elif audio is not None:
             options.update(chosen.audio)
         if timecode is not None:
             options["timecode"] = timecode  # written as a timecode track (tmcd) by the MP4 and MOV muxers
@@ -125,6 +222,57 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, au
         joined.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
     return replace(written, path=str(final))
+
+
+def cut_audio(audio: AudioCut) -> ffmpeg.nodes.FilterableStream:
+    """The source's audio over the rendered range, starting at 0."""
+    return (fenced_input(audio.source).audio
+            .filter("atrim", start=f"{audio.start:.6f}", duration=f"{audio.duration:.6f}")
+            .filter("asetpts", "PTS-STARTPTS"))
+
+
+class AudioEncoder:
+    """The range's audio, encoded in the output codec's audio format into the work folder while the chunks render
+    (a core left idle by the model does it), so that joining the segments at the end only copies it.
+
+    Every attempt encodes it afresh from the source, with the same command, so a resumed render's audio is the
+    uninterrupted one's."""
+
+    def __init__(self, audio: AudioCut, work_dir: Path, codec: str = DEFAULT_CODEC) -> None:
+        chosen = output_codec(codec)
+        self.path = work_dir / f"audio{chosen.suffix}"
+        self._tmp = files.temp_path(self.path)
+        self._errors = tempfile.TemporaryFile()
+        stream = ffmpeg.output(cut_audio(audio), str(self._tmp), format=chosen.container, map_metadata=-1,
+                               **chosen.audio)
+        self._process = subprocess.Popen(compile_command(stream), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=self._errors, **OWN_GROUP)
+
+    def finish(self, timeout: float = 3600.0) -> Path:
+        """Wait for it; the encoded audio's path."""
+        try:
+            try:
+                self._process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise EncodeError(f"encoding the audio for {self.path.name} took longer than {timeout:g} s") from exc
+            self._errors.seek(0)
+            errors = self._errors.read()
+            if self._process.returncode != 0:
+                raise _failure(self.path, "encoding the audio for", errors)
+            _check_boxes(self._tmp, self.path, errors)
+            os.replace(self._tmp, self.path)
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Stop it (if it still runs) and remove what it left unfinished."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self._errors.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
 
 
 def concat_list(segments: list[Path], fps: str, segment_frames: list[int] | None = None) -> str:

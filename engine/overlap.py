@@ -60,6 +60,15 @@ class StageClock:
             with self._lock:
                 self.spans.append(span)
 
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    def add(self, name: str, chunk: int, began: float) -> None:
+        """Record a span that began at `began` (from `now()`, in another stage) and ends now."""
+        span = StageSpan(name, chunk, began, self.now())
+        with self._lock:
+            self.spans.append(span)
+
     def totals(self) -> dict[str, float]:
         """Seconds spent in each stage, over all chunks."""
         with self._lock:
@@ -128,11 +137,14 @@ class Ahead(Generic[T]):
 class Behind(Generic[T]):
     """Run `consume(item)` for each item handed over, in order, on a thread of its own, at most `depth` behind.
 
-    The first error stops consuming; it is raised by the next `put` or by `finish`.
+    The first error stops consuming; it is raised by the next `put` or by `finish`. Items handed over after it
+    are given to `drop` (which lets go of what they hold) instead.
     """
 
-    def __init__(self, consume: Callable[[T], None], overlap: bool, name: str, depth: int = 1) -> None:
+    def __init__(self, consume: Callable[[T], None], overlap: bool, name: str, depth: int = 1,
+                 drop: Callable[[T], None] | None = None) -> None:
         self._consume = consume
+        self._drop = drop
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._raised = False
@@ -192,8 +204,11 @@ class Behind(Generic[T]):
             item = self._queue.get()
             if item is _DONE:
                 return
-            if self._error is not None:
-                continue  # after an error, nothing more is finished: drain until told to stop
+            if self._error is not None:  # after an error, nothing more is finished: drain until told to stop
+                if self._drop is not None:
+                    with contextlib.suppress(Exception):
+                        self._drop(item)
+                continue
             try:
                 self._consume(item)
             except BaseException as exc:  # noqa: BLE001  raised again in the render's thread

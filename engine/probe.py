@@ -33,6 +33,10 @@ class VideoInfo:
     duration: float
     has_audio: bool
     audio_codec: str | None = None
+    # The first audio stream's start (from the file's start, as the frame timestamps in engine/timing.py) and
+    # duration, in seconds: whether a render's audio cut is the whole stream (engine/encode.py carries it as is).
+    audio_start: float | None = None
+    audio_duration: float | None = None
     avg_fps: str | None = None
     timecode: str | None = None
     pixel_format: str | None = None
@@ -107,11 +111,26 @@ def probe(path: str | Path, timeout: float = 30.0) -> VideoInfo:
         duration=duration,
         has_audio=audio is not None,
         audio_codec=audio.get("codec_name") if audio else None,
+        audio_start=_stream_start(audio, fmt) if audio else None,
+        audio_duration=_number(audio.get("duration")) if audio else None,
         avg_fps=f"{average.numerator}/{average.denominator}" if average else None,
         timecode=_timecode(video, streams, fmt),
         pixel_format=video.get("pix_fmt"),
         alpha=_has_alpha(video),
     )
+
+
+def _number(text: object) -> float | None:
+    try:
+        return float(text) if text not in (None, "", "N/A") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _stream_start(stream: dict, fmt: dict) -> float | None:
+    """Where a stream starts, in seconds from the file's start time."""
+    start = _number(stream.get("start_time"))
+    return None if start is None else start - (_number(fmt.get("start_time")) or 0.0)
 
 
 def _is_text(path: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
@@ -17,18 +18,16 @@ from engine.chunks import (
     Pinned,
     RenderState,
     Sinks,
-    SourceWindow,
     raw_needed_from,
     raw_shape,
     run_chunks,
-    timeline_frames,
 )
 from engine.codecs import output_codec
 from engine.colour import ColourStats, colour_stats
 from engine.controls import unload_models
-from engine.decode import FrameReader
+from engine.decode import FrameReader, SourceWindow, timeline_frames
 from engine.devices import resolve_device
-from engine.encode import AudioCut, mux_output
+from engine.encode import AudioCut, AudioEncoder, carries_audio, mux_output
 from engine.errors import FrameRangeError, MediaError, SettingsError
 from engine.estimate import render_work
 from engine.files import write_json_atomic
@@ -50,7 +49,7 @@ from engine.source_file import check_name_unchanged, opened_source
 from engine.stills import Still, load_still
 from engine.timecode import parse as parse_timecode
 from engine.timeline import Timeline, build_timeline, plan_timeline
-from engine.timing import source_timing, timing_warnings
+from engine.timing import frame_times, source_timing, timing_warnings
 
 log = structlog.get_logger("hotshot.engine")
 
@@ -77,7 +76,9 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     job = job.model_copy(update={"source": reading})  # what reads frames reads the checked file
 
     # 1. Check inputs: the source was checked when it was opened; the range fits.
-    source = probe(job.source)
+    with ThreadPoolExecutor(1, thread_name_prefix="hotshot-probe") as beside:  # two ffprobes side by side
+        reading_times = beside.submit(frame_times, str(job.source), 120.0)
+        source = probe(job.source)
     first, last = job.frame_range
     if not 0 <= first <= last < source.frame_count:
         raise FrameRangeError(first, last, source.frame_count)
@@ -86,7 +87,7 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     width, height = output_dims(source.width, source.height, job.output_size, job.model.resolution_multiple)
     codec = output_codec(job.output_codec)
     codec.check_size(width, height)
-    timing = source_timing(source, first, last)
+    timing = source_timing(source, first, last, read=reading_times.result())
     warnings += timing_warnings(source, timing)
     start_timecode = parse_timecode(source.timecode, source.fps) if source.timecode else None
     if source.timecode and start_timecode is None:
@@ -165,37 +166,47 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     # 7. Render chunk by chunk: decode the next chunk's window, diffuse, correct colour; then, beside the next
     #    chunk's diffusion, blend, checkpoint and encode the segment (engine/chunks.py).
     clock = StageClock()
-    if resume_at < len(plan.chunks):
-        from_position = plan.chunks[resume_at].start
-        decode_from = timeline.sources[from_position]
-        if job.mask:
-            sinks.compositor = Compositor(MaskSource(job.mask, width, height, aspect), job.source, first, last,
-                                          state.frames_out)
-        loop = ChunkLoop(job, plan, timeline, backend, pinned, reference, state, work, sinks, controls, width,
-                         height, timing.output_fps, resume_at, LockedEvents(events), clock)
-        try:
-            with FrameReader(job.source, decode_from, last, width, height) as reader:
-                window = SourceWindow(timeline_frames(iter(reader), decode_from, timeline, from_position),
-                                      from_position)
-                run_chunks(loop, window, job.overlap, reader.stop)
-        finally:
-            if sinks.compositor:
-                sinks.compositor.close()
-    if sinks.masks:
-        sinks.masks.close()
-        warnings += sinks.masks.warnings
+    # The source's whole audio stream in a codec the output takes is copied as it is at the join; any other is
+    # encoded beside the chunks, so that the join at the end only copies it (engine/encode.py).
+    cut = AudioCut(str(job.source), timing.audio_start, timing.audio_duration,
+                   carries_audio(source, timing.audio_start, timing.audio_duration, timing.output_fps, codec.name))
+    audio = AudioEncoder(cut, job.work_dir, codec.name) if source.has_audio and not cut.carried else None
+    try:
+        if resume_at < len(plan.chunks):
+            from_position = plan.chunks[resume_at].start
+            decode_from = timeline.sources[from_position]
+            if job.mask:
+                sinks.compositor = Compositor(MaskSource(job.mask, width, height, aspect), job.source, first, last,
+                                              state.frames_out)
+            loop = ChunkLoop(job, plan, timeline, backend, pinned, reference, state, work, sinks, controls, width,
+                             height, timing.output_fps, resume_at, LockedEvents(events), clock)
+            try:
+                with FrameReader(job.source, decode_from, last, width, height) as reader:
+                    window = SourceWindow(timeline_frames(iter(reader), decode_from, timeline, from_position),
+                                          from_position)
+                    run_chunks(loop, window, job.overlap, reader.stop)
+            finally:
+                if sinks.compositor:
+                    sinks.compositor.close()
+        if sinks.masks:
+            sinks.masks.close()
+            warnings += sinks.masks.warnings
 
-    # 8. Join the segments with the source audio into the output MP4; publish the image sequence and the
-    #    control previews.
-    faults.reached("after-chunks")
-    check_name_unchanged(named.source, job.source_size, job.source_mtime_ns, job.source_inode, job.source_ctime_ns)
-    events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
-                             timeline.frame_count, resume_at, phase="writing output"))
-    audio = AudioCut(str(job.source), timing.audio_start, timing.audio_duration) if source.has_audio else None
-    output = mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], timing.output_fps,
-                        timeline.frame_count, job.output, audio, job.work_dir, codec=codec.name,
-                        timecode=str(start_timecode.plus(first)) if start_timecode else None,
-                        segment_frames=segment_frame_counts(plan.chunks, timeline))
+        # 8. Join the segments with the source audio into the output MP4; publish the image sequence and the
+        #    control previews.
+        faults.reached("after-chunks")
+        check_name_unchanged(named.source, job.source_size, job.source_mtime_ns, job.source_inode, job.source_ctime_ns)
+        events.progress(Progress(len(plan.chunks), len(plan.chunks), job.steps, job.steps, timeline.frame_count,
+                                 timeline.frame_count, resume_at, phase="writing output"))
+        output = mux_output([work.segment_path(chunk.index) for chunk in plan.chunks], timing.output_fps,
+                            timeline.frame_count, job.output,
+                            audio.finish() if audio else (cut if cut.carried else None), job.work_dir,
+                            codec=codec.name,
+                            timecode=str(start_timecode.plus(first)) if start_timecode else None,
+                            segment_frames=segment_frame_counts(plan.chunks, timeline))
+    finally:
+        if audio is not None:
+            audio.abort()
     if sinks.sequence is not None:
         sinks.sequence.publish()
     control_entries = write_previews(controls, job, timing.output_fps)
@@ -233,6 +244,8 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
     }
     manifest = build_manifest(job.model_copy(update={"source": named.source}), source, output, plan, timeline,
                               device, state.chunk_seconds, set(range(resume_at)), seconds, warnings, extra)
+    # How the source's audio came into the output: "copied" as it is (the whole stream) or "encoded" (a cut).
+    manifest["output"]["audio_from_source"] = ("copied" if cut.carried else "encoded") if source.has_audio else None
     record_inputs(manifest, job, written)
     rendered = sum(state.chunk_seconds.get(chunk.index, 0.0) for chunk in plan.chunks[resume_at:])
     parts.seconds.update(diffusion=state.diffusion_seconds, frames=max(rendered - state.diffusion_seconds, 0.0))

@@ -56,9 +56,11 @@ def timing_warnings(source: VideoInfo, timing: SourceTiming) -> list[str]:
             "range's first frame"]
 
 
-def source_timing(source: VideoInfo, first: int, last: int, timeout: float = 120.0) -> SourceTiming:
-    """Read the video's frame timestamps and work out the output rate and the range's audio cut."""
-    times, end = frame_times(source.path, timeout)
+def source_timing(source: VideoInfo, first: int, last: int, timeout: float = 120.0,
+                  read: tuple[list[float], float] | None = None) -> SourceTiming:
+    """Read the video's frame timestamps (unless `read` holds what `frame_times` returned) and work out the
+    output rate and the range's audio cut."""
+    times, end = read if read is not None else frame_times(source.path, timeout)
     nominal = Fraction(source.fps)
     if len(times) != source.frame_count or not times:
         # Timestamps unreadable (or not one per frame): fall back on the nominal rate.

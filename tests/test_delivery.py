@@ -293,3 +293,49 @@ def test_segments_join_evenly_at_24_fps(tmp_path):
         times = sorted(float(p["pts_time"]) for p in ffprobe(Path(output.path), "-select_streams", "v:0",
                                                                "-show_entries", "packet=pts_time")["packets"])
         assert np.allclose(np.diff(times), 1 / 24, atol=1e-4), np.diff(times)
+
+
+def audio_md5(path: Path) -> str:
+    """The md5 of the first audio stream's packets, as they are stored."""
+    done = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-c",
+                           "copy", "-f", "md5", "-"], check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_a_whole_clip_carries_its_audio_unchanged_and_a_range_reencodes_it(tmp_path, passthrough, media):
+    """The whole of a clip with MP3 audio gets the source's audio packets unchanged (no generation loss), its
+    Render Info saying "copied", and a stop after the first chunk resumes to the same bytes; a range of it
+    gets its audio encoded in AAC and cut to the range."""
+    source = tmp_path / "chaplin.mp4"
+    source.write_bytes((media / "chaplin.mp4").read_bytes())
+    common = dict(context_size=81, context_overlap=4, output_size=64)
+    whole = render(make_job(tmp_path, passthrough, source, "whole", frame_range=(0, 240), **common), None, CACHE)
+    assert audio_md5(Path(whole.output)) == audio_md5(source)
+    assert streams(Path(whole.output))["audio"]["codec_name"] == "mp3"
+    assert json.loads(Path(whole.manifest).read_text())["output"]["audio_from_source"] == "copied"
+    job = make_job(tmp_path, passthrough, source, "resumed", frame_range=(0, 240), **common)
+    stopper = Recorder(stop_after=1)
+    with pytest.raises(Interrupted):
+        render(job, stopper, CACHE)
+    render(job.model_copy(update={"done_chunks": {r.index: r.seconds for r in stopper.chunks}}), None, CACHE)
+    assert sha(job.output) == sha(Path(whole.output))
+
+    part = render(make_job(tmp_path, passthrough, source, "part", frame_range=(50, 99), **common), None, CACHE)
+    audio = streams(Path(part.output))["audio"]
+    assert audio["codec_name"] == "aac" and abs(float(audio["duration"]) - 2.0) < 0.05
+    assert json.loads(Path(part.manifest).read_text())["output"]["audio_from_source"] == "encoded"
+
+
+def test_editorial_output_carries_pcm_as_is_and_encodes_other_audio(tmp_path, passthrough):
+    """A whole MOV clip with 24-bit PCM rendered to ProRes keeps its audio samples bit for bit ("copied"); the
+    same clip with AAC audio gets PCM encoded from it ("encoded")."""
+    for acodec, expected in (("pcm_s24le", "copied"), ("aac", "encoded")):
+        source = tmp_path / f"plate-{acodec}.mov"
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25", "-f", "lavfi", "-i",
+               "sine=frequency=440:sample_rate=48000", "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+               "-c:a", acodec, str(source))
+        result = render(make_job(tmp_path, passthrough, source, acodec, frame_range=(0, 24), context_size=81,
+                                 output_codec="prores_422_hq", output=tmp_path / f"{acodec}.mov"), None, CACHE)
+        assert streams(Path(result.output))["audio"]["codec_name"] == "pcm_s24le"
+        assert (audio_md5(Path(result.output)) == audio_md5(source)) == (expected == "copied")
+        assert json.loads(Path(result.manifest).read_text())["output"]["audio_from_source"] == expected

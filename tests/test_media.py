@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine.decode import read_frames
+from engine.decode import PIPE_FRAMES, read_frames, widen_pipe
 from engine.encode import AudioCut, encode_segment, mux_output
 from engine.errors import MediaError
 from engine.probe import _ffprobe_json, probe
@@ -101,3 +104,15 @@ def test_encoding_keeps_colours(tmp_path):
     back = list(read_frames(tmp_path / "flat.mp4", 0, 4, 64, 48))
     assert len(back) == 5
     assert np.abs(back[2].astype(int) - colour).max() <= 2
+
+
+def test_a_pipe_to_ffmpeg_holds_a_whole_frame_even_where_a_few_are_refused():
+    """A pipe for 640x480 frames is widened past Linux's 64 KiB default to a few frames, or, where the system
+    refuses that many, to the most it allows (a whole frame at the default 1 MiB limit)."""
+    frame = 640 * 480 * 3
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as pipe:
+        os.close(write_end)
+        widen_pipe(pipe, frame)
+        assert fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) >= min(PIPE_FRAMES * frame, limit)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from engine.catalog import ModelSpec
+from engine.catalog import ModelSpec, load_catalog
 from engine.errors import DiskFullError, Interrupted, MediaError
 from engine.models import ModelCache
 from engine.render import render
+from tests.conftest import CATALOG
 from tests.harness import drain, settings_for, sha, write_request
 from tests.helpers import Recorder, make_clip, make_job
 
@@ -138,3 +142,48 @@ def test_the_render_overlap_setting_reaches_the_render(tmp_path, media, models_d
     assert stages["overlap"] is False
     loop = sorted((span["start"], span["end"]) for span in stages["spans"])
     assert len(loop) >= 12 and all(later[0] >= earlier[1] for earlier, later in pairwise(loop))
+
+
+def test_a_stop_drops_the_chunks_encoding_behind_it(tmp_path, clip, models_dir):
+    """With a model that takes no time, later chunks are blended and being encoded when the first is reported; asked
+    to stop then, the render stops after that chunk: none of the later ones is reported, leaves a segment, a
+    checkpoint or a temporary file, or an encoder running, and the resumed render gives the uninterrupted bytes."""
+    passthrough = load_catalog([CATALOG], models_dir)["passthrough"]
+    whole = render(make_job(tmp_path, passthrough, clip, "whole", context_size=9, context_overlap=1), None, CACHE)
+    job = make_job(tmp_path, passthrough, clip, "stopped", context_size=9, context_overlap=1)
+    stopper = Recorder(stop_after=1)
+    with pytest.raises(Interrupted) as stopped:
+        render(job, stopper, CACHE)
+    assert stopped.value.chunks_done == 1 and [record.index for record in stopper.chunks] == [0]
+    left = sorted(path.name for path in job.work_dir.iterdir())
+    assert [name for name in left if name.startswith("segment-")] == ["segment-0000.mp4"]
+    assert not [name for name in left if name.endswith(".part") or name in ("chunk-0001.npy", "final-0001.npy")]
+    assert not hotshot_threads() and not encoders_running(job.work_dir)
+    render(job.model_copy(update={"done_chunks": {0: 1.0}}), Recorder(), CACHE)
+    assert sha(job.output) == sha(Path(whole.output))
+
+
+def encoders_running(work_dir: Path) -> list[str]:
+    """The command lines of ffmpeg processes writing into `work_dir`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            if "ffmpeg" in text and str(work_dir) in text:
+                found.append(text)
+    return found
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset"), reason="needs two cores")
+def test_a_segment_is_the_same_bytes_on_one_core_as_on_two(tmp_path):
+    """x264's output follows its thread count, which it would take from the machine: the same frames encoded
+    on one core and on two give the same segment, so a render resumed on another machine joins the same bytes."""
+    script = ("import sys, numpy as np; from pathlib import Path; from engine.encode import encode_segment; "
+              "rng = np.random.default_rng(3); base = rng.integers(0, 256, (240, 320, 3), np.uint8); "
+              "encode_segment([np.roll(base, 4 * n, axis=1) for n in range(24)], 320, 240, '25', Path(sys.argv[1]))")
+    digests = []
+    for cores in ("0", ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))):
+        segment = tmp_path / f"cores-{cores.count(',') + 1}.mp4"
+        subprocess.run(["taskset", "-c", cores, sys.executable, "-c", script, str(segment)], check=True)
+        digests.append(sha(segment))
+    assert digests[0] == digests[1]

@@ -239,7 +239,9 @@ def test_a_hung_worker_is_killed_and_its_job_retried(tmp_path, media, models_dir
     settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=STALL)
     shot = settings.roots[0] / "sh010"
     copy_plate(media, shot)
-    faults.arm("chunk", 15, "hang")  # in the third chunk
+    # A chunk reaches the point 6 times (engine/chunks.py); with the stages side by side, at most 14 other points
+    # come before the second chunk's report, so the 16th is after it.
+    faults.arm("chunk", 16, "hang")
     with RunningDaemon(settings):
         request = write_json(shot / "r.render.json", QUICK)
         status = wait_for_state(request, ("done", "failed"), 120)
@@ -281,7 +283,9 @@ def test_a_retry_whose_staged_frames_are_gone_renders_the_whole_sequence(tmp_pat
     settings = settings_for(tmp_path, models_dir, default_model="passthrough", max_attempts=1)
     shot = settings.roots[0] / "sh010"
     copy_plate(media, shot)
-    faults.arm("chunk", 20)  # in the fourth chunk
+    # Exactly three chunks reported: at most 20 other points come before the third's report, at least 23 before
+    # the fourth's (a chunk reaches the point 6 times, engine/chunks.py).
+    faults.arm("chunk", 22)
     with RunningDaemon(settings):
         request = write_json(shot / "r.render.json", {**QUICK, "image_sequence": "png"})
         failed = wait_for_state(request, ("done", "failed"), 120)
