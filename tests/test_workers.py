@@ -171,8 +171,8 @@ def test_a_load_past_the_heartbeat_limit_is_taken_for_a_hang(tmp_path, media, mo
     monkeypatch.setattr(_PipeEvents, "HEARTBEAT_LIMIT_SECONDS", 1.0)
     faults = Faults(tmp_path / "faults")
     monkeypatch.setenv(FAULTS_ENV, str(faults.path))
-    faults.arm("load", 1, "pause", "8")
-    settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=3.0)
+    faults.arm("load", 1, "pause", "12")
+    settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=5.0)
     shot = settings.roots[0] / "sh010"
     shot.mkdir()
     shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
