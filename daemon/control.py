@@ -26,6 +26,7 @@ from daemon.errors import CommandRefused, ConfigError
 from daemon.listing import archived_job
 from daemon.notify import RootNotifiers
 from daemon.pidfile import LOCK_FILE
+from daemon.roots import ROOT_LOCK_FILE
 from daemon.scan import stale_temporaries
 from daemon.schedule import Schedule
 from daemon.sources import queued_identity, same_as_queued
@@ -38,7 +39,6 @@ log = structlog.get_logger("hotshot.control")
 COMMANDS = ("cancel", "retry", "pause", "resume")
 PAUSED = "paused"
 ANSWER_SECONDS = 15.0
-ROOT_LOCK_FILE = ".hotshot-root.lock"  # hidden: the watcher ignores it
 
 
 @dataclass

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 CHECK_SECONDS = 1.0
+# A daemon takes this lock in each root when it starts (daemon/control.py), also in the empty folder a share
+# that is down leaves behind: the folder is still empty for what tells a share that is down from one that is up.
+ROOT_LOCK_FILE = ".hotshot-root.lock"  # hidden: the watcher ignores it
 MOUNTINFO = Path("/proc/self/mountinfo")
 OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
@@ -82,7 +85,7 @@ class RootStates:
             if root not in self.mounts:
                 return True
             with os.scandir(root) as entries:
-                if next(entries, None) is None:
+                if all(entry.name == ROOT_LOCK_FILE for entry in entries):
                     return False  # the empty folder an unmounted share leaves
         except OSError:
             return False

@@ -11,6 +11,7 @@ from importlib import metadata
 from engine.devices import device_kind
 from engine.hashes import HashCache, weights_hashes
 from engine.job import RenderJob
+from engine.media_safety import OWN_GROUP
 from engine.plan import ChunkPlan
 from engine.probe import VideoInfo
 from engine.timeline import Timeline
@@ -133,7 +134,8 @@ def versions() -> dict[str, str]:
 
 def _ffmpeg_version() -> str:
     try:
-        first = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=10).stdout
+        first = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=10,
+                               stdin=subprocess.DEVNULL, **OWN_GROUP).stdout
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     words = first.split()

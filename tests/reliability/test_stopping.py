@@ -23,7 +23,11 @@ from tests.conftest import CATALOG, PROJECT
 from tests.harness import status_of, wait_for
 from tests.reliability.support import QUICK, DaemonProcess, Faults, config_file, copy_plate, report, sha, write_json
 
-PAUSED_AT = ("chunk", 8)  # in the second chunk, with frames of later chunks still to decode
+# The first `chunk` point: the first chunk's diffusion, on the render's own thread, before any other stage can
+# reach it. The decoder runs at most two chunks and a pipe ahead of diffusion, so here it still has frames of later
+# chunks to decode and waits, alive, on its full pipe. (A later hit may come from the store thread while the
+# decoder has already read the whole range and exited, and a segment's encoder ends by itself.)
+PAUSED_AT = ("chunk", 1)
 
 
 def paused_render(tmp_path, models_dir, media) -> tuple[DaemonProcess, Faults, object]:
@@ -38,17 +42,21 @@ def paused_render(tmp_path, models_dir, media) -> tuple[DaemonProcess, Faults, o
     return daemon, faults, request
 
 
-def ffmpeg_children(parent: int) -> list[int]:
-    """The ffmpeg processes `parent` started."""
+def decoders_of(parent: int) -> list[int]:
+    """The live ffmpeg processes `parent` started that decode a file into a pipe to it: not a segment's encoder
+    (which reads a pipe, and ends by itself once its chunk is written), nor one that has already exited and
+    waits to be reaped."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
                 name = open(f"/proc/{entry}/comm").read().strip()
+                arguments = open(f"/proc/{entry}/cmdline").read().split("\0")
             except OSError:
                 continue
-            if int(fields[1]) == parent and name == "ffmpeg":
+            if int(fields[1]) == parent and name == "ffmpeg" and fields[0] != "Z" and "-i" in arguments \
+                    and arguments[arguments.index("-i") + 1] != "pipe:":
                 found.append(int(entry))
     return found
 
@@ -70,7 +78,7 @@ def test_ctrl_c_pauses_the_running_job_and_the_next_start_resumes_it(tmp_path, m
     uninterrupted render."""
     daemon, faults, request = paused_render(tmp_path, models_dir, media)
     try:
-        decoders = ffmpeg_children(daemon.worker_pid())
+        decoders = decoders_of(daemon.worker_pid())
         assert decoders, "no ffmpeg decoding the source while the chunk is paused"
         # The terminal signals its foreground process group: the daemon's, which ffmpeg must not be in.
         assert all(os.getpgid(pid) != daemon.pid for pid in decoders), "ffmpeg is in the daemon's process group"
