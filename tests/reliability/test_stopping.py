@@ -44,8 +44,9 @@ def paused_render(tmp_path, models_dir, media) -> tuple[DaemonProcess, Faults, o
 
 def decoders_of(parent: int) -> list[int]:
     """The live ffmpeg processes `parent` started that decode a file into a pipe to it: not a segment's encoder
-    (which reads a pipe, and ends by itself once its chunk is written), nor one that has already exited and
-    waits to be reaped."""
+    (which reads a pipe, and ends by itself once its chunk is written), nor the audio's encoder (which reads the
+    file into a file of its own, and ends by itself too), nor one that has already exited and waits to be
+    reaped."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -56,7 +57,7 @@ def decoders_of(parent: int) -> list[int]:
             except OSError:
                 continue
             if int(fields[1]) == parent and name == "ffmpeg" and fields[0] != "Z" and "-i" in arguments \
-                    and arguments[arguments.index("-i") + 1] != "pipe:":
+                    and arguments[arguments.index("-i") + 1] != "pipe:" and "rawvideo" in arguments:
                 found.append(int(entry))
     return found
 
