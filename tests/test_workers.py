@@ -131,15 +131,13 @@ def test_device_names_are_checked(tmp_path):
         load_settings(None, roots=[tmp_path / "root"], state_dir=tmp_path / "state", devices=[])
 
 
-def test_a_model_load_longer_than_the_stall_limit_is_not_taken_for_a_stall(tmp_path, media, models_dir,
-                                                                            monkeypatch, worker_kind):
-    """While a worker loads a model it repeats its "loading model" report every HEARTBEAT_SECONDS: a load
-    of 8 s under a `worker_stall_seconds` of 4 s is not judged a stall, the job renders on its first attempt
-    and its status said "loading model" meanwhile."""
+def _render_with_a_slow_load(tmp_path, media, models_dir, monkeypatch, load_seconds: int, stall_seconds: float):
+    """A passthrough render whose model load the `load` fault holds for `load_seconds`, under a stall limit of
+    `stall_seconds`: its status while the model loaded, its status at the end and the stall kills of its job."""
     faults = Faults(tmp_path / "faults")
     monkeypatch.setenv(FAULTS_ENV, str(faults.path))
-    faults.arm("load", 1, "pause", "8")
-    settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=4.0)
+    faults.arm("load", 1, "pause", str(load_seconds))
+    settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=stall_seconds)
     shot = settings.roots[0] / "sh010"
     shot.mkdir()
     shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
@@ -151,11 +149,20 @@ def test_a_model_load_longer_than_the_stall_limit_is_not_taken_for_a_stall(tmp_p
         status = wait_for(lambda: (status := status_of(request) or {}).get("state") in ("done", "failed")
                           and status, 120, "the render to end")
     assert faults.fired(), "the load was not held up"
-    assert loading["state"] == "running"
-    assert status["state"] == "done" and status["attempts"] == 1, status
     store = Store.open(settings.database, read_only=True)
     kills = [event["message"] for event in store.events(status["job"]) if "no progress" in (event["message"] or "")]
     store.close()
+    return loading, status, kills
+
+
+def test_a_model_load_longer_than_the_stall_limit_is_not_taken_for_a_stall(tmp_path, media, models_dir,
+                                                                            monkeypatch, worker_kind):
+    """While a worker loads a model it repeats its "loading model" report every HEARTBEAT_SECONDS: a load
+    of 8 s under a `worker_stall_seconds` of 4 s is not judged a stall, the job renders on its first attempt
+    and its status said "loading model" meanwhile."""
+    loading, status, kills = _render_with_a_slow_load(tmp_path, media, models_dir, monkeypatch, 8, 4.0)
+    assert loading["state"] == "running"
+    assert status["state"] == "done" and status["attempts"] == 1, status
     assert kills == []
 
 
@@ -169,20 +176,5 @@ def test_a_load_past_the_heartbeat_limit_is_taken_for_a_hang(tmp_path, media, mo
 
     monkeypatch.setattr(harness, "WORKER_KIND", ThreadWorker)
     monkeypatch.setattr(_PipeEvents, "HEARTBEAT_LIMIT_SECONDS", 1.0)
-    faults = Faults(tmp_path / "faults")
-    monkeypatch.setenv(FAULTS_ENV, str(faults.path))
-    faults.arm("load", 1, "pause", "12")
-    settings = settings_for(tmp_path, models_dir, default_model="passthrough", worker_stall_seconds=5.0)
-    shot = settings.roots[0] / "sh010"
-    shot.mkdir()
-    shutil.copyfile(media / "chaplin.mp4", shot / "plate.mp4")
-    request = write_request(shot / "r.render.json", frame_range=[0, 8], output_size=64,
-                            context={"size": 9, "overlap": 2})
-    with RunningDaemon(settings):
-        status = wait_for(lambda: (status := status_of(request) or {}).get("state") in ("done", "failed")
-                          and status, 120, "the render to end")
-    assert faults.fired(), "the load was not held up"
-    store = Store.open(settings.database, read_only=True)
-    kills = [event["message"] for event in store.events(status["job"]) if "no progress" in (event["message"] or "")]
-    store.close()
+    _, status, kills = _render_with_a_slow_load(tmp_path, media, models_dir, monkeypatch, 12, 5.0)
     assert kills and status["state"] == "done" and status["attempts"] == 2, (kills, status)
