@@ -451,12 +451,14 @@ def _stopped_at(loop: ChunkLoop, next_index: int, reason: str) -> tuple[str, int
 
 def _finish(stages: tuple[Behind, ...]) -> None:
     """Wait until every chunk handed over is through every stage; raise the first error of any."""
-    first, *rest = stages
-    try:
-        first.finish()
-    finally:
-        if rest:
-            _finish(tuple(rest))
+    error: BaseException | None = None
+    for stage in stages:
+        try:
+            stage.finish()
+        except BaseException as exc:  # noqa: BLE001  the later stages are still waited for, then it is raised
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 def output_frames(chunk: Chunk, finals: Iterator[np.ndarray], timeline: Timeline, state: RenderState,
