@@ -103,8 +103,8 @@ def publish_newest(store, job_id: int) -> tuple[Job, Path, dict] | None:
     An older version of an edited request never overwrites the status of the newer one. A status file
     that cannot be written (the shot folder is gone, the share is read-only) is logged, not raised.
     """
-    job = _newest(store, job_id)
-    return None if job is None else _write_logged(job)
+    newest = store.newest_jobs([job_id])
+    return _write_logged(newest[0]) if newest else None
 
 
 def publish_newest_many(store, job_ids: list[int]) -> list[tuple[Job, Path, dict]]:
@@ -194,15 +194,6 @@ class BatchWrites:
 
     def close(self) -> list[tuple[Job, Path, dict]]:
         return self.wait()
-
-
-def _newest(store, job_id: int) -> Job | None:
-    """The job, if it is the newest of its request."""
-    job = store.job(job_id)
-    if job is None:
-        return None
-    latest = store.latest_job_for(job.request_path)
-    return None if latest and latest.id != job_id else job
 
 
 def _sync_folder(folder: Path, files: list[Future]) -> None:
