@@ -225,10 +225,15 @@ def mux_output(segments: list[Path], fps: str, frame_count: int, final: Path, au
 
 
 def cut_audio(audio: AudioCut) -> ffmpeg.nodes.FilterableStream:
-    """The source's audio over the rendered range, starting at 0."""
+    """The source's audio over the rendered range, moved so that the range's first frame is at 0.
+
+    Moved by the cut's start, not by the first sample's time: a source whose audio starts after its picture (an
+    encoder's priming delay, a track laid in late) keeps that gap, filled with silence, so the sound stays on
+    its frames (moving by the first sample pulled it that far ahead of the picture)."""
     return (fenced_input(audio.source).audio
             .filter("atrim", start=f"{audio.start:.6f}", duration=f"{audio.duration:.6f}")
-            .filter("asetpts", "PTS-STARTPTS"))
+            .filter("asetpts", f"PTS-{audio.start:.6f}/TB")
+            .filter("aresample", **{"async": 1, "first_pts": 0}))
 
 
 class AudioEncoder:

@@ -141,6 +141,21 @@ def test_variable_rate_source_gets_its_audio_cut_at_the_real_timestamps(tmp_path
                for w in manifest["warnings"])
 
 
+def test_audio_that_starts_after_the_picture_stays_on_its_frames(tmp_path, passthrough):
+    """A clip whose audio track starts 0.2 s after its picture (and runs past its end, so it is encoded, not
+    carried) keeps that gap in the render: a tone at 1.0 s of the picture is at 1.0 s of the output, not pulled
+    0.2 s ahead of its frames."""
+    source = tmp_path / "late-audio.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25:duration=2", "-itsoffset", "0.2", "-f", "lavfi",
+           "-i", "aevalsrc='if(gte(t,0.8),0.5*sin(2*PI*440*t),0)':s=48000:d=2.4", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", str(source))
+    audio_start = float(streams(source)["audio"]["start_time"])
+    assert audio_start > 0.15, audio_start  # the track really starts after the picture
+    result = render(make_job(tmp_path, passthrough, source, frame_range=(0, 49), context_size=81), None, CACHE)
+    assert json.loads(Path(result.manifest).read_text())["output"]["audio_from_source"] == "encoded"
+    assert abs(audio_onset_ms(Path(result.output)) - 1000) < 30
+
+
 def test_a_constant_rate_source_is_not_called_variable(tmp_path, passthrough):
     """A 25 fps clip keeps 25 fps, with no frame-rate warning."""
     source = timecoded_clip(tmp_path / "plate.mp4", frames=30)
