@@ -23,6 +23,7 @@ import contextlib
 import os
 import socket
 import sys
+import threading
 import time
 from typing import NoReturn
 
@@ -52,7 +53,7 @@ def connect(settings: Settings):
         return ray
     rejoining = os.environ.pop(REJOIN_VARIABLE, None)
     if rejoining:
-        return _wait_for_cluster(settings, float(rejoining))
+        return wait_for_cluster(settings, float(rejoining))
     address = settings.ray_address
     if address is not None:
         check_reachable(address)
@@ -63,7 +64,7 @@ def connect(settings: Settings):
     except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; each one means the same to the user
         where = f"the Ray cluster at {address!r}" if address else "a Ray instance on this machine"
         raise ConfigError(f"cannot start with executor = \"ray\": {where} cannot be reached ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else exc}); start the cluster (`ray start --head` "
+                          f"{first_line(exc) or exc}); start the cluster (`ray start --head` "
                           "on the head node), fix ray_address, or set executor = \"local\"") from exc
     gpus = ray.cluster_resources().get("GPU", 0)
     if settings.ray_gpus_per_slot > gpus:
@@ -79,18 +80,22 @@ def rejoining() -> bool:
     return bool(os.environ.get(REJOIN_VARIABLE))
 
 
-def _wait_for_cluster(settings: Settings, since: float):
-    """`connect`, tried again every REJOIN_SECONDS until the cluster answers (a daemon that `start_again`
-    started: its cluster went away and is to come back)."""
-    while True:
+def wait_for_cluster(settings: Settings, since: float, leaving: threading.Event | None = None):
+    """`connect`, tried again every REJOIN_SECONDS until the cluster answers (its head went away and is to come
+    back); the `ray` module, or None if `leaving` was set first. `since`: when it went away (`time.time()`)."""
+    while leaving is None or not leaving.is_set():
         try:
             ray = connect(settings)
         except ConfigError as exc:
-            log.info("the Ray cluster does not answer yet", error=str(exc).splitlines()[0])
-            time.sleep(REJOIN_SECONDS)
+            log.info("the Ray cluster does not answer yet", error=first_line(exc))
+            if leaving is None:
+                time.sleep(REJOIN_SECONDS)
+            else:
+                leaving.wait(REJOIN_SECONDS)
             continue
         log.warning("joined the Ray cluster again", address=settings.ray_address, seconds=round(time.time() - since, 1))
         return ray
+    return None
 
 
 def check_reachable(address: str) -> None:
@@ -167,6 +172,7 @@ def cluster_nodes() -> list[dict]:
 
 
 def first_line(exc: Exception) -> str:
+    """The first line of an exception's message (Ray's run to pages), or nothing."""
     return str(exc).splitlines()[0] if str(exc) else ""
 
 

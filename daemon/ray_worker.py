@@ -28,13 +28,12 @@ from daemon.errors import ConfigError
 from daemon.messages import ClusterGone, FromWorker, Inbox, Interrupted, Ready, ToWorker, WorkerExited
 from daemon.ray_actor import ATTACH_IDLE_SECONDS
 from daemon.ray_cluster import (
-    REJOIN_SECONDS,
     check_reachable,
     cluster_nodes,
-    connect,
     first_line,
     left_cluster,
     slot_count,
+    wait_for_cluster,
 )
 from daemon.states import Job
 from daemon.workers import Worker, WorkerPool
@@ -252,20 +251,12 @@ class RayWorker(Worker):
             import ray
 
             log.warning("the Ray cluster went away; waiting for it to answer again", address=self.settings.ray_address)
-            gone_at = time.monotonic()
+            gone_at = time.time()
             ray.shutdown()
-            while not self._leaving.is_set():
-                try:
-                    connect(self.settings)
-                except ConfigError as exc:
-                    log.info("the Ray cluster does not answer yet", error=str(exc).splitlines()[0])
-                    self._leaving.wait(REJOIN_SECONDS)
-                    continue
-                self.gone.clear()
-                log.warning("joined the Ray cluster again", address=self.settings.ray_address,
-                            seconds=round(time.monotonic() - gone_at, 1))
-                return True
-            return False
+            if wait_for_cluster(self.settings, gone_at, self._leaving) is None:
+                return False
+            self.gone.clear()
+            return True
 
     @property
     def client(self) -> bool:
@@ -279,7 +270,7 @@ class RayWorker(Worker):
         self.state = "lost"
         self.lost_because = f"its Ray actor on node {self.where.get('node_ip')} was lost ({type(exc).__name__})"
         log.warning("a render slot was lost", worker=self.name, node_id=self.where.get("node_id"),
-                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                    error=f"{type(exc).__name__}: {first_line(exc)}")
         if not self.gone.is_set():  # with the cluster gone its actors are gone too, and there is no one to ask
             try:
                 ray.kill(actor, no_restart=True)
