@@ -322,8 +322,10 @@ class ChunkLoop:
             return None
         try:
             began = self.clock.now()
-            encoder = SegmentEncoder(self.width, self.height, self.fps, self.work.segment_path(blended.chunk.index),
-                                     fault_point="chunk", codec=self.job.output_codec)
+            chunk = blended.chunk
+            encoder = SegmentEncoder(self.width, self.height, self.fps, self.work.segment_path(chunk.index),
+                                     fault_point="chunk", codec=self.job.output_codec,
+                                     last=chunk.index == self.plan.chunks[-1].index)
             encoder.feed_behind(blended.finals)
         except BaseException:
             self._stage_failed()

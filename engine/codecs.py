@@ -20,8 +20,12 @@ COLOUR_TAGS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "
 # render resumed on another machine (a Ray cluster's other node) encodes its segments as the first would have.
 # One thread per encoder, with two segments' encoders side by side (engine/chunks.py): of 1, 2, 3 and 4 threads it
 # spent the least CPU and was as fast as any on two cores (docs/benchmarks.md); a machine with more cores has them
-# for the model. The last segment of a render is then encoded on one core (a few seconds at 1080p).
+# for the model.
 X264_THREADS = 1
+# The last segment is the one the render's end waits for: every other is encoded while later chunks render, but
+# nothing is left to overlap the last one (and with a real model the cores are idle then), so it gets more
+# threads. Still a fixed count, so its bytes do not depend on the machine either.
+X264_LAST_SEGMENT_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,12 @@ class OutputCodec:
     mux: dict = field(default_factory=dict)
     min_width: int = 16
     min_height: int = 16
+
+    def segment_video(self, last: bool) -> dict:
+        """The video encoder's options for one segment (`last`: the render's last segment)."""
+        if last and "threads" in self.video:
+            return {**self.video, "threads": X264_LAST_SEGMENT_THREADS}
+        return self.video
 
     def check_size(self, width: int, height: int) -> None:
         """Refuse an output size the encoder cannot write."""

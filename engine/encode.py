@@ -63,10 +63,12 @@ def carries_audio(source: VideoInfo, start: float, duration: float, fps: str, co
 
 
 def encode_segment(frames: Iterable[np.ndarray], width: int, height: int, fps: str, final: Path,
-                   timeout: float = 3600.0, fault_point: str | None = None, codec: str = DEFAULT_CODEC) -> int:
+                   timeout: float = 3600.0, fault_point: str | None = None, codec: str = DEFAULT_CODEC,
+                   last: bool = False) -> int:
     """Encode RGB frames in `codec` (engine/codecs.py) at `final` (atomically); return the frame count.
-    `fault_point`: the point (engine/faults.py) reached while it is half-written."""
-    encoder = SegmentEncoder(width, height, fps, final, fault_point, codec)
+    `fault_point`: the point (engine/faults.py) reached while it is half-written; `last`: the render's last
+    segment (`OutputCodec.segment_video`)."""
+    encoder = SegmentEncoder(width, height, fps, final, fault_point, codec, last)
     encoder.feed(frames)
     return encoder.finish(timeout)
 
@@ -81,7 +83,7 @@ class SegmentEncoder:
     one at a time leaves them idle at each start and end."""
 
     def __init__(self, width: int, height: int, fps: str, final: Path, fault_point: str | None = None,
-                 codec: str = DEFAULT_CODEC) -> None:
+                 codec: str = DEFAULT_CODEC, last: bool = False) -> None:
         chosen = output_codec(codec)
         self.final, self.fault_point = final, fault_point
         self.count = 0
@@ -90,10 +92,12 @@ class SegmentEncoder:
             self._tmp.unlink()
         stream = (
             ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
-            .filter("scale", out_color_matrix="bt709", out_range="tv")
+            # The chroma planes are each 2x2 (4:2:0) or 2x1 (4:2:2) block's average (`area`): the exact box filter,
+            # and cheaper than swscale's default bicubic, which also smears colour edges wider.
+            .filter("scale", out_color_matrix="bt709", out_range="tv", flags="area")
             # Frame-level tags too: ProRes and DNxHR write the colour description from the frames, not the options.
             .filter("setparams", range="tv", color_primaries="bt709", color_trc="bt709", colorspace="bt709")
-            .output(str(self._tmp), format=chosen.container, **chosen.video, **COLOUR_TAGS)
+            .output(str(self._tmp), format=chosen.container, **chosen.segment_video(last), **COLOUR_TAGS)
         )
         self._process = subprocess.Popen(compile_command(stream), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, **OWN_GROUP)

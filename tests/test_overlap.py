@@ -175,12 +175,15 @@ def encoders_running(work_dir: Path) -> list[str]:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset"), reason="needs two cores")
-def test_a_segment_is_the_same_bytes_on_one_core_as_on_two(tmp_path):
+@pytest.mark.parametrize("last", [False, True], ids=["segment", "last-segment"])
+def test_a_segment_is_the_same_bytes_on_one_core_as_on_two(tmp_path, last):
     """x264's output follows its thread count, which it would take from the machine: the same frames encoded
-    on one core and on two give the same segment, so a render resumed on another machine joins the same bytes."""
+    on one core and on two give the same segment, so a render resumed on another machine joins the same bytes
+    (the last segment, encoded with more threads, too)."""
     script = ("import sys, numpy as np; from pathlib import Path; from engine.encode import encode_segment; "
               "rng = np.random.default_rng(3); base = rng.integers(0, 256, (240, 320, 3), np.uint8); "
-              "encode_segment([np.roll(base, 4 * n, axis=1) for n in range(24)], 320, 240, '25', Path(sys.argv[1]))")
+              "encode_segment([np.roll(base, 4 * n, axis=1) for n in range(24)], 320, 240, '25', Path(sys.argv[1]), "
+              f"last={last})")
     digests = []
     for cores in ("0", ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))):
         segment = tmp_path / f"cores-{cores.count(',') + 1}.mp4"
