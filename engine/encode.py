@@ -25,7 +25,7 @@ import ffmpeg
 import numpy as np
 
 from engine import faults, files
-from engine.codecs import COLOUR_TAGS, DEFAULT_CODEC, output_codec
+from engine.codecs import COLOUR_TAGS, DEFAULT_CODEC, output_codec, segment_encoder
 from engine.decode import widen_pipe
 from engine.errors import DISK_FULL_MESSAGES, DiskFullError, EncodeError, MediaError, is_disk_full
 from engine.media_safety import OWN_GROUP, compile_command, fenced_input, last_line
@@ -99,7 +99,8 @@ class SegmentEncoder:
             .filter("setparams", range="tv", color_primaries="bt709", color_trc="bt709", colorspace="bt709")
             .output(str(self._tmp), format=chosen.container, **chosen.segment_video(last), **COLOUR_TAGS)
         )
-        self._process = subprocess.Popen(compile_command(stream), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        self._process = subprocess.Popen(compile_command(stream, segment_encoder()), stdin=subprocess.PIPE,
+                                         stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, **OWN_GROUP)
         widen_pipe(self._process.stdin, width * height * 3)
         self._errors: list[bytes] = []

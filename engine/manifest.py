@@ -8,6 +8,7 @@ import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 
+from engine.codecs import segment_encoder
 from engine.devices import device_kind
 from engine.hashes import HashCache, weights_hashes
 from engine.job import RenderJob
@@ -123,7 +124,8 @@ def _output_frames(chunk, timeline: Timeline) -> list[int] | None:
 
 @functools.cache
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "ffmpeg": _ffmpeg_version()}
+    found = {"python": platform.python_version(), "ffmpeg": _ffmpeg_version("ffmpeg"),
+             "ffmpeg_segments": _ffmpeg_version(segment_encoder())}
     for package in ("hotshot", "torch", "diffusers", "transformers"):
         try:
             found[package] = metadata.version(package)
@@ -132,9 +134,9 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _ffmpeg_version() -> str:
+def _ffmpeg_version(binary: str) -> str:
     try:
-        first = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=10,
+        first = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=10,
                                stdin=subprocess.DEVNULL, **OWN_GROUP).stdout
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
