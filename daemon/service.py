@@ -295,7 +295,7 @@ class Daemon:
             case _:
                 self.unknown_messages("daemon", item)
 
-    # -- commands and cancels -------------------------------------------------
+    # -- commands -------------------------------------------------------------
 
     def _take_commands(self) -> None:
         """Carry out what the CLI left in the command box, answering in the same row."""
