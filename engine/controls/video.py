@@ -28,7 +28,7 @@ ROLES = {"depth": ("depth",), "normal": ("depth",), "pose": ("pose_detector", "p
 
 log = structlog.get_logger("hotshot.controls")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Part of every cache key: raise it when a change to this package changes the pictures it makes."""
 PREVIEW_BATCH = 64
 NEEDS = {
