@@ -69,8 +69,10 @@ class FrameReader:
             fenced_input(self.path)
             .video.filter("trim", start_frame=self.first, end_frame=self.last + 1)
             .filter("setpts", "N/FRAME_RATE/TB")
-            .filter("scale", self.width, self.height, force_original_aspect_ratio="increase", flags="bicubic",
-                    **self.colour.scale_options())
+            # full_chroma_int: scaled frames are converted to RGB at full chroma resolution; without it,
+            # flat colours came out 2-5 levels off (bench/colour_check.py).
+            .filter("scale", self.width, self.height, force_original_aspect_ratio="increase",
+                    flags="bicubic+full_chroma_int", **self.colour.scale_options())
             .filter("crop", self.width, self.height)
             .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
         )

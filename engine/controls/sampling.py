@@ -34,8 +34,8 @@ class SampledFrameReader(FrameReader):
         stream = (
             fenced_input(self.path)
             .video.filter("select", "+".join(f"eq(n,{number})" for number in self.numbers))
-            .filter("scale", self.width, self.height, force_original_aspect_ratio="increase", flags="bicubic",
-                    **self.colour.scale_options())
+            .filter("scale", self.width, self.height, force_original_aspect_ratio="increase",
+                    flags="bicubic+full_chroma_int", **self.colour.scale_options())
             .filter("crop", self.width, self.height)
             .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
         )
