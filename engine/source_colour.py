@@ -12,7 +12,7 @@ bench/colour_check.py) against the source as people see it.
 So hotshot decides, and tells ffmpeg:
 
 - **Matrix.** The file's tag, when it names one ffmpeg can apply; else mpv's
-  rule (libplacebo, VLC and Kodi apply the same): a picture 1280 wide or more,
+  rule (libplacebo's too, which many players use): a picture 1280 wide or more,
   or taller than 576 lines (its stored size, before any rotation), is BT.709;
   a smaller one is BT.601. RGB sources need no matrix.
 - **Range.** Full for a full-range pixel format (yuvj420p and the like: MJPEG,
@@ -26,7 +26,7 @@ look flat in a BT.709 output.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 HD_WIDTH = 1280
 """An untagged picture at least this wide is read as BT.709 ..."""
@@ -77,9 +77,6 @@ class SourceColour:
                 "range_from": self.range_from,
                 "tags": {"color_space": self.color_space, "color_range": self.color_range,
                          "color_primaries": self.color_primaries, "color_transfer": self.color_transfer}}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def warnings(self) -> list[str]:
         """What a render of this source cannot keep: HDR and wide-gamut colour."""
