@@ -63,7 +63,7 @@ def floor_command(source: Path, out: Path, audio: bool = False) -> list[str]:
     video = codec.video
     sound = ["-map", "0:a", "-c:a", codec.audio["acodec"], "-b:a", codec.audio["audio_bitrate"]] if audio else []
     return ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-map", "0:v", "-vf",
-            f"scale={WIDTH}:{HEIGHT}:flags=bicubic,scale=out_color_matrix=bt709:out_range=tv",
+            f"scale={WIDTH}:{HEIGHT}:flags=bicubic+full_chroma_int,scale=out_color_matrix=bt709:out_range=tv",
             "-c:v", video["vcodec"], "-preset", video["preset"], "-crf", str(video["crf"]),
             "-pix_fmt", video["pix_fmt"], *sound, str(out)]
 

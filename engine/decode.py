@@ -2,7 +2,8 @@
 
 Frames are selected by number with ffmpeg's `trim` filter (frame-accurate,
 unlike a timestamp seek), scaled to cover the output size and centre-cropped,
-and read as raw RGB. Only one frame is held here at a time.
+and read as raw RGB with the source's matrix and range (engine/source_colour.py:
+its tags, else the players' rule). Only one frame is held here at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 
 from engine.errors import MediaError
 from engine.media_safety import OWN_GROUP, compile_command, fenced_input
+from engine.probe import probe_colour
+from engine.source_colour import SourceColour
 from engine.timeline import Timeline
 
 STALL_SECONDS = 120.0
@@ -46,11 +49,14 @@ def _pipe_max_size() -> int:
 
 
 class FrameReader:
-    """Iterate the frames `first..last` (inclusive) of a video as HxWx3 uint8 arrays."""
+    """Iterate the frames `first..last` (inclusive) of a video as HxWx3 uint8 arrays.
+
+    `colour` is how the video's pixels are read as RGB, from its probe; without it the video is probed here."""
 
     def __init__(self, path: str | Path, first: int, last: int, width: int, height: int,
-                 stall_seconds: float = STALL_SECONDS) -> None:
+                 stall_seconds: float = STALL_SECONDS, colour: SourceColour | None = None) -> None:
         self.path = str(path)
+        self.colour = colour or probe_colour(self.path)
         self.first, self.last = first, last
         self.width, self.height = width, height
         self.stall_seconds = stall_seconds
@@ -63,7 +69,10 @@ class FrameReader:
             fenced_input(self.path)
             .video.filter("trim", start_frame=self.first, end_frame=self.last + 1)
             .filter("setpts", "N/FRAME_RATE/TB")
-            .filter("scale", self.width, self.height, force_original_aspect_ratio="increase", flags="bicubic")
+            # full_chroma_int: scaled frames are converted to RGB at full chroma resolution; without it,
+            # flat colours came out 2-5 levels off (bench/colour_check.py).
+            .filter("scale", self.width, self.height, force_original_aspect_ratio="increase",
+                    flags="bicubic+full_chroma_int", **self.colour.scale_options())
             .filter("crop", self.width, self.height)
             .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
         )
@@ -140,9 +149,10 @@ class FrameReader:
                 self._stderr.append(line)
 
 
-def read_frames(path: str | Path, first: int, last: int, width: int, height: int) -> Iterator[np.ndarray]:
+def read_frames(path: str | Path, first: int, last: int, width: int, height: int,
+                colour: SourceColour | None = None) -> Iterator[np.ndarray]:
     """Convenience generator over `FrameReader` that closes ffmpeg when done."""
-    with FrameReader(path, first, last, width, height) as reader:
+    with FrameReader(path, first, last, width, height, colour=colour) as reader:
         yield from reader
 
 

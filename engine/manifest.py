@@ -57,6 +57,7 @@ def build_manifest(job: RenderJob, source: VideoInfo, output: VideoInfo, plan: C
             "timecode": source.timecode,
             "pixel_format": source.pixel_format,
             "alpha": source.alpha,
+            "colour": source.colour.to_manifest() if source.colour else None,
         },
         "frame_range": list(job.frame_range),
         "lineage": context.get("lineage", {}),

@@ -98,7 +98,8 @@ class MaskSource:
     def _video_frame(self, index: int) -> np.ndarray:
         if self._reader is None or index < self._next - 1:
             self.close()
-            self._reader = FrameReader(self.path, index, self.frame_count - 1, self.info.width, self.info.height)
+            self._reader = FrameReader(self.path, index, self.frame_count - 1, self.info.width, self.info.height,
+                                       colour=self.info.colour)
             self._reader.__enter__()
             self._frames = iter(self._reader)
             self._next = index

@@ -1,4 +1,4 @@
-"""Probe a video file: size, frame rate, frame count, audio, timecode, alpha."""
+"""Probe a video file: size, frame rate, frame count, audio, timecode, alpha, how its colours are read."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engine.errors import MediaError
 from engine.media_safety import ffprobe_command, last_line, run_checked
+from engine.source_colour import SourceColour, source_colour
 
 MAX_SIDE = 8192
 MAX_FRAMES = 2_000_000
@@ -41,6 +42,7 @@ class VideoInfo:
     timecode: str | None = None
     pixel_format: str | None = None
     alpha: bool = False
+    colour: SourceColour | None = None  # None: probed before hotshot read colour tags
 
     @property
     def fps_fraction(self) -> Fraction:
@@ -51,7 +53,8 @@ class VideoInfo:
 
     @classmethod
     def from_dict(cls, data: dict) -> VideoInfo:
-        return cls(**data)
+        colour = data.get("colour")
+        return cls(**{**data, "colour": SourceColour(**colour) if colour else None})
 
 
 def probe(path: str | Path, timeout: float = 30.0) -> VideoInfo:
@@ -72,9 +75,7 @@ def probe(path: str | Path, timeout: float = 30.0) -> VideoInfo:
 
     data = _ffprobe_json(path, timeout, "-show_format", "-show_streams")
     streams = data.get("streams", [])
-    video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)), None)
-    if video is None:
-        raise MediaError(path, "it has no video stream")
+    video = _video_stream(path, streams)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
 
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
@@ -117,7 +118,22 @@ def probe(path: str | Path, timeout: float = 30.0) -> VideoInfo:
         timecode=_timecode(video, streams, fmt),
         pixel_format=video.get("pix_fmt"),
         alpha=_has_alpha(video),
+        colour=source_colour(video),
     )
+
+
+def probe_colour(path: str | Path, timeout: float = 30.0) -> SourceColour:
+    """How a video's pixels are read as RGB (engine/source_colour.py), without the rest of `probe`."""
+    path = str(path)
+    return source_colour(_video_stream(path, _ffprobe_json(path, timeout, "-show_streams").get("streams", [])))
+
+
+def _video_stream(path: str, streams: list[dict]) -> dict:
+    """The video stream hotshot reads: the first that is not cover art."""
+    video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)), None)
+    if video is None:
+        raise MediaError(path, "it has no video stream")
+    return video
 
 
 def _number(text: object) -> float | None:

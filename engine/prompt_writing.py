@@ -162,7 +162,7 @@ def suggest_prompt(source: Path, first: int, last: int, captioner: Captioner, *,
     # 2. Decode only the sampled frames, at a size the captioner can use
     frames = sample_frames(first, last, samples)
     width, height = caption_size(info.width, info.height)
-    with SampledFrameReader(source, frames, width, height) as reader:  # one ffmpeg for all the samples
+    with SampledFrameReader(source, frames, width, height, info.colour) as reader:  # one ffmpeg for all samples
         images = [frame for _, frame in reader]
     if reference is not None:
         images.append(load_still(StillSpec(path=reference), source, width, height).frame)

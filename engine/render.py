@@ -105,6 +105,7 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
         check_painted_windows(plan, painted, job.model.id)
     if not source.has_audio:
         warnings.append("the source has no audio; the output has none")
+    warnings += source.colour.warnings()
     if source.alpha:
         warnings.append(f"the source has an alpha channel ({source.codec}, {source.pixel_format}); it is not carried "
                         "through: the output is opaque, showing the colour stored under transparent areas")
@@ -181,7 +182,7 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
             loop = ChunkLoop(job, plan, timeline, backend, pinned, reference, state, work, sinks, controls, width,
                              height, timing.output_fps, resume_at, LockedEvents(events), clock)
             try:
-                with FrameReader(job.source, decode_from, last, width, height) as reader:
+                with FrameReader(job.source, decode_from, last, width, height, colour=source.colour) as reader:
                     window = SourceWindow(timeline_frames(iter(reader), decode_from, timeline, from_position),
                                           from_position)
                     run_chunks(loop, window, job.overlap, reader.stop)

@@ -108,7 +108,8 @@ def export_frame(source: Path, number: int, destination: Path, fmt: str | None =
     if not 0 <= number < info.frame_count:
         raise SettingsError(f"frame {number} is outside {source.name}, which has {info.frame_count} frames "
                             f"(valid frames are 0 to {info.frame_count - 1})")
-    frame = np.ascontiguousarray(next(iter(read_frames(source, number, number, info.width, info.height))))
+    frame = np.ascontiguousarray(next(iter(read_frames(source, number, number, info.width, info.height,
+                                                       info.colour))))
     folder = destination.parent if named else destination
     folder.mkdir(parents=True, exist_ok=True)
     if not named:

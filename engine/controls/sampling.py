@@ -10,6 +10,7 @@ import numpy as np
 from engine.decode import FrameReader
 from engine.errors import MediaError
 from engine.media_safety import compile_command, fenced_input
+from engine.source_colour import SourceColour
 
 
 def evenly_spaced(frame_count: int, most: int) -> list[int]:
@@ -24,15 +25,17 @@ class SampledFrameReader(FrameReader):
     range, so only the chosen frames are scaled and sent through the pipe.
     """
 
-    def __init__(self, path: str | Path, numbers: list[int], width: int, height: int) -> None:
-        super().__init__(path, numbers[0], numbers[-1], width, height)
+    def __init__(self, path: str | Path, numbers: list[int], width: int, height: int,
+                 colour: SourceColour | None = None) -> None:
+        super().__init__(path, numbers[0], numbers[-1], width, height, colour=colour)
         self.numbers = numbers
 
     def command(self) -> list[str]:
         stream = (
             fenced_input(self.path)
             .video.filter("select", "+".join(f"eq(n,{number})" for number in self.numbers))
-            .filter("scale", self.width, self.height, force_original_aspect_ratio="increase", flags="bicubic")
+            .filter("scale", self.width, self.height, force_original_aspect_ratio="increase",
+                    flags="bicubic+full_chroma_int", **self.colour.scale_options())
             .filter("crop", self.width, self.height)
             .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
         )

@@ -28,7 +28,7 @@ ROLES = {"depth": ("depth",), "normal": ("depth",), "pose": ("pose_detector", "p
 
 log = structlog.get_logger("hotshot.controls")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Part of every cache key: raise it when a change to this package changes the pictures it makes."""
 PREVIEW_BATCH = 64
 NEEDS = {
@@ -158,7 +158,8 @@ class ControlVideo:
         """Decode the range the missing frames span, compute those frames in batches, store each one; return
         them (`keep`) or nothing (a whole clip's frames would not fit in memory)."""
         started = time.monotonic()
-        frame_count = probe(self.source).frame_count
+        info = probe(self.source)
+        frame_count = info.frame_count
         if numbers[-1] >= frame_count:
             raise FrameRangeError(numbers[0], numbers[-1], frame_count)
         produce = self._producer(frame_count)
@@ -174,7 +175,8 @@ class ControlVideo:
             batch.clear()
             batch_numbers.clear()
 
-        with FrameReader(self.source, numbers[0], numbers[-1], self.width, self.height) as reader:
+        with FrameReader(self.source, numbers[0], numbers[-1], self.width, self.height,
+                         colour=info.colour) as reader:
             for number, frame in enumerate(reader, start=numbers[0]):
                 if number in wanted:
                     batch.append(frame)
