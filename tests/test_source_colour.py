@@ -132,3 +132,24 @@ def test_a_rotated_phone_clip_is_guessed_by_its_stored_size(tmp_path):
     info = probe(rotated)
     assert (info.width, info.height) == (576, 1024)
     assert (info.colour.matrix, info.colour.matrix_from) == ("bt601", "size")
+
+
+@pytest.mark.parametrize("case", ["untagged HD", "tagged BT.601 (smpte170m) at HD size"])
+def test_the_web_pages_poster_strip_shows_the_colours_of_the_source(tmp_path, case):
+    """The web workspace's poster strip is a JPEG, which a browser reads as BT.601 full range: the frames go
+    through RGB as the source is read, so its flat patches keep their colours (an untagged HD source's Y'CbCr
+    copied across came out up to 20 levels off)."""
+    from PIL import Image
+
+    from daemon.web.media import poster_strip
+
+    size, matrix, levels, pixel_format, codec, tags, _ = CASES[case]
+    source = patches_clip(tmp_path / "plate.mp4", size, matrix, levels, pixel_format, codec, tags)
+    strip = poster_strip(source, 1, 5, tmp_path / "thumbs", tiles=1, colour=probe(source).colour.__dict__)
+    picture = np.asarray(Image.open(strip).convert("RGB")).astype(float)
+    height, width = picture.shape[:2]
+    for index, colour in enumerate(PATCHES):
+        row, column = divmod(index, 3)
+        top, left = row * height // 2, column * width // 3
+        centre = picture[top + height // 8:top + 3 * height // 8, left + width // 12:left + 3 * width // 12]
+        assert np.abs(centre.reshape(-1, 3).mean(axis=0) - colour).max() <= 5, (index, centre.mean(axis=(0, 1)))

@@ -199,14 +199,15 @@ def create_app(settings: Settings, hosts: set[str], token: str | None, config: P
             return _error("not found", 404)
         try:
             path = queries.media_file(db, media_id, settings.roots)
-            frames = ((db.media(media_id) or {}).get("probe") or {}).get("frame_count")
+            probe = (db.media(media_id) or {}).get("probe") or {}
         finally:
             db.close()
         if path is None:
             return _error("not found", 404)
         try:
             tiles = request.query_params.get("tiles", "8")
-            poster = poster_strip(path, media_id, frames, thumbs, int(tiles) if tiles.isdigit() else 8)
+            poster = poster_strip(path, media_id, probe.get("frame_count"), thumbs,
+                                  int(tiles) if tiles.isdigit() else 8, colour=probe.get("colour"))
         except (HotshotError, OSError) as exc:
             return _error(str(exc), 500)
         return FileResponse(poster, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})

@@ -11,21 +11,27 @@ from pathlib import Path
 
 from daemon.errors import HotshotError
 from daemon.web.forms import safe_name, write_new
+from engine.source_colour import SourceColour
 
 STRIP_TILES = 8
 MAX_TILES = 16
 STRIP_HEIGHT = 54
+STRIP_VERSION = 2  # in the cached file's name: strips made before their frames were read with the source's colour
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif"}
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
 def poster_strip(video: Path, media_id: int, frames: int | None, cache: Path, tiles: int = STRIP_TILES,
-                 timeout: float = 60.0) -> Path:
-    """A JPEG of `tiles` frames spread over `video`, side by side; made once per file version and tile count."""
+                 timeout: float = 60.0, colour: dict | None = None) -> Path:
+    """A JPEG of `tiles` frames spread over `video`, side by side; made once per file version and tile count.
+
+    `colour`: how the video's pixels are read as RGB (its probe's `colour`, engine/source_colour.py), as a render
+    reads them. The frames go through RGB so the JPEG (BT.601 by definition, as browsers read it) shows them as
+    a player would; copied across as Y'CbCr, a BT.709 video's strip came out with its colours shifted."""
     stat = video.stat()
     tiles = max(1, min(tiles, MAX_TILES))
-    target = cache / f"{media_id}-{tiles}-{stat.st_size}-{stat.st_mtime_ns}.jpg"
+    target = cache / f"{media_id}-{tiles}-v{STRIP_VERSION}-{stat.st_size}-{stat.st_mtime_ns}.jpg"
     if target.exists():
         return target
     with _locks_guard:
@@ -36,8 +42,11 @@ def poster_strip(video: Path, media_id: int, frames: int | None, cache: Path, ti
         cache.mkdir(parents=True, exist_ok=True)
         step = max(1, (frames or tiles) // tiles)
         tmp = cache / f".{target.name}.{os.getpid()}.{threading.get_ident()}.jpg"
+        reading = "".join(f":{key}={value}" for key, value in SourceColour(**colour).scale_options().items()) \
+            if colour else ""
         command = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(video), "-vf",
-                   f"select='not(mod(n\\,{step}))',scale=-2:{STRIP_HEIGHT},tile={tiles}x1:color=black",
+                   f"select='not(mod(n\\,{step}))',scale=-2:{STRIP_HEIGHT}{reading},format=rgb24,"
+                   f"tile={tiles}x1:color=black",
                    "-frames:v", "1", "-fps_mode", "vfr", "-q:v", "4", str(tmp)]
         try:
             done = subprocess.run(command, capture_output=True, timeout=timeout)
