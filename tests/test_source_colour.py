@@ -135,18 +135,30 @@ def test_a_rotated_phone_clip_is_guessed_by_its_stored_size(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["untagged HD", "tagged BT.601 (smpte170m) at HD size"])
-def test_the_web_pages_poster_strip_shows_the_colours_of_the_source(tmp_path, case):
-    """The web workspace's poster strip is a JPEG, which a browser reads as BT.601 full range: the frames go
-    through RGB as the source is read, so its flat patches keep their colours (an untagged HD source's Y'CbCr
-    copied across came out up to 20 levels off)."""
+def test_the_web_pages_poster_strip_shows_the_colours_of_the_source(tmp_path, models_dir, case):
+    """The web workspace's poster strip of a registered clip is a JPEG, which a browser reads as BT.601 full
+    range: its frames go through RGB as the clip is read (the colour its registration probed), so its flat
+    patches keep their colours (an untagged HD source's Y'CbCr copied across came out up to 16 levels off)."""
+    import io
+
     from PIL import Image
+    from starlette.testclient import TestClient
 
-    from daemon.web.media import poster_strip
+    from daemon.web.app import create_app
+    from daemon.web.guard import allowed_hosts
+    from tests.harness import settings_for, tick_until, ticked_daemon
 
+    settings = settings_for(tmp_path, models_dir)
+    folder = settings.roots[0] / "sh010"
+    folder.mkdir(parents=True)
     size, matrix, levels, pixel_format, codec, tags, _ = CASES[case]
-    source = patches_clip(tmp_path / "plate.mp4", size, matrix, levels, pixel_format, codec, tags)
-    strip = poster_strip(source, 1, 5, tmp_path / "thumbs", tiles=1, colour=probe(source).colour.__dict__)
-    picture = np.asarray(Image.open(strip).convert("RGB")).astype(float)
+    patches_clip(folder / "plate.mp4", size, matrix, levels, pixel_format, codec, tags)
+    with ticked_daemon(settings) as daemon:
+        tick_until(daemon, lambda: daemon.store.media_in_shot(1), what="the clip to be registered")
+        media_id = daemon.store.media_in_shot(1)[0]["id"]
+    client = TestClient(create_app(settings, allowed_hosts("127.0.0.1", ["testserver"]), None))
+    strip = client.get(f"/files/media/{media_id}/strip.jpg?tiles=1")
+    picture = np.asarray(Image.open(io.BytesIO(strip.content)).convert("RGB")).astype(float)
     height, width = picture.shape[:2]
     for index, colour in enumerate(PATCHES):
         row, column = divmod(index, 3)
