@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.decode import FrameReader
 from engine.errors import MediaError
 from engine.probe import probe
+from engine.source_colour import SourceColour
 from engine.stills import IMAGE_EXTENSIONS, fit, read_image
 
 SNAP = 16 / 255
@@ -132,10 +133,11 @@ def snap(grey: np.ndarray) -> np.ndarray:
 class Compositor:
     """Puts the source back wherever the mask keeps it, after decoding, so untouched pixels stay exact."""
 
-    def __init__(self, masks: MaskSource, source: Path, first: int, last: int, start_index: int) -> None:
+    def __init__(self, masks: MaskSource, source: Path, first: int, last: int, start_index: int,
+                 colour: SourceColour | None = None) -> None:
         self.masks = masks
         self.first = first
-        self._reader = FrameReader(source, first + start_index, last, masks.width, masks.height)
+        self._reader = FrameReader(source, first + start_index, last, masks.width, masks.height, colour=colour)
         self._frames = iter(self._reader.__enter__())
         self._next = start_index
 

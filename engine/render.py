@@ -111,8 +111,9 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
                         "through: the output is opaque, showing the colour stored under transparent areas")
 
     # 3. Load the stills: the style frame pinned as the first output frame, the appearance reference.
-    style = load_still(job.style_frame, job.source, width, height) if job.style_frame else None
-    reference = load_still(job.reference_frame, job.source, width, height) if job.reference_frame else None
+    style = load_still(job.style_frame, job.source, width, height, source.colour) if job.style_frame else None
+    reference = load_still(job.reference_frame, job.source, width, height, source.colour) \
+        if job.reference_frame else None
     keyframes = load_keyframes(job.keyframes, job.source, width, height)
     pinned = Pinned(style, {position: keyframes[index] for position, index in positions.items()})
     aspect = source.width / source.height
@@ -178,7 +179,7 @@ def _render(job: RenderJob, reading: Path, events: RenderEvents, cache: ModelCac
             decode_from = timeline.sources[from_position]
             if job.mask:
                 sinks.compositor = Compositor(MaskSource(job.mask, width, height, aspect), job.source, first, last,
-                                              state.frames_out)
+                                              state.frames_out, source.colour)
             loop = ChunkLoop(job, plan, timeline, backend, pinned, reference, state, work, sinks, controls, width,
                              height, timing.output_fps, resume_at, LockedEvents(events), clock)
             try:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from engine.decode import read_frames
 from engine.errors import MediaError, SettingsError
+from engine.source_colour import SourceColour
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
 MAX_IMAGE_SIDE = 8192
@@ -53,10 +54,11 @@ class Still:
         return {"from": self.origin, "sha256": self.sha256}
 
 
-def load_still(spec: StillSpec, source: Path, width: int, height: int) -> Still:
-    """The still as an HxWx3 uint8 RGB frame of the output size, with the hash of what it came from."""
+def load_still(spec: StillSpec, source: Path, width: int, height: int, colour: SourceColour | None = None) -> Still:
+    """The still as an HxWx3 uint8 RGB frame of the output size, with the hash of what it came from (`colour`: how
+    the source's pixels are read, when its probe is at hand)."""
     if spec.keyframe is not None:
-        frame = next(iter(read_frames(source, spec.keyframe, spec.keyframe, width, height)))
+        frame = next(iter(read_frames(source, spec.keyframe, spec.keyframe, width, height, colour)))
         digest = hashlib.sha256(np.ascontiguousarray(frame).tobytes()).hexdigest()
         return Still(frame, digest, f"source frame {spec.keyframe}")
     path = Path(spec.path)

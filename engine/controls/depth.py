@@ -18,6 +18,7 @@ import numpy as np
 from engine.controls.catalog import TransformersWeights
 from engine.controls.loading import load_transformers
 from engine.controls.sampling import SampledFrameReader, evenly_spaced
+from engine.source_colour import SourceColour
 
 PERCENTILES = (2.0, 98.0)
 SAMPLED_FRAMES = 32
@@ -71,7 +72,7 @@ class DepthEstimator:
 
 
 def measure_depth_range(estimator: DepthEstimator, source: Path, width: int, height: int, frame_count: int,
-                        batch_size: int) -> DepthRange:
+                        batch_size: int, colour: SourceColour | None = None) -> DepthRange:
     """The clip's depth range from up to SAMPLED_FRAMES frames spread over the whole clip, decoded in one pass."""
     numbers = evenly_spaced(frame_count, SAMPLED_FRAMES)
     stride = max(1, int(np.sqrt(width * height / VALUES_PER_SAMPLE)))
@@ -81,7 +82,7 @@ def measure_depth_range(estimator: DepthEstimator, source: Path, width: int, hei
         values.extend(nearness[::stride, ::stride].ravel() for nearness in estimator.nearness(batch))
         batch.clear()
 
-    with SampledFrameReader(source, numbers, width, height) as reader:
+    with SampledFrameReader(source, numbers, width, height, colour) as reader:
         for _, frame in reader:
             batch.append(frame)
             if len(batch) == batch_size:

@@ -21,7 +21,7 @@ from engine.controls.softedge import OPENCV_METHOD, OnnxSoftEdge, opencv_softedg
 from engine.decode import FrameReader
 from engine.encode import encode_segment
 from engine.errors import FrameRangeError, MediaError, SettingsError
-from engine.probe import probe
+from engine.probe import VideoInfo, probe
 
 # The models each control type runs (softedge's optional model is a plain file, never built).
 ROLES = {"depth": ("depth",), "normal": ("depth",), "pose": ("pose_detector", "pose")}
@@ -162,7 +162,7 @@ class ControlVideo:
         frame_count = info.frame_count
         if numbers[-1] >= frame_count:
             raise FrameRangeError(numbers[0], numbers[-1], frame_count)
-        produce = self._producer(frame_count)
+        produce = self._producer(info)
         wanted, computed = set(numbers), {}
         batch: list[np.ndarray] = []
         batch_numbers: list[int] = []
@@ -189,7 +189,7 @@ class ControlVideo:
                  seconds=round(time.monotonic() - started, 2))
         return computed
 
-    def _producer(self, frame_count: int) -> Producer:
+    def _producer(self, info: VideoInfo) -> Producer:
         """Load what this type runs and write the cache's meta.json; return the batch function."""
         if self.type == "pose":
             detector = PersonDetector(self.catalog.pose_detector, self.device)
@@ -206,19 +206,19 @@ class ControlVideo:
             return lambda frames: [opencv_softedge(frame) for frame in frames]
         estimator = DepthEstimator(self.catalog.depth, self.device)
         depth_video = self._parts.get("depth", self)
-        clip_range = depth_video._depth_range(estimator, frame_count)
+        clip_range = depth_video._depth_range(estimator, info)
         self._write_meta(clip_range)
         draw = normal_image if self.type == "normal" else depth_image
         return lambda frames: [draw(clip_range.normalised(nearness)) for nearness in estimator.nearness(frames)]
 
-    def _depth_range(self, estimator: DepthEstimator, frame_count: int) -> DepthRange:
+    def _depth_range(self, estimator: DepthEstimator, info: VideoInfo) -> DepthRange:
         """The clip's depth range: from meta.json, or measured once (under the cache lock) and stored there."""
         with self.cache.locked():
             meta = self.cache.meta() or {}
             if "normalisation" in meta:
                 return DepthRange.from_dict(meta["normalisation"])
-            clip_range = measure_depth_range(estimator, self.source, self.width, self.height, frame_count,
-                                             self.batch_size)
+            clip_range = measure_depth_range(estimator, self.source, self.width, self.height, info.frame_count,
+                                             self.batch_size, info.colour)
             self._write_meta(clip_range)
             return clip_range
 
