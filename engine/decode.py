@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 
 from engine.errors import MediaError
@@ -66,9 +67,7 @@ class FrameReader:
 
     def command(self) -> list[str]:
         stream = (
-            fenced_input(self.path)
-            .video.filter("trim", start_frame=self.first, end_frame=self.last + 1)
-            .filter("setpts", "N/FRAME_RATE/TB")
+            self.selected(fenced_input(self.path).video)
             # full_chroma_int: scaled frames are converted to RGB at full chroma resolution; without it,
             # flat colours came out 2-5 levels off (bench/colour_check.py).
             .filter("scale", self.width, self.height, force_original_aspect_ratio="increase",
@@ -77,6 +76,10 @@ class FrameReader:
             .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
         )
         return compile_command(stream)
+
+    def selected(self, video: ffmpeg.nodes.FilterableStream) -> ffmpeg.nodes.FilterableStream:
+        """The frames this reader sends, out of the video stream: `first..last`, by number."""
+        return video.filter("trim", start_frame=self.first, end_frame=self.last + 1).filter("setpts", "N/FRAME_RATE/TB")
 
     def __enter__(self) -> FrameReader:
         self._process = subprocess.Popen(

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 
 from engine.decode import FrameReader
 from engine.errors import MediaError
-from engine.media_safety import compile_command, fenced_input
 from engine.source_colour import SourceColour
 
 
@@ -30,16 +30,8 @@ class SampledFrameReader(FrameReader):
         super().__init__(path, numbers[0], numbers[-1], width, height, colour=colour)
         self.numbers = numbers
 
-    def command(self) -> list[str]:
-        stream = (
-            fenced_input(self.path)
-            .video.filter("select", "+".join(f"eq(n,{number})" for number in self.numbers))
-            .filter("scale", self.width, self.height, force_original_aspect_ratio="increase",
-                    flags="bicubic+full_chroma_int", **self.colour.scale_options())
-            .filter("crop", self.width, self.height)
-            .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-        )
-        return compile_command(stream)
+    def selected(self, video: ffmpeg.nodes.FilterableStream) -> ffmpeg.nodes.FilterableStream:
+        return video.filter("select", "+".join(f"eq(n,{number})" for number in self.numbers))
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         assert self._process is not None, "use SampledFrameReader as a context manager"
